@@ -1,0 +1,225 @@
+"""Weights in and out: the official files (converted strictly) and our self-describing model folder.
+
+Our folder:   config.json (ModelConfig) + model.safetensors (every tensor of MiniGPTv2) + tokenizer.model
+    model, processor = load("path/to/folder")
+Official:     Llama-2 HF folder + EVA ViT .pth + MiniGPT-v2 training checkpoint (.pth, key "model")
+    minigptv2 convert --llm DIR --vit FILE --checkpoint FILE --out DIR
+
+Every .pth is read with torch.load(weights_only=True) (no pickled code runs). Loading is strict: a key that
+is missing from the files or that the map does not know raises MiniGPTv2Error naming it; the only keys
+allowed to be absent are ALLOWED_MISSING (ln_vision: the official checkpoints never hold it, facts §1.4).
+Folders are written to a temporary sibling and renamed into place, so a failed save leaves nothing behind.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+from minigptv2.config import LoraSettings, ModelConfig, VisionConfig
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.model import MiniGPTv2
+from minigptv2.processor import Processor, Tokenizer
+from minigptv2.vit import interpolate_pos_embed
+
+ALLOWED_MISSING = {"ln_vision.weight", "ln_vision.bias"}
+
+# official MiniGPT-v2 checkpoint key -> our key (peft 0.2 LoRA names have no adapter segment; facts §2.2)
+CKPT_KEY_MAP = [
+    (r"^llama_proj\.(weight|bias)$", r"llama_proj.\1"),
+    (r"^ln_vision\.(weight|bias)$", r"ln_vision.\1"),
+    (r"^llama_model\.base_model\.model\.(model\.layers\.\d+\.self_attn\.\w+)\.lora_([AB])\.weight$",
+     r"llm.base_model.model.\1.lora_\2.default.weight"),
+]
+CKPT_IGNORED = [r"\.rotary_emb\.inv_freq$"]          # persistent buffer in transformers 4.30, recomputed here
+
+
+def torch_load(path) -> dict:
+    """torch.load with weights_only=True; any failure (incl. a refused pickle) is a MiniGPTv2Error."""
+    path = Path(path)
+    if not path.is_file():
+        raise MiniGPTv2Error(f"file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - pickle / zip / unpickling errors of many types
+        raise MiniGPTv2Error(f"refused to load {path}: not a plain weights file "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+# ---- our folder ----------------------------------------------------------------------------------------
+def save(model: MiniGPTv2, tokenizer_file, out_dir, overwrite: bool = False) -> Path:
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise MiniGPTv2Error(f"output folder {out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "config.json").write_text(model.config.to_json())
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt", "minigptv2": "1"})
+        shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def load(model_dir, dtype: torch.dtype = torch.float32) -> tuple[MiniGPTv2, Processor]:
+    """Load a folder written by `save` (or `minigptv2 convert`). Strict."""
+    d = Path(model_dir)
+    for f in ("config.json", "model.safetensors", "tokenizer.model"):
+        if not (d / f).is_file():
+            raise MiniGPTv2Error(f"{d} is not a minigptv2 model folder: {f} is missing")
+    try:
+        cfg = ModelConfig.from_dict(json.loads((d / "config.json").read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise MiniGPTv2Error(f"bad {d / 'config.json'}: {e}") from None
+    with torch.device("meta"):
+        model = MiniGPTv2(cfg)
+    model = model.to_empty(device="cpu")
+    try:
+        missing, unexpected = load_model(model, str(d / "model.safetensors"), strict=False)
+    except Exception as e:  # noqa: BLE001
+        raise MiniGPTv2Error(f"cannot read {d / 'model.safetensors'}: {e}") from None
+    if missing or unexpected:
+        raise MiniGPTv2Error(f"{d / 'model.safetensors'} does not match config.json: "
+                             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    _reset_buffers(model)
+    model.to(dtype).eval()
+    return model, Processor(Tokenizer(d / "tokenizer.model"), cfg)
+
+
+def _reset_buffers(model: MiniGPTv2) -> None:
+    """Non-persistent buffers (RoPE inv_freq) are not in the file; recompute them after a meta-device build."""
+    for m in model.modules():
+        if hasattr(m, "rope_init_fn") or type(m).__name__.endswith("RotaryEmbedding"):
+            inv_freq, scaling = m.rope_init_fn(m.config) if hasattr(m, "rope_init_fn") and m.rope_type != "default" \
+                else m.compute_default_rope_parameters(m.config)
+            m.inv_freq = inv_freq
+            m.original_inv_freq = inv_freq.clone()
+            m.attention_scaling = scaling
+
+
+# ---- official files ------------------------------------------------------------------------------------
+def vit_config_from_state(sd: dict, depth: int | None, heads: int, image_size: int) -> tuple[VisionConfig, int]:
+    """Read width, patch size, MLP size and block count from the EVA tensors. Returns (config, file_depth)."""
+    for k in ("patch_embed.proj.weight", "pos_embed", "cls_token"):
+        if k not in sd:
+            raise MiniGPTv2Error(f"the ViT file has no {k!r}: not an EVA ViT state dict")
+    w = sd["patch_embed.proj.weight"]
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
+    file_depth = max(blocks) + 1 if blocks else 0
+    if depth is None:
+        depth = 39 if file_depth == 40 else file_depth   # the 40-block eva_vit_g.pth runs with 39 (facts §1.3)
+    if not 0 < depth <= file_depth:
+        raise MiniGPTv2Error(f"--vit-depth {depth} but the ViT file has {file_depth} blocks")
+    if w.shape[0] % heads:
+        raise MiniGPTv2Error(f"ViT width {w.shape[0]} is not divisible by --vit-heads {heads}")
+    cfg = VisionConfig(image_size=image_size, patch_size=w.shape[-1], width=w.shape[0], depth=depth, heads=heads,
+                       mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in sd else 4 * w.shape[0])
+    return cfg, file_depth
+
+
+def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None = None, vit_heads: int = 16,
+                     image_size: int = 448, lora_alpha: float = 16) -> tuple[MiniGPTv2, Tokenizer]:
+    """Build our model from the official three inputs, strictly. LoRA rank and widths come from the tensors."""
+    from transformers import LlamaForCausalLM
+
+    llm_dir = Path(llm_dir)
+    if not (llm_dir / "config.json").is_file():
+        raise MiniGPTv2Error(f"{llm_dir} is not a Hugging Face LLaMA folder (config.json missing)")
+    tokenizer = Tokenizer(llm_dir / "tokenizer.model")
+
+    vit_sd = torch_load(vit_file)
+    if not isinstance(vit_sd, dict):
+        raise MiniGPTv2Error(f"{vit_file} does not hold a state dict")
+    vcfg, file_depth = vit_config_from_state(vit_sd, vit_depth, vit_heads, image_size)
+
+    ckpt = torch_load(checkpoint_file)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise MiniGPTv2Error(f"{checkpoint_file} is not a MiniGPT-v2 training checkpoint (no 'model' key)")
+    ck = ckpt["model"]
+    mapped: dict[str, torch.Tensor] = {}
+    for k, t in ck.items():
+        if any(re.search(p, k) for p in CKPT_IGNORED):
+            continue
+        for pat, rep in CKPT_KEY_MAP:
+            if re.match(pat, k):
+                mapped[re.sub(pat, rep, k)] = t
+                break
+        else:
+            raise MiniGPTv2Error(f"{checkpoint_file}: unknown key {k!r} (not in the official key map)")
+    if "llama_proj.weight" not in mapped:
+        raise MiniGPTv2Error(f"{checkpoint_file}: no llama_proj.weight")
+    lora_a = [t for k, t in mapped.items() if k.endswith("lora_A.default.weight")]
+    lora = None
+    if lora_a:
+        targets = sorted({re.search(r"self_attn\.(\w+)\.lora_A", k).group(1) for k in mapped if "lora_A" in k})
+        lora = LoraSettings(r=lora_a[0].shape[0], alpha=lora_alpha, dropout=0.05, targets=tuple(targets))
+
+    try:
+        llm, info = LlamaForCausalLM.from_pretrained(llm_dir, torch_dtype=torch.float32, output_loading_info=True,
+                                                     attn_implementation="sdpa")
+    except OSError as e:
+        raise MiniGPTv2Error(f"cannot load the LLM from {llm_dir}: {e}") from None
+    bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
+    if bad or info.get("mismatched_keys"):
+        raise MiniGPTv2Error(f"{llm_dir}: missing LLM weights {bad[:5]} / shape mismatches {info.get('mismatched_keys')}")
+
+    cfg = ModelConfig(name="converted", vision=vcfg, llm=_llm_dict(llm.config), lora=lora)
+    if lora is None:
+        cfg.trainable = {"vit": "frozen", "projector": "full", "llm": "frozen"}
+    proj = mapped["llama_proj.weight"]
+    if proj.shape != (llm.config.hidden_size, vcfg.width * cfg.group):
+        raise MiniGPTv2Error(f"{checkpoint_file}: llama_proj.weight has shape {tuple(proj.shape)}, expected "
+                             f"{(llm.config.hidden_size, vcfg.width * cfg.group)} from the ViT and LLM")
+    model = MiniGPTv2(cfg, llm=llm)
+
+    sd = model.state_dict()
+    new: dict[str, torch.Tensor] = {}
+    for k, t in vit_sd.items():
+        m = re.match(r"blocks\.(\d+)\.", k)
+        if m and int(m.group(1)) >= vcfg.depth:
+            continue                                              # blocks past --vit-depth are not used
+        if k == "pos_embed":
+            t = interpolate_pos_embed(t, vcfg.grid)
+        new[f"visual_encoder.{k}"] = t
+    new.update(mapped)
+    for k in list(new):
+        if k not in sd:
+            raise MiniGPTv2Error(f"unexpected weight {k!r} (from the ViT file or checkpoint)")
+        if tuple(new[k].shape) != tuple(sd[k].shape):
+            raise MiniGPTv2Error(f"shape mismatch for {k}: file {tuple(new[k].shape)}, model {tuple(sd[k].shape)}")
+    llm_keys = {k for k in sd if k.startswith("llm.") and "lora_" not in k}
+    missing = [k for k in sd if k not in new and k not in llm_keys and k not in ALLOWED_MISSING]
+    if missing:
+        raise MiniGPTv2Error(f"weights missing from the official files: {missing[:8]}")
+    model.load_state_dict({**{k: sd[k] for k in llm_keys | ALLOWED_MISSING}, **new}, strict=True)
+    with torch.no_grad():
+        if "ln_vision.weight" not in new:                        # fresh identity LayerNorm (facts §1.4)
+            model.ln_vision.weight.fill_(1.0)
+            model.ln_vision.bias.zero_()
+    return model.float().eval(), tokenizer
+
+
+def _llm_dict(hf_config) -> dict:
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "bos_token_id", "eos_token_id",
+            "pad_token_id", "tie_word_embeddings", "hidden_act")
+    d = {k: getattr(hf_config, k) for k in keys if getattr(hf_config, k, None) is not None}
+    rope = getattr(hf_config, "rope_parameters", None)
+    if rope:
+        d["rope_parameters"] = dict(rope)
+    return d

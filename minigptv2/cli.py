@@ -1,0 +1,117 @@
+"""The `minigptv2` command.
+
+    minigptv2 demo                                   # every task on a generated scene, embedded nano model
+    minigptv2 convert --llm Llama-2-7b-chat-hf --vit eva_vit_g.pth --checkpoint minigptv2_checkpoint.pth --out m7b
+    minigptv2 generate --model m7b --image cat.jpg --prompt "[refer] the cat"
+    minigptv2 generate --model m7b --input-jsonl requests.jsonl          # {"image": path, "prompt": text} per line
+    minigptv2 synth --out data/synth --n 2000 --seed 0
+    minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --out runs/nano
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from minigptv2.errors import MiniGPTv2Error
+
+
+def cmd_convert(a) -> None:
+    from minigptv2.checkpoint import convert_official, save
+
+    model, tok = convert_official(a.llm, a.vit, a.checkpoint, vit_depth=a.vit_depth, vit_heads=a.vit_heads,
+                                  image_size=a.image_size, lora_alpha=a.lora_alpha)
+    out = save(model, tok.path, a.out)
+    print(f"wrote {out}")
+
+
+def _requests(a) -> list[dict]:
+    if a.input_jsonl:
+        path = Path(a.input_jsonl)
+        if not path.is_file():
+            raise MiniGPTv2Error(f"--input-jsonl file not found: {path}")
+        reqs = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MiniGPTv2Error(f"{path}:{n}: not JSON ({e.msg})") from None
+            if not isinstance(r, dict) or not isinstance(r.get("prompt"), str) or "image" not in r:
+                raise MiniGPTv2Error(f'{path}:{n}: each line needs {{"image": path, "prompt": text}}')
+            img = r["image"]
+            if img is not None and not Path(img).is_absolute():
+                img = str(path.parent / img)
+            reqs.append({"image": img, "prompt": r["prompt"]})
+        return reqs
+    if a.prompt is None:
+        raise MiniGPTv2Error("give --prompt (with --image) or --input-jsonl")
+    return [{"image": a.image, "prompt": a.prompt}]
+
+
+def cmd_generate(a) -> None:
+    from minigptv2 import generate, load
+
+    model, proc = load(a.model)
+    reqs = _requests(a)
+    kw = dict(max_new_tokens=a.max_new_tokens, do_sample=a.temperature is not None and not a.greedy)
+    if kw["do_sample"]:
+        kw.update(temperature=a.temperature, top_p=a.top_p)
+    as_json = a.json or bool(a.input_jsonl)
+    for i in range(0, len(reqs), a.batch_size):
+        chunk = reqs[i: i + a.batch_size]
+        for r in generate(model, proc, [q["image"] for q in chunk], [q["prompt"] for q in chunk], **kw):
+            print(json.dumps(r.to_dict()) if as_json else r.text, flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="minigptv2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("convert", help="official LLaMA folder + EVA .pth + MiniGPT-v2 checkpoint -> our folder")
+    c.add_argument("--llm", required=True)
+    c.add_argument("--vit", required=True)
+    c.add_argument("--checkpoint", required=True)
+    c.add_argument("--out", required=True)
+    c.add_argument("--vit-depth", type=int, default=None, help="default: all blocks in the file, 39 if it has 40")
+    c.add_argument("--vit-heads", type=int, default=16)
+    c.add_argument("--image-size", type=int, default=448)
+    c.add_argument("--lora-alpha", type=float, default=16)
+    c.set_defaults(fn=cmd_convert)
+
+    g = sub.add_parser("generate", help="answer prompts about images")
+    g.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
+    g.add_argument("--image")
+    g.add_argument("--prompt")
+    g.add_argument("--input-jsonl")
+    g.add_argument("--max-new-tokens", type=int, default=300)
+    g.add_argument("--greedy", action="store_true", help="greedy decoding (the default)")
+    g.add_argument("--temperature", type=float, default=None, help="sample at this temperature")
+    g.add_argument("--top-p", type=float, default=0.9)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(fn=cmd_generate)
+
+    for name, module in (("synth", "synthetic"), ("train", "train"), ("demo", "demo")):
+        s = sub.add_parser(name, add_help=False, help=f"see `minigptv2 {name} --help`")
+        s.set_defaults(fn=None, module=module)
+
+    a, rest = p.parse_known_args(argv)
+    try:
+        if a.fn is None:
+            import importlib
+
+            return importlib.import_module(f"minigptv2.{a.module}").main(rest) or 0
+        if rest:
+            p.error(f"unrecognized arguments: {' '.join(rest)}")
+        a.fn(a)
+    except MiniGPTv2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

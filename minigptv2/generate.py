@@ -1,0 +1,155 @@
+"""Generation: batched greedy / sampling through HF `generate(inputs_embeds=...)`, streaming, multi-turn chat.
+
+    from minigptv2 import load, generate, Chat
+    model, processor = load("minigptv2/assets/nano")
+    [r] = generate(model, processor, ["scene.png"], ["[refer] red circle"])
+    r.text, r.boxes                       # '{<12><40><38><71>}', [Grounding(box=(12, 40, 38, 71))]
+    chat = Chat(model, processor, "scene.png"); chat.ask("[vqa] what color is the circle?")
+    for piece in chat.stream("[identify] what is this {<12><40><38><71>}"): print(piece, end="")
+
+Greedy is the default (as the official eval); sampling takes temperature / top_p / repetition_penalty (the
+official demo uses 0.6 / 0.9 / 1.05). A batch of different images and prompts is left-padded (official
+zero-vector padding is equivalent: padded positions are masked out), so batched and single runs agree.
+A prompt that would not fit the context window with max_new_tokens is refused, never silently cut.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TextIteratorStreamer
+
+from minigptv2.boxes import Grounding, parse_boxes
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.images import load_image
+
+
+@dataclass
+class Result:
+    text: str
+    token_ids: list[int]
+    boxes: list[Grounding] = field(default_factory=list)
+    image_size: tuple[int, int] | None = None     # (W, H) of the original image
+
+    def to_dict(self) -> dict:
+        W, H = self.image_size or (None, None)
+        return {"text": self.text, "token_ids": self.token_ids, "boxes": [b.to_dict(W, H) for b in self.boxes]}
+
+
+def _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor):
+    if max_new_tokens < 1:
+        raise MiniGPTv2Error(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    tok = processor.tokenizer
+    kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=1,
+              eos_token_id=tok.eos_id, pad_token_id=processor.config.llm.get("pad_token_id", 0),
+              logits_processor=logits_processor)
+    if repetition_penalty != 1.0:
+        kw["repetition_penalty"] = repetition_penalty
+    if do_sample:
+        if temperature <= 0:
+            raise MiniGPTv2Error(f"temperature must be > 0 when sampling, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise MiniGPTv2Error(f"top_p must be in (0, 1], got {top_p}")
+        kw.update(temperature=temperature, top_p=top_p, top_k=0)
+    return kw
+
+
+def _prepare(model, processor, images, conversations, max_new_tokens):
+    """conversations[i] = (questions, answers) -> embeds, mask, per-row image sizes."""
+    pil, ids = [], []
+    for image, (questions, answers) in zip(images, conversations):
+        img = load_image(image) if image is not None else None
+        pil.append(img)
+        p = processor.prompt_ids(questions, answers, has_image=img is not None)
+        if len(p) + max_new_tokens > processor.config.max_context_len:
+            raise MiniGPTv2Error(f"prompt of {len(p)} tokens + max_new_tokens {max_new_tokens} exceeds the "
+                                 f"context window of {processor.config.max_context_len} tokens")
+        ids.append(p)
+    batch = processor.generation_batch(ids, pil)
+    dtype = next(model.llm.parameters()).dtype
+    pv = batch["pixel_values"].to(dtype) if batch["pixel_values"] is not None else None
+    embeds = model.embed(batch["input_ids"], pv)
+    sizes = [im.size if im is not None else None for im in pil]
+    return embeds, batch["attention_mask"], sizes
+
+
+def _normalise(prompts) -> list[tuple[list[str], list[str]]]:
+    out = []
+    for p in prompts:
+        if isinstance(p, str):
+            out.append(([p], []))
+        else:   # a conversation: list of {"role": "user"|"assistant", "content": str}
+            qs = [m["content"] for m in p if m["role"] == "user"]
+            ans = [m["content"] for m in p if m["role"] == "assistant"]
+            if not qs or p[-1]["role"] != "user" or len(ans) != len(qs) - 1:
+                raise MiniGPTv2Error("a conversation must alternate user/assistant and end with a user message")
+            out.append((qs, ans))
+    return out
+
+
+@torch.inference_mode()
+def generate(model, processor, images, prompts, *, max_new_tokens: int = 300, do_sample: bool = False,
+             temperature: float = 1.0, top_p: float = 0.9, repetition_penalty: float = 1.0,
+             logits_processor=None, streamer=None) -> list[Result]:
+    """One batched call: images[i] (path / bytes / PIL / None) with prompts[i] (instruction or conversation)."""
+    if len(images) != len(prompts) or not prompts:
+        raise MiniGPTv2Error(f"need one image (or None) per prompt, got {len(images)} images, {len(prompts)} prompts")
+    kw = _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor)
+    embeds, mask, sizes = _prepare(model, processor, images, _normalise(prompts), max_new_tokens)
+    out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
+    results = []
+    eos = processor.tokenizer.eos_id
+    for row, size in zip(out.tolist(), sizes):
+        if eos in row:
+            row = row[: row.index(eos) + 1]
+        text = processor.decode_answer(row)
+        results.append(Result(text, row, parse_boxes(text), size))
+    return results
+
+
+def stream(model, processor, image, prompt, **kw):
+    """Yield the answer text piece by piece as it is generated (one request)."""
+    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=False, timeout=600)
+    err: list[BaseException] = []
+
+    def run():
+        try:
+            generate(model, processor, [image], [prompt], streamer=streamer, **kw)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            err.append(e)
+            streamer.end()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    for piece in streamer:
+        yield piece
+    t.join()
+    if err:
+        raise err[0]
+
+
+class Chat:
+    """Multi-turn conversation about one image (or none). Earlier answers stay in the context."""
+
+    def __init__(self, model, processor, image=None, **gen_kwargs):
+        self.model, self.processor, self.image = model, processor, image
+        self.gen_kwargs = gen_kwargs
+        self.messages: list[dict] = []
+
+    def ask(self, text: str, **kw) -> Result:
+        msgs = self.messages + [{"role": "user", "content": text}]
+        [r] = generate(self.model, self.processor, [self.image], [msgs], **{**self.gen_kwargs, **kw})
+        self.messages = msgs + [{"role": "assistant", "content": r.text}]
+        return r
+
+    def stream(self, text: str, **kw):
+        msgs = self.messages + [{"role": "user", "content": text}]
+        pieces = []
+        for p in stream(self.model, self.processor, self.image, msgs, **{**self.gen_kwargs, **kw}):
+            pieces.append(p)
+            yield p
+        self.messages = msgs + [{"role": "assistant", "content": self.processor.decode_answer_text("".join(pieces))}]
+
+    def reset(self, image=None):
+        self.image, self.messages = image, []

@@ -1,0 +1,150 @@
+"""Where strings and images become tensors: the tokenizer, image preprocessing and batch collation.
+
+Tokenizer: the LLaMA SentencePiece model used directly, which reproduces the legacy (transformers 4.30)
+slow-tokenizer ids MiniGPT-v2 was trained with: every separately tokenized piece gets the dummy-prefix `▁`,
+specials are only ever inserted structurally (prompts.py), so `<s>`, `</s>` or `<ImageHere>` typed by a
+user stay plain text. The pad id is the id of the piece `$$` (official `pad_token = "$$"`, facts §1.6).
+
+Image: resize to image_size×image_size with PIL bicubic (aspect not kept), /255, -mean, /std (facts §1.2).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from minigptv2 import prompts
+from minigptv2.config import ModelConfig
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.images import load_image
+
+IMAGE_TOKEN_ID = -200   # placeholder id in input_ids; the model scatters visual embeddings there
+IGNORE = -100
+
+
+class Tokenizer:
+    def __init__(self, model_file: str | Path):
+        import sentencepiece as spm
+
+        path = Path(model_file)
+        if not path.is_file():
+            raise MiniGPTv2Error(f"tokenizer model not found: {path}")
+        self.path = path
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(path))
+        except Exception as e:  # noqa: BLE001 - sentencepiece raises bare RuntimeError/OSError
+            raise MiniGPTv2Error(f"not a SentencePiece model: {path} ({e})") from None
+        self.bos_id, self.eos_id, self.unk_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()
+        self.pad_id = self.sp.piece_to_id("$$")   # == unk_id when the piece is absent, as in the official code
+        self.special_ids = {self.bos_id, self.eos_id, self.unk_id, self.pad_id}
+
+    def __len__(self):
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        """One separately tokenized piece: dummy prefix added, no special-token parsing."""
+        return self.sp.encode(text) if text else []
+
+    def decode(self, ids, **_) -> str:
+        """Skip special ids (bos, eos, unk, pad) as `skip_special_tokens=True`; no space clean-up."""
+        return self.sp.decode([int(i) for i in ids if int(i) not in self.special_ids and 0 <= int(i) < len(self)])
+
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(int(i))
+
+
+class Processor:
+    def __init__(self, tokenizer: Tokenizer, config: ModelConfig):
+        self.tokenizer = tokenizer
+        self.config = config
+        v = config.vision
+        self.mean = torch.tensor(v.mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(v.std, dtype=torch.float32).view(3, 1, 1)
+
+    # ---- images -------------------------------------------------------------------------------------
+    def image(self, image) -> torch.Tensor:
+        """Path / bytes / PIL -> (3, S, S) float32."""
+        img = image if isinstance(image, Image.Image) and image.mode == "RGB" else load_image(image)
+        s = self.config.vision.image_size
+        img = img.resize((s, s), resample=Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+        return ((x / 255.0) - self.mean) / self.std
+
+    # ---- text ---------------------------------------------------------------------------------------
+    def encode_items(self, items) -> tuple[list[int], list[int]]:
+        """Prompt items -> (ids, labels); image items expand to num_image_tokens placeholders."""
+        tok = self.tokenizer
+        ids: list[int] = []
+        labels: list[int] = []
+        for it in items:
+            if it.kind == "bos":
+                new = [tok.bos_id]
+            elif it.kind == "eos":
+                new = [tok.eos_id]
+            elif it.kind == "image":
+                new = [IMAGE_TOKEN_ID] * self.config.num_image_tokens
+            else:
+                new = tok.encode(it.text)
+            ids += new
+            labels += new if it.target else [IGNORE] * len(new)
+        return ids, labels
+
+    def prompt_ids(self, questions: list[str], answers: list[str] = (), has_image: bool = True) -> list[int]:
+        for q in questions:
+            if not isinstance(q, str) or not q.strip():
+                raise MiniGPTv2Error("the prompt text is empty")
+        ids, _ = self.encode_items(prompts.render_inference(list(questions), list(answers), has_image))
+        return ids
+
+    def generation_batch(self, prompt_ids: list[list[int]], images: list) -> dict:
+        """Left-pad prompts (pad id, attention 0) and stack the images that appear in them."""
+        L = max(len(p) for p in prompt_ids)
+        pad = self.tokenizer.pad_id
+        input_ids = torch.full((len(prompt_ids), L), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompt_ids), L), dtype=torch.long)
+        for i, p in enumerate(prompt_ids):
+            input_ids[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, L - len(p):] = 1
+        pix = [self.image(im) for im in images if im is not None]
+        return {"input_ids": input_ids, "attention_mask": mask,
+                "pixel_values": torch.stack(pix) if pix else None}
+
+    def training_example(self, turns, image=None, chat_template: bool = True) -> dict:
+        """One training sample -> ids/labels. `image`: path / PIL / bytes / preprocessed (3,S,S) tensor / None.
+        Each answer is cut to max_txt_len tokens (as the official code); an over-long sample is refused."""
+        turns = [(q, self.truncate(a)) for q, a in turns]
+        ids, labels = self.encode_items(prompts.render_training(list(turns), image is not None, chat_template))
+        if len(ids) > self.config.max_context_len:
+            raise MiniGPTv2Error(f"training sample is {len(ids)} tokens, over max_context_len "
+                                 f"{self.config.max_context_len}")
+        pv = image if isinstance(image, torch.Tensor) or image is None else self.image(image)
+        return {"input_ids": ids, "labels": labels, "pixel_values": pv}
+
+    def truncate(self, answer: str) -> str:
+        ids = self.tokenizer.encode(answer)
+        return answer if len(ids) <= self.config.max_txt_len else self.tokenizer.decode(ids[: self.config.max_txt_len])
+
+    def collate(self, examples: list[dict]) -> dict:
+        """Right-pad a list of training examples (pad id, mask 0, label -100)."""
+        L = max(len(e["input_ids"]) for e in examples)
+        B = len(examples)
+        input_ids = torch.full((B, L), self.tokenizer.pad_id, dtype=torch.long)
+        labels = torch.full((B, L), IGNORE, dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            input_ids[i, :n] = torch.tensor(e["input_ids"])
+            labels[i, :n] = torch.tensor(e["labels"])
+            mask[i, :n] = 1
+        labels[labels == self.tokenizer.pad_id] = IGNORE   # official: pad-id answer tokens are not trained on
+        pix = [e["pixel_values"] for e in examples if e["pixel_values"] is not None]
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
+                "pixel_values": torch.stack(pix) if pix else None}
+
+    def decode_answer(self, ids) -> str:
+        return prompts.clean_answer(self.tokenizer.decode(ids))
+
+    def decode_answer_text(self, text: str) -> str:
+        return prompts.clean_answer(text)
