@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 
 from minigptv2.config import LoraSettings, ModelConfig, VisionConfig
 from minigptv2.errors import MiniGPTv2Error
@@ -53,19 +53,27 @@ def torch_load(path) -> dict:
 
 
 # ---- our folder ----------------------------------------------------------------------------------------
-def save(model: MiniGPTv2, tokenizer_file, out_dir, overwrite: bool = False) -> Path:
+def save(model: MiniGPTv2, tokenizer_file, out_dir, overwrite: bool = False, state_dict: dict | None = None,
+         extra=None) -> Path:
+    """Write our model folder atomically (temp sibling + rename). `state_dict` overrides the model's own
+    (e.g. a gathered FSDP state dict); `extra(tmp_dir)` may add files before the rename."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MiniGPTv2Error(f"output folder {out} exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
         (tmp / "config.json").write_text(model.config.to_json())
-        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt", "minigptv2": "1"})
+        if state_dict is None:
+            save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            save_file(_dedupe(model, state_dict), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
+        if extra is not None:
+            extra(tmp)
         if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            os.replace(out, old)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old", dir=out.parent))
+            os.replace(out, old / "x")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         else:
@@ -74,6 +82,22 @@ def save(model: MiniGPTv2, tokenizer_file, out_dir, overwrite: bool = False) -> 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _dedupe(model, sd: dict) -> dict:
+    """Drop tied duplicates (e.g. lm_head = embed_tokens) the way safetensors' save_model does."""
+    tied = {n for n, _ in _tied_names(model)}
+    return {k: v.contiguous() for k, v in sd.items() if k not in tied}
+
+
+def _tied_names(model):
+    seen: dict = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        key = (t.data_ptr(), t.shape) if t.device.type != "meta" else None
+        if key is not None and key in seen:
+            yield name, seen[key]
+        elif key is not None:
+            seen[key] = name
 
 
 def load(model_dir, dtype: torch.dtype = torch.float32) -> tuple[MiniGPTv2, Processor]:

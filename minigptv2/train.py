@@ -1,0 +1,387 @@
+"""One training loop for all three MiniGPT-v2 stages (and the nano recipe), single process or torchrun.
+
+    minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --tokenizer tok.model --out runs/s1
+    minigptv2 train --init runs/s1 --stage 2 --data data/synth/mixture.json --out runs/s2     # continue from a model
+    minigptv2 train ... --out runs/s2 --resume                # continue an interrupted run exactly
+    torchrun --nproc-per-node 2 -m minigptv2.train ... [--fsdp]       # DDP (default) or FSDP2, gloo on CPU
+
+Stages are presets (STAGES, facts §4.1–4.2): trainable parts, LR schedule (linear warmup, then cosine to
+min_lr on the global step, as `linear_warmup_cosine_lr`), AdamW (betas 0.9/0.999, weight decay only on
+≥2-D weights not named bias/norm), steps and global batch. Command-line flags override them.
+
+Data: a mixture.json (data.load_mixture). Every sample of every step is drawn with an RNG seeded by
+(seed, step, position in the global batch), so the data order does not depend on the number of processes
+and `--resume` replays exactly. Each rank takes its slice of the global batch; the loss is the token mean
+over the *global* batch, so N processes compute the same update as one.
+
+Writes to --out: checkpoint/ every --save-every steps (a model folder + train_state, written to a temp
+folder and renamed), log.jsonl (one line per step), loss.png, and the final model folder in final/.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from minigptv2 import checkpoint as ckpt
+from minigptv2.config import preset
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.model import MiniGPTv2
+from minigptv2.processor import IGNORE, Processor, Tokenizer
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    batch_size: int                 # global batch (all processes, all accumulation micro-steps)
+    lr: float
+    min_lr: float
+    warmup_lr: float
+    warmup_steps: int
+    weight_decay: float = 0.05
+    betas: tuple = (0.9, 0.999)
+    grad_accum: int = 1
+    trainable: dict = field(default_factory=lambda: {"vit": "frozen", "projector": "full", "llm": "lora"})
+    chat_template: bool = True
+    precision: str = "bf16"         # bf16 | fp16 | fp32 autocast
+    grad_clip: float = 0.0
+    save_every: int = 1000
+    seed: int = 42
+
+
+# Paper §4 (facts §4.1, [paper-mem]) for stages 1–2; stage 3 = the released train_configs/minigptv2_finetune.yaml.
+STAGES = {
+    1: TrainConfig(steps=400_000, batch_size=96, lr=1e-4, min_lr=1e-5, warmup_lr=1e-6, warmup_steps=1000),
+    2: TrainConfig(steps=50_000, batch_size=64, lr=1e-5, min_lr=1e-6, warmup_lr=1e-6, warmup_steps=1000),
+    3: TrainConfig(steps=50_000, batch_size=24, lr=1e-5, min_lr=1e-6, warmup_lr=1e-6, warmup_steps=1000),
+}
+
+
+def lr_at(step: int, c: TrainConfig) -> float:
+    if step < c.warmup_steps:
+        return c.warmup_lr + (c.lr - c.warmup_lr) * step / max(1, c.warmup_steps)
+    return (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, c.steps))) + c.min_lr
+
+
+def param_groups(model, weight_decay: float):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "bias" in n or "norm" in n or "ln" in n.split(".")[-2:][0] else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ---- data --------------------------------------------------------------------------------------------------
+class Mixture:
+    """Weighted datasets; `draw(step, j)` is a pure function of (seed, step, j)."""
+
+    def __init__(self, parts, seed: int):
+        self.parts = [(d, r) for d, r in parts if len(d) > 0 and r > 0]
+        if not self.parts:
+            raise MiniGPTv2Error("the data mixture is empty (no dataset with samples and a positive ratio)")
+        self.weights = [r for _, r in self.parts]
+        self.seed = seed
+
+    def draw(self, step: int, j: int):
+        rng = random.Random(f"{self.seed}:{step}:{j}")
+        ds = rng.choices([d for d, _ in self.parts], weights=self.weights)[0]
+        return ds.sample(rng.randrange(len(ds)), rng)
+
+
+def make_batch(proc: Processor, samples, chat_template: bool) -> dict:
+    ex = []
+    for s in samples:
+        try:
+            ex.append(proc.training_example(s.turns, image=s.image, chat_template=chat_template))
+        except MiniGPTv2Error as e:
+            raise MiniGPTv2Error(f"{s.source or 'sample'}: {e}") from None
+    return proc.collate(ex)
+
+
+# ---- distributed -------------------------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int]:
+    if "RANK" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def wrap(model: MiniGPTv2, world: int, fsdp: bool):
+    if world == 1:
+        return model
+    if fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.base_llm.model.layers:
+            fully_shard(layer)
+        for blk in model.visual_encoder.blocks:
+            fully_shard(blk)
+        return fully_shard(model)
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(model, find_unused_parameters=False)
+
+
+# ---- state save / load -------------------------------------------------------------------------------------
+def full_state(model, optimizer, world: int):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    if world == 1:
+        return model.state_dict(), optimizer.state_dict()
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_state_dict(model, optimizer, options=opts)
+
+
+def _flat_optimizer(osd: dict) -> tuple[dict, dict]:
+    tensors, meta = {}, {"param_groups": osd["param_groups"], "state_keys": {}}
+    for pid, st in osd["state"].items():
+        meta["state_keys"][str(pid)] = {}
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}/{name}"] = v.detach().cpu().contiguous()
+                meta["state_keys"][str(pid)][name] = "tensor"
+            else:
+                meta["state_keys"][str(pid)][name] = v
+    return tensors, meta
+
+
+def _unflat_optimizer(tensors: dict, meta: dict) -> dict:
+    state = {}
+    for pid, names in meta["state_keys"].items():
+        key = int(pid) if pid.isdigit() else pid
+        state[key] = {n: (tensors[f"{pid}/{n}"] if v == "tensor" else v) for n, v in names.items()}
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(out: Path, model: MiniGPTv2, wrapped, optimizer, tok_file, step: int, tc: TrainConfig,
+                    world: int, rank: int) -> None:
+    msd, osd = full_state(wrapped, optimizer, world)
+    if rank != 0:
+        return
+    tensors, meta = _flat_optimizer(osd)
+
+    def extra(d: Path):
+        save_file(tensors or {"_empty": torch.zeros(0)}, str(d / "optimizer.safetensors"))
+        save_file({"torch_rng": torch.get_rng_state()}, str(d / "rng.safetensors"))
+        (d / "train_state.json").write_text(json.dumps({"step": step, "train_config": dataclasses.asdict(tc),
+                                                        "optimizer": meta}, indent=1))
+
+    ckpt.save(model, tok_file, out / "checkpoint", overwrite=True, state_dict=msd if world > 1 else None, extra=extra)
+
+
+def load_train_state(d: Path, optimizer) -> int:
+    st = json.loads((d / "train_state.json").read_text())
+    tensors = load_file(str(d / "optimizer.safetensors"))
+    osd = _unflat_optimizer(tensors, st["optimizer"])
+    optimizer.load_state_dict(osd)
+    torch.set_rng_state(load_file(str(d / "rng.safetensors"))["torch_rng"])
+    return int(st["step"])
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+def loss_sum(model, batch, dtype) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropies over labelled tokens (the caller divides by the global count)."""
+    with torch.autocast(batch["input_ids"].device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       pixel_values=batch["pixel_values"]).logits
+    labels = batch["labels"][:, 1:]
+    logits = logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum"), int((labels != IGNORE).sum())
+
+
+def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, out: Path, resume: bool = False,
+          fsdp: bool = False, progress: bool = True, stop_after: int | None = None) -> list[float]:
+    """Train in place; returns this process's per-step losses (global-batch token means)."""
+    from tqdm.auto import tqdm
+
+    rank, world = init_distributed()
+    if tc.batch_size % (world * tc.grad_accum):
+        raise MiniGPTv2Error(f"batch size {tc.batch_size} is not divisible by processes ({world}) × "
+                             f"grad accumulation ({tc.grad_accum})")
+    micro = tc.batch_size // (world * tc.grad_accum)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[tc.precision]
+    model.set_trainable(tc.trainable)
+    model.train()
+    wrapped = wrap(model, world, fsdp)
+    optimizer = torch.optim.AdamW(param_groups(wrapped, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
+    out.mkdir(parents=True, exist_ok=True)
+    tok_file = proc.tokenizer.path
+    step = 0
+    if resume:
+        d = out / "checkpoint"
+        if not (d / "train_state.json").is_file():
+            raise MiniGPTv2Error(f"--resume: no checkpoint in {d}")
+        loaded, _ = ckpt.load(d)
+        if world == 1:
+            model.load_state_dict(loaded.state_dict())
+            step = load_train_state(d, optimizer)
+        else:
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+            st = json.loads((d / "train_state.json").read_text())
+            osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
+            set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
+                           options=StateDictOptions(full_state_dict=True))
+            torch.set_rng_state(load_file(str(d / "rng.safetensors"))["torch_rng"])
+            step = int(st["step"])
+        del loaded
+    log_path = out / "log.jsonl"
+    if rank == 0 and not resume:
+        log_path.write_text("")
+    losses: list[float] = []
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, dynamic_ncols=True)
+    t_last = time.perf_counter()
+    while step < tc.steps:
+        lr = lr_at(step, tc)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        js = range(rank * micro * tc.grad_accum, (rank + 1) * micro * tc.grad_accum)
+        batches = [make_batch(proc, [mixture.draw(step, j) for j in js[a: a + micro]], tc.chat_template)
+                   for a in range(0, len(js), micro)]
+        n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(n_tok)
+        total = torch.zeros((), dtype=torch.float64)
+        for i, b in enumerate(batches):
+            s, _ = loss_sum(wrapped, b, dtype)
+            # gradients are averaged over processes: scale so the update is d(global token mean)
+            (s * world / n_tok.clamp(min=1).item()).backward()
+            total += s.detach().double()
+        if world > 1:
+            dist.all_reduce(total)
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], tc.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss = (total / n_tok.clamp(min=1)).item()
+        if not math.isfinite(loss):
+            raise MiniGPTv2Error(f"loss is {loss} at step {step}; lower the learning rate or check the data")
+        losses.append(loss)
+        step += 1
+        now = time.perf_counter()
+        sps = tc.batch_size / max(now - t_last, 1e-9)
+        t_last = now
+        if rank == 0:
+            with log_path.open("a") as f:
+                f.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr, "samples_per_s": round(sps, 2)}) + "\n")
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
+            bar.update(1)
+        if step % tc.save_every == 0 or step == tc.steps:
+            save_checkpoint(out, model, wrapped, optimizer, tok_file, step, tc, world, rank)
+        if stop_after is not None and step >= stop_after:
+            break
+    bar.close()
+    if rank == 0 and step == tc.steps:
+        final = out / "final"
+        ckpt.save(model, tok_file, final, overwrite=True,
+                  state_dict=full_state(wrapped, optimizer, world)[0] if world > 1 else None)
+        plot_losses(log_path, out / "loss.png")
+    elif world > 1 and step == tc.steps:
+        full_state(wrapped, optimizer, world)   # collective: every rank joins the gather
+    return losses
+
+
+def plot_losses(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (token mean)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="minigptv2 train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default=None, help="build a fresh model from this preset (needs --tokenizer)")
+    p.add_argument("--init", default=None, help="start from this model folder instead")
+    p.add_argument("--tokenizer", default=None, help="SentencePiece model for a fresh --preset model")
+    p.add_argument("--stage", type=int, default=3, choices=sorted(STAGES))
+    p.add_argument("--data", required=True, help="mixture.json (see minigptv2/data.py)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--fsdp", action="store_true", help="FSDP2 instead of DDP under torchrun")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--min-lr", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--trainable", default=None, help='JSON, e.g. {"vit": "full", "projector": "full", "llm": "full"}')
+    p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    from minigptv2.data import load_mixture
+
+    tc = dataclasses.replace(STAGES[a.stage])
+    for k in ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "precision",
+              "grad_clip", "save_every", "seed"):
+        if getattr(a, k) is not None:
+            setattr(tc, k, getattr(a, k))
+    if a.resume:
+        st = Path(a.out) / "checkpoint" / "train_state.json"
+        if st.is_file():   # the interrupted run's configuration wins
+            tc = TrainConfig(**json.loads(st.read_text())["train_config"])
+    torch.manual_seed(tc.seed)
+    if a.init:
+        model, proc = ckpt.load(a.init)
+    elif a.preset:
+        if not a.tokenizer:
+            raise MiniGPTv2Error("--preset needs --tokenizer (a SentencePiece model) or use --init DIR")
+        cfg = preset(a.preset)
+        tok = Tokenizer(a.tokenizer)
+        if len(tok) != cfg.llm["vocab_size"]:
+            cfg.llm["vocab_size"] = len(tok)
+        model, proc = MiniGPTv2(cfg), Processor(tok, cfg)
+    else:
+        raise MiniGPTv2Error("give --preset NAME (fresh model) or --init DIR (existing model)")
+    if a.trainable:
+        tc.trainable = json.loads(a.trainable)
+    elif a.preset and not a.init:
+        tc.trainable = dict(model.config.trainable)
+    model.config.trainable = dict(tc.trainable)
+    model.visual_encoder.gradient_checkpointing = a.grad_checkpointing
+    if a.grad_checkpointing:
+        model.base_llm.gradient_checkpointing_enable()
+    mixture = Mixture(load_mixture(a.data), tc.seed)
+    train(model, proc, mixture, tc, Path(a.out), resume=a.resume, fsdp=a.fsdp, progress=not a.no_progress)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,63 @@
+import pytest
+from PIL import Image
+
+from minigptv2.boxes import (Grounding, draw_boxes, format_box, format_boxes, format_grounded, iou, parse_box,
+                             parse_boxes, strip_boxes, to_grid, to_pixels)
+from minigptv2.errors import MiniGPTv2Error
+
+
+def test_grid_truncates_relative_to_original_size():
+    # official: int(x / W * 100), relative to the original image, not the 448 resize
+    assert to_grid((468.3, 0.91, 468.3 + 171.7, 0.91 + 116.12), 640, 428) == (73, 0, 100, 27)
+    assert to_grid((-5, -5, 700, 500), 640, 428) == (0, 0, 100, 100)   # clamped
+    with pytest.raises(MiniGPTv2Error):
+        to_grid((0, 0, 1, 1), 0, 10)
+
+
+def test_format_and_parse_round_trip():
+    b = (12, 40, 38, 71)
+    assert format_box(b) == "{<12><40><38><71>}"
+    assert parse_boxes(format_box(b)) == [Grounding(b)]
+    s = format_grounded("circle", [(1, 2, 3, 4), (5, 6, 7, 8)])
+    assert s == "<p>circle</p> {<1><2><3><4>}<delim>{<5><6><7><8>}"
+    assert parse_boxes(s) == [Grounding((1, 2, 3, 4), "circle"), Grounding((5, 6, 7, 8), "circle")]
+    text = "<p>a red circle</p> {<1><2><30><40>} and <p>a blue square</p> {<50><50><90><99>}"
+    assert [g.phrase for g in parse_boxes(text)] == ["a red circle", "a blue square"]
+    assert strip_boxes(text) == "a red circle and a blue square"
+    assert format_boxes([(0, 0, 100, 100)]) == "{<0><0><100><100>}"
+
+
+@pytest.mark.parametrize("bad", ["", "{<1><2><3>}", "{<1><2><3><x>}", "<p>cat</p>", "{<1><2><3><400>}", "}{", None,
+                                 "<p>unclosed {<1><2><3><4>}", "{{<1><2><3><4>"])
+def test_malformed_never_crashes(bad):
+    out = parse_boxes(bad)
+    assert isinstance(out, list)
+    assert all(0 <= c <= 100 for g in out for c in g.box)
+
+
+def test_parse_box_strict():
+    assert parse_box("{<1><2><3><4>}") == (1, 2, 3, 4)
+    with pytest.raises(MiniGPTv2Error, match="exactly one box"):
+        parse_box("{<1><2><3><4>}{<1><2><3><4>}")
+    with pytest.raises(MiniGPTv2Error):
+        parse_box("nothing here")
+    with pytest.raises(MiniGPTv2Error, match="outside"):
+        format_box((0, 0, 101, 5))
+
+
+def test_pixels_and_iou():
+    assert to_pixels((10, 20, 50, 100), 200, 100) == (20.0, 20.0, 100.0, 100.0)
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    # inclusive-pixel convention of the official RefCOCO eval: widths +1
+    assert iou((0, 0, 9, 9), (0, 0, 9, 9), inclusive=True) == 1.0
+    assert iou((0, 0, 0, 0), (0, 0, 0, 0), inclusive=True) == 1.0
+
+
+def test_draw_boxes_changes_pixels_in_box_colour():
+    img = Image.new("RGB", (200, 100), "white")
+    out = draw_boxes(img, [Grounding((10, 10, 50, 90), "cat"), Grounding((60, 10, 90, 90), "dog")])
+    assert out.size == img.size and img.getpixel((20, 10)) == (255, 255, 255)
+    assert out.getpixel((20, 50)) == (255, 0, 0)            # left edge of the first box, first colour
+    assert out.getpixel((120, 50)) == (0, 255, 0)           # second phrase, second colour

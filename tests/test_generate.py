@@ -1,0 +1,69 @@
+import pytest
+import torch
+from PIL import Image
+
+from helpers import tiny_model
+from minigptv2 import Chat, generate, stream
+from minigptv2.errors import MiniGPTv2Error
+
+
+@pytest.fixture(scope="module")
+def mp(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("g"), seed=1)
+
+
+def _imgs():
+    return [Image.new("RGB", (60, 40), (200, 30, 30)), Image.new("RGB", (30, 70), (20, 30, 200)), None]
+
+
+def test_batched_equals_single(mp):
+    model, proc = mp
+    qs = ["[refer] red circle", "[vqa] what color is the square and the triangle?", "hello there"]
+    batched = generate(model, proc, _imgs(), qs, max_new_tokens=8)
+    single = [generate(model, proc, [im], [q], max_new_tokens=8)[0] for im, q in zip(_imgs(), qs)]
+    assert [r.token_ids for r in batched] == [r.token_ids for r in single]
+    assert batched[0].image_size == (60, 40) and batched[2].image_size is None
+
+
+def test_stream_yields_the_same_text(mp):
+    model, proc = mp
+    [r] = generate(model, proc, [_imgs()[0]], ["[caption] describe"], max_new_tokens=10)
+    pieces = list(stream(model, proc, _imgs()[0], "[caption] describe", max_new_tokens=10))
+    assert len(pieces) >= 1 and proc.decode_answer_text("".join(pieces)) == r.text
+
+
+def test_sampling_is_seeded_and_validated(mp):
+    model, proc = mp
+    kw = dict(max_new_tokens=8, do_sample=True, temperature=1.5, top_p=0.95)
+    torch.manual_seed(3)
+    a = generate(model, proc, [_imgs()[0]], ["[vqa] color?"], **kw)[0].token_ids
+    torch.manual_seed(3)
+    b = generate(model, proc, [_imgs()[0]], ["[vqa] color?"], **kw)[0].token_ids
+    assert a == b
+    with pytest.raises(MiniGPTv2Error, match="temperature"):
+        generate(model, proc, [None], ["hi"], do_sample=True, temperature=0)
+    with pytest.raises(MiniGPTv2Error, match="top_p"):
+        generate(model, proc, [None], ["hi"], do_sample=True, top_p=1.5)
+
+
+def test_context_overflow_is_refused(mp):
+    model, proc = mp
+    with pytest.raises(MiniGPTv2Error, match="context window"):
+        generate(model, proc, [None], ["word " * 600], max_new_tokens=10)
+    with pytest.raises(MiniGPTv2Error, match="empty"):
+        generate(model, proc, [None], ["   "])
+    with pytest.raises(MiniGPTv2Error, match="one image"):
+        generate(model, proc, [None, None], ["a"])
+
+
+def test_chat_keeps_history(mp):
+    model, proc = mp
+    chat = Chat(model, proc, _imgs()[0], max_new_tokens=5)
+    r1 = chat.ask("[vqa] what color?")
+    r2 = chat.ask("and the shape?")
+    assert [m["role"] for m in chat.messages] == ["user", "assistant", "user", "assistant"]
+    convo = [{"role": "user", "content": "[vqa] what color?"}, {"role": "assistant", "content": r1.text},
+             {"role": "user", "content": "and the shape?"}]
+    assert generate(model, proc, [_imgs()[0]], [convo], max_new_tokens=5)[0].token_ids == r2.token_ids
+    list(chat.stream("third?"))
+    assert len(chat.messages) == 6
