@@ -1,0 +1,202 @@
+"""Synthetic scenes (minigptv2.synthetic): determinism, exact boxes, formats readable by minigptv2.data."""
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from minigptv2 import synthetic
+from minigptv2.boxes import parse_box, parse_boxes, to_grid
+from minigptv2.data import TASKS, load_mixture
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.synthetic import COLORS, SHAPES, Obj, Scene, make_scene, write_synthetic
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    return write_synthetic(tmp_path_factory.mktemp("s") / "synth", N, seed=1)
+
+
+def scenes(root: Path) -> list[dict]:
+    return [json.loads(line) for line in (root / "scenes.jsonl").read_text().splitlines()]
+
+
+def tree(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_layout(synth):
+    names = set(tree(synth))
+    assert {"scenes.jsonl", "mixture.json", "coco_caption.json", "refcoco.json", "vqa.json", "grounded_caption.json",
+            "caption_to_phrase.json", "phrase_to_object.json", "conversation.json",
+            "unnatural_instruction.json"} <= names
+    assert len([n for n in names if n.startswith("images/") and n.endswith(".png")]) == N
+    assert not [p for p in synth.parent.iterdir() if p.name.startswith(".")]     # no temp folder left
+
+
+def test_deterministic(tmp_path, synth):
+    again = write_synthetic(tmp_path / "again", N, seed=1)
+    assert tree(again) == tree(synth)
+    other = write_synthetic(tmp_path / "other", N, seed=2)
+    assert tree(other)["scenes.jsonl"] != tree(synth)["scenes.jsonl"]
+    fewer = write_synthetic(tmp_path / "fewer", 5, seed=1)                       # scene i does not depend on n
+    assert scenes(fewer) == scenes(synth)[:5]
+
+
+def test_scene_design(synth):
+    for s in scenes(synth):
+        W, H = s["width"], s["height"]
+        assert 192 <= W <= 320 and 192 <= H <= 320
+        objs = s["objects"]
+        assert 1 <= len(objs) <= 3
+        assert len({(o["color"], o["shape"]) for o in objs}) == len(objs)
+        assert all(o["color"] in COLORS and o["shape"] in SHAPES for o in objs)
+        cx = [(o["box"][0] + o["box"][2]) / 2 for o in objs]
+        assert cx == sorted(cx)                                                   # left to right
+        for i, o in enumerate(objs):
+            x1, y1, x2, y2 = o["box"]
+            assert 0 <= x1 < x2 <= W and 0 <= y1 < y2 <= H
+            assert 0.25 * min(W, H) - 2 <= max(x2 - x1, y2 - y1) <= 0.45 * min(W, H) + 1
+            for p in objs[i + 1:]:
+                a, b = o["box"], p["box"]
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]   # no overlap
+
+
+def test_boxes_are_exact_pixel_bboxes(synth):
+    for s in scenes(synth):
+        img = np.asarray(Image.open(synth / s["image"]).convert("RGB"))
+        assert img.shape == (s["height"], s["width"], 3)
+        for o in s["objects"]:
+            # a window of the box plus a margin: objects are >= synthetic.GAP px apart, so it holds only this one
+            m = synthetic.GAP - 1
+            x1, y1, x2, y2 = o["box"]
+            wx, wy = max(0, x1 - m), max(0, y1 - m)
+            win = img[wy:y2 + m, wx:x2 + m]
+            ys, xs = np.nonzero((win == COLORS[o["color"]]).all(axis=2))
+            assert [wx + xs.min(), wy + ys.min(), wx + xs.max() + 1, wy + ys.max() + 1] == o["box"], (s["image"], o)
+            assert (img == COLORS[o["color"]]).all(axis=2).sum() >= len(xs) > 0.4 * (x2 - x1) * (y2 - y1)
+
+
+def test_shape_repeats_in_about_half_of_multi_object_scenes():
+    rng = random.Random(0)
+    multi = [sc for sc in (make_scene(rng) for _ in range(400)) if len(sc.objects) > 1]
+    rep = sum(len({o.shape for o in sc.objects}) < len(sc.objects) for sc in multi) / len(multi)
+    assert 0.35 < rep < 0.65
+
+
+def test_canonical_wording():
+    img = Image.new("RGB", (200, 100))
+    objs = [Obj("red", "circle", (0, 0, 50, 50)), Obj("blue", "square", (60, 0, 100, 40)),
+            Obj("green", "circle", (120, 50, 200, 100))]
+    sc = Scene(200, 100, objs, img)
+    assert synthetic.caption(sc) == "a red circle, a blue square and a green circle"
+    assert synthetic.caption(Scene(200, 100, objs[:2], img)) == "a red circle and a blue square"
+    assert synthetic.caption(Scene(200, 100, objs[:1], img)) == "a red circle"
+    assert synthetic.grounded_caption(Scene(200, 100, objs[:2], img)) == \
+        "<p>a red circle</p> {<0><0><25><50>} and <p>a blue square</p> {<30><0><50><40>}"
+    assert synthetic.detection(sc, "circle") == "<p>circle</p> {<0><0><25><50>}<delim>{<60><50><100><100>}"
+    qs = {q: a for q, a, _ in synthetic.vqa_questions(sc, random.Random(0))}
+    assert qs["what color is the square?"] == "blue" and "what color is the circle?" not in qs
+    assert qs["what shape is the green object?"] == "circle"
+    assert qs["how many shapes are there?"] == "three"
+
+
+def test_every_task_from_the_mixture(synth):
+    parts = load_mixture(synth / "mixture.json")
+    rng = random.Random(0)
+    seen = set()
+    for ds, ratio in parts:
+        assert len(ds) > 0 and ratio > 0
+        for i in range(len(ds)):
+            s = ds.sample(i, rng)
+            seen.add(s.task)
+            assert s.turns and all(q and a for q, a in s.turns)
+            assert (s.image is None) == (s.task == "text")
+            if s.image:
+                assert Path(s.image).is_file(), s.image
+    assert seen == set(TASKS)
+
+
+def test_answers_match_scenes_and_parse(synth):
+    """Every box-bearing answer parses back with boxes.parse_boxes to the scene's true grid boxes."""
+    parts = {type(ds).__name__: ds for ds, _ in load_mixture(synth / "mixture.json")}
+    by_image = {str(synth / s["image"]): s for s in scenes(synth)}
+    rng = random.Random(0)
+
+    def grid(s, o):
+        return to_grid(o["box"], s["width"], s["height"])
+
+    ds = parts["RefCOCODataset"]
+    for i in range(len(ds)):
+        smp = ds.sample(i, rng)
+        s = by_image[smp.image]
+        [(q, a)] = smp.turns
+        [o] = [o for o in s["objects"] if f'{o["color"]} {o["shape"]}' in q]
+        assert parse_box(a) == grid(s, o)
+    ds = parts["InvRefCOCODataset"]
+    for i in range(len(ds)):
+        smp = ds.sample(i, rng)
+        s = by_image[smp.image]
+        [(q, a)] = smp.turns
+        [o] = [o for o in s["objects"] if parse_box(q) == grid(s, o)]
+        assert a == f'{o["color"]} {o["shape"]}'
+    ds = parts["FlickrGroundedCaptionDataset"]
+    for i in range(len(ds)):
+        smp = ds.sample(i, rng)
+        s = by_image[smp.image]
+        got = [(g.phrase, g.box) for g in parse_boxes(smp.turns[0][1])]
+        assert got == [(f'a {o["color"]} {o["shape"]}', grid(s, o)) for o in s["objects"]]
+    ds = parts["FlickrPhraseToObjectDataset"]
+    for i in range(len(ds)):
+        smp = ds.sample(i, rng)
+        s = by_image[smp.image]
+        [(q, a)] = smp.turns
+        shape = q.removeprefix("[detection] ")
+        assert [(g.phrase, g.box) for g in parse_boxes(a)] == \
+            [(shape, grid(s, o)) for o in s["objects"] if o["shape"] == shape]
+    ds = parts["FlickrCaptionToPhraseDataset"]
+    for i in range(len(ds)):
+        smp = ds.sample(i, rng)
+        s = by_image[smp.image]
+        assert [(g.phrase, g.box) for g in parse_boxes(smp.turns[0][1])] == \
+            [(f'{o["color"]} {o["shape"]}', grid(s, o)) for o in s["objects"]]
+    ds = parts["VQADataset"]
+    for i in range(len(ds)):
+        smp = ds.sample(i, rng)
+        objs = by_image[smp.image]["objects"]
+        [(q, a)] = smp.turns
+        if "what color is the" in q:
+            assert [o["color"] for o in objs if q.endswith(f'the {o["shape"]}?')] == [a]
+        elif "how many" in q:
+            assert a == ("zero", "one", "two", "three")[len(objs)]
+        elif "is there a" in q:
+            pair = q.split("is there a ")[1].rstrip("?")
+            assert a == ("yes" if pair in {f'{o["color"]} {o["shape"]}' for o in objs} else "no")
+
+
+def test_refuses_non_empty_out(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(MiniGPTv2Error, match="exists and is not an empty folder"):
+        write_synthetic(out, 2, 0)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (write_synthetic(empty, 2, 0) / "mixture.json").is_file()             # an empty folder is fine
+    with pytest.raises(MiniGPTv2Error):
+        write_synthetic(tmp_path / "x", 0, 0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out"]       # nothing half-written
+
+
+def test_main_and_speed(tmp_path, capsys):
+    t = time.perf_counter()
+    assert synthetic.main(["--out", str(tmp_path / "m"), "--n", "100", "--seed", "3"]) == 0
+    assert time.perf_counter() - t < 2.5                                          # >= 40 scenes/s even on a slow box
+    assert len(scenes(tmp_path / "m")) == 100
+    assert "wrote 100 scenes" in capsys.readouterr().out
