@@ -40,3 +40,205 @@ def build_tokenizer(texts, out_file, vocab_size: int = 1024) -> Path:
     tmp.write_bytes(buf.getvalue())
     tmp.replace(out)
     return out
+
+
+# ---- stage 0: dense pretraining of the tiny ViT ------------------------------------------------------------
+def patch_targets(objects, width: int, height: int, grid: int, classes: dict) -> tuple:
+    """Per patch: the class of the object under the patch centre (0 = background) and that object's box
+    (x1, y1, x2, y2) / (W, H). `objects` = [(class_name, (x1, y1, x2, y2) pixels)], later ones on top."""
+    import torch
+
+    cls = torch.zeros(grid * grid, dtype=torch.long)
+    box = torch.zeros(grid * grid, 4)
+    for name, (x1, y1, x2, y2) in objects:
+        for r in range(grid):
+            cy = (r + 0.5) / grid * height
+            if not y1 <= cy < y2:
+                continue
+            for c in range(grid):
+                cx = (c + 0.5) / grid * width
+                if x1 <= cx < x2:
+                    cls[r * grid + c] = classes[name]
+                    box[r * grid + c] = torch.tensor([x1 / width, y1 / height, x2 / width, y2 / height])
+    return cls, box
+
+
+def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: int = 64, lr: float = 1e-3,
+                 seed: int = 0, log=print) -> list[float]:
+    """Train the ViT alone to tell, at every patch, which object covers it and where that object's box is.
+    `scenes(i)` -> (image, [(class_name, box_pixels), ...]). A linear head is used and then thrown away."""
+    import math
+    import random
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    grid = vit.cfg.grid
+    head = torch.nn.Linear(vit.cfg.width, len(classes) + 1 + 4)
+    params = list(vit.parameters()) + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    vit.train()
+    rng = random.Random(seed)
+    losses = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pix, cls, box = [], [], []
+        for _ in range(batch_size):
+            img, objs = scenes(rng.randrange(1 << 30))
+            pix.append(processor.image(img))
+            c, b = patch_targets(objs, img.width, img.height, grid, classes)
+            cls.append(c)
+            box.append(b)
+        pix, cls, box = torch.stack(pix), torch.stack(cls), torch.stack(box)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = head(vit(pix)[:, 1:]).float()                      # (B, grid², classes + 1 + 4)
+        ce = F.cross_entropy(out[..., :-4].reshape(-1, len(classes) + 1), cls.reshape(-1))
+        fg = cls > 0
+        l1 = F.l1_loss(out[..., -4:][fg], box[fg]) if fg.any() else out.sum() * 0
+        loss = ce + 5 * l1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if log and (step % 50 == 0 or step == steps - 1):
+            acc = (out[..., :-4].argmax(-1) == cls).float().mean().item()
+            log(f"vit pretrain step {step}: loss {loss.item():.4f} patch acc {acc:.3f} box L1 {l1.item():.4f}")
+    vit.eval()
+    return losses
+
+
+# ---- the recipe ----------------------------------------------------------------------------------------------
+# Every number here is part of the recipe that produced minigptv2/assets/nano (see its recipe.json).
+RECIPE = dict(
+    seed=0,
+    vocab_size=1024,
+    llm=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+             intermediate_size=768),
+    data_one=dict(n=4000, seed=1, max_objects=1),        # curriculum: single-object scenes first
+    data_all=dict(n=20000, seed=2, max_objects=3),       # then 1–3 objects
+    test=dict(n=600, seed=999, max_objects=3),           # held out, never trained on
+    # sampling ratios per dataset kind (grounding tasks weighted up: they are the hard part)
+    ratios={"refcoco": 30, "flickr_phrase_to_object": 22, "invrefcoco": 10, "vqa": 12, "coco_caption": 8,
+            "flickr_grounded_caption": 8, "flickr_caption_to_phrase": 4, "llava_conversation": 4,
+            "unnatural_instruction": 2},
+    vit_steps=400, vit_batch=64, vit_lr=1e-3,
+    stage_one=dict(steps=800, batch_size=32, lr=2e-3, min_lr=1e-3, warmup_lr=2e-5, warmup_steps=100),
+    stage_all=dict(steps=4500, batch_size=32, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100),
+)
+
+
+def _mixture_with_ratios(data_dir: Path, ratios: dict) -> Path:
+    import json
+
+    entries = json.loads((data_dir / "mixture.json").read_text())
+    for e in entries:
+        e["ratio"] = ratios.get(e["kind"], 0)
+    out = data_dir / "mixture_nano.json"
+    out.write_text(json.dumps(entries, indent=1))
+    return out
+
+
+def _texts(mixture_file: Path, n: int, seed: int) -> list[str]:
+    import random
+
+    from minigptv2.data import load_mixture
+
+    rng = random.Random(seed)
+    parts = load_mixture(mixture_file)
+    texts = ["[INST] <Img><ImageHere></Img> [/INST]"]
+    for ds, _ in parts:
+        for _ in range(max(1, n // len(parts))):
+            s = ds.sample(rng.randrange(len(ds)), rng)
+            for q, a in s.turns:
+                texts += [q, a]
+    return texts
+
+
+def run(work, install: bool = False, log=print) -> dict:
+    """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, two stages)."""
+    import dataclasses
+    import json
+    import random
+    import shutil
+    import time
+
+    import torch
+
+    from minigptv2 import checkpoint as ckpt
+    from minigptv2 import train as T
+    from minigptv2.config import nano
+    from minigptv2.data import load_mixture
+    from minigptv2.model import MiniGPTv2
+    from minigptv2.processor import Processor, Tokenizer
+    from minigptv2.synthetic import COLORS, SHAPES, make_scene, write_synthetic
+
+    R = RECIPE
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    times = {}
+    torch.manual_seed(R["seed"])
+    for name in ("data_one", "data_all", "test"):
+        if not (work / name / "mixture.json").is_file():
+            write_synthetic(work / name, **R[name])
+    mix_one = _mixture_with_ratios(work / "data_one", R["ratios"])
+    mix_all = _mixture_with_ratios(work / "data_all", R["ratios"])
+    tok = Tokenizer(build_tokenizer(_texts(mix_all, 20000, R["seed"]), work / "tokenizer.model", R["vocab_size"]))
+    times["data_and_tokenizer_s"] = time.perf_counter() - t0
+
+    cfg = nano()
+    cfg.llm.update(R["llm"], vocab_size=len(tok))
+    model = MiniGPTv2(cfg)
+    proc = Processor(tok, cfg)
+
+    t = time.perf_counter()
+    classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
+
+    def scenes(seed):
+        sc = make_scene(random.Random(seed))
+        return sc.image, [(o.name, o.box) for o in sc.objects]
+
+    pretrain_vit(model.visual_encoder, proc, scenes, classes, R["vit_steps"], R["vit_batch"], R["vit_lr"],
+                 seed=R["seed"], log=log)
+    times["vit_pretrain_s"] = time.perf_counter() - t
+
+    trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
+    for stage, mix in (("stage_one", mix_one), ("stage_all", mix_all)):
+        t = time.perf_counter()
+        tc = T.TrainConfig(**R[stage], trainable=trainable, weight_decay=0.05, grad_clip=1.0, save_every=500,
+                           seed=R["seed"], precision="bf16")
+        T.train(model, proc, T.Mixture(load_mixture(mix), tc.seed), tc, work / stage)
+        times[f"{stage}_s"] = time.perf_counter() - t
+        log(f"{stage}: {times[f'{stage}_s']:.0f} s")
+    model.config.trainable = trainable
+    model.eval()
+    times["total_s"] = time.perf_counter() - t0
+    out = ckpt.save(model, tok.path, work / "model", overwrite=True,
+                    extra=lambda d: (d / "recipe.json").write_text(json.dumps(
+                        {"recipe": R, "times": times, "torch_threads": torch.get_num_threads()}, indent=1)))
+    log(f"trained in {times['total_s'] / 60:.1f} min -> {out}")
+    if install:
+        dest = Path(__file__).parent / "assets" / "nano"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(out, dest)
+        log(f"installed to {dest}")
+    return {"model": str(out), "times": times}
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m minigptv2.nano", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", required=True, help="working folder (data, logs, checkpoints, model/)")
+    p.add_argument("--install", action="store_true", help="copy the result to minigptv2/assets/nano")
+    a = p.parse_args(argv)
+    run(a.work, install=a.install)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
