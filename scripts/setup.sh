@@ -10,3 +10,11 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 python -m pip install -q "torch==2.13.0"
 echo "torch==2.13.0" > .venv/constraints.txt
 python -m pip install -q -c .venv/constraints.txt -e ".[dev]"
+# headless Chromium for tests/test_browser.py: Debian's package (Playwright drives it; no browser download)
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "note: tests/test_browser.py needs Chromium: sudo apt-get install -y chromium" >&2
+    fi
+fi
