@@ -1,0 +1,134 @@
+"""Constrained box decoding: the automaton, both vocabulary styles, and a tiny random model."""
+import pytest
+import torch
+from PIL import Image
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from conftest import FIXTURES
+from helpers import tiny_model, tiny_tokenizer
+from minigptv2 import generate
+from minigptv2.boxes import parse_boxes
+from minigptv2.constrained import BOX_CHARS, BoxConstraint, box_constraint, piece_text, well_formed
+from minigptv2.metrics import refcoco_parse
+from minigptv2.processor import Tokenizer
+
+LLAMA_TOK = FIXTURES / "tiny_llama" / "tokenizer.model"
+
+
+def _feed(text: str, single: bool = False):
+    """Run the automaton over text; None if some character is refused."""
+    from minigptv2.constrained import FREE, START, step
+
+    state = START if single else FREE
+    for ch in text:
+        state = step(state, ch, single)
+        if state is None:
+            return None
+    return state
+
+
+@pytest.mark.parametrize("text", ["{<0><0><100><100>}", "a <p>cat</p> {<1><2><3><4>}<delim>{<5><6><7><8>} and",
+                                  "{<12><40><38><71>} <p>x</p> {<1><2><3><4>}", "no box at all <b> }"])
+def test_grammar_accepts_well_formed_text(text):
+    assert _feed(text) is not None
+
+
+@pytest.mark.parametrize("text", ["{<101>", "{<05>", "{<1 >", "{ <1>", "{<1><2><3>}", "{<1><2><3><4><5>}",
+                                  "{<1><2><3><4>}<p>", "{<1><2><3><4>}<delix", "{x", "{<-1>"])
+def test_grammar_refuses_malformed_boxes(text):
+    assert _feed(text) is None
+
+
+def test_single_mode_is_one_box_then_end():
+    assert _feed("  {<1><2><3><4>}", single=True) == ("end",)
+    assert _feed("the cat", single=True) is None
+    assert _feed("{<1><2><3><4>} more", single=True) is None
+
+
+def test_piece_text_reads_bytes_and_spaces():
+    tok = Tokenizer(LLAMA_TOK)
+    pieces = {tok.id_to_piece(i): i for i in range(len(tok))}
+    assert piece_text(tok, pieces["<0x7B>"]) == "{"
+    assert piece_text(tok, pieces["\u2581{<"]) == " {<"
+    assert piece_text(tok, tok.eos_id) is None
+
+
+def _random_decode(tok, n: int, steps: int, constraint_kw=None, seed: int = 0) -> list[str]:
+    """Greedy decoding of random logits that favour box characters, optionally through BoxConstraint."""
+    g = torch.Generator().manual_seed(seed)
+    boxy = torch.tensor([1.0 if (t := piece_text(tok, i)) and set(t) <= BOX_CHARS - {" "} else 0.0
+                         for i in range(len(tok))])
+    texts = []
+    for _ in range(n):
+        c = BoxConstraint(tok, **constraint_kw) if constraint_kw is not None else None
+        ids = torch.zeros((1, 0), dtype=torch.long)
+        for _ in range(steps):
+            scores = torch.randn(1, len(tok), generator=g) + 3.0 * boxy
+            scores[0, tok.eos_id] -= 2.0
+            if c is not None:
+                scores = c(ids, scores)
+            nxt = scores.argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], 1)
+            if nxt.item() == tok.eos_id:
+                break
+        texts.append(tok.decode(ids[0].tolist()))
+    return texts
+
+
+@pytest.mark.parametrize("vocab", ["llama", "nano"])
+def test_constraint_makes_every_box_parse(vocab, tmp_path):
+    tok = Tokenizer(LLAMA_TOK if vocab == "llama" else tiny_tokenizer(tmp_path))
+    free = _random_decode(tok, 20, 40)
+    assert sum(not well_formed(t) for t in free) >= 10          # unconstrained: mostly malformed
+    syntax = _random_decode(tok, 20, 40, {"max_new_tokens": 40})
+    assert all(well_formed(t) for t in syntax), [t for t in syntax if not well_formed(t)]
+    assert sum(len(parse_boxes(t)) for t in syntax) >= 5           # boxes are written, not just avoided
+    single = _random_decode(tok, 20, 20, {"max_new_tokens": 20, "single": True})
+    for t in single:
+        box, reason = refcoco_parse(t, 640, 480)
+        assert box is not None, reason
+
+
+def test_budget_closes_the_box_in_time():
+    tok = Tokenizer(LLAMA_TOK)
+    for n in (14, 15, 18):      # `{<1><2><3><4>}` needs 14 single-character tokens in the worst case
+        for t in _random_decode(tok, 5, n, {"max_new_tokens": n, "single": True}, seed=n):
+            assert refcoco_parse(t, 100, 100)[0] is not None, t
+    for t in _random_decode(tok, 10, 12, {"max_new_tokens": 12}, seed=1):
+        assert well_formed(t), t           # no box is opened that could not be closed
+
+
+class Chaos(LogitsProcessor):
+    """Pushes a random model towards box characters so that it writes (mostly broken) boxes."""
+
+    def __init__(self, tok, seed=0):
+        self.g = torch.Generator().manual_seed(seed)
+        self.boxy = torch.tensor([4.0 if (t := piece_text(tok, i)) and set(t) <= BOX_CHARS - {" "} else 0.0
+                                  for i in range(len(tok))])
+        self.brace = tok.sp.piece_to_id("{")
+
+    def __call__(self, input_ids, scores):
+        scores = scores + self.boxy[: scores.shape[-1]] + 2 * torch.randn(scores.shape, generator=self.g)
+        if input_ids.shape[1] == 0:
+            scores[:, self.brace] += 100.0        # every answer starts with "{": box-prefixed answers
+        return scores
+
+
+def test_tiny_model_box_prefixed_answers_parse_with_the_constraint(tmp_path):
+    model, proc = tiny_model(tmp_path, seed=3)
+    images = [Image.new("RGB", (64, 48), c) for c in ((200, 30, 30), (30, 200, 30), (30, 30, 200), (90, 90, 90))]
+    prompts = ["[refer] red circle", "[detection] square", "[grounding] describe", "[refer] the blue one"]
+    tok = proc.tokenizer
+    free = generate(model, proc, images, prompts, max_new_tokens=24, logits_processor=LogitsProcessorList([Chaos(tok)]))
+    assert all(r.text.startswith("{") for r in free)
+    assert any(not well_formed(r.text) for r in free)
+    lp = LogitsProcessorList([Chaos(tok), *box_constraint(proc, max_new_tokens=24)])
+    fixed = generate(model, proc, images, prompts, max_new_tokens=24, logits_processor=lp)
+    assert all(r.text.startswith("{") and well_formed(r.text) and r.boxes for r in fixed), [r.text for r in fixed]
+    lp = LogitsProcessorList([Chaos(tok, seed=1), *box_constraint(proc, max_new_tokens=20, single=True)])
+    for r in generate(model, proc, images, prompts, max_new_tokens=20, logits_processor=lp):
+        assert refcoco_parse(r.text, 64, 48)[0] is not None, r.text
+    # the plain random model under the single-box constraint still answers with exactly one box
+    for r in generate(model, proc, images, prompts, max_new_tokens=20,
+                      logits_processor=box_constraint(proc, max_new_tokens=20, single=True)):
+        assert refcoco_parse(r.text, 64, 48)[0] is not None, r.text
