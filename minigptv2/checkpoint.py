@@ -8,14 +8,19 @@ Official:     Llama-2 HF folder + EVA ViT .pth + MiniGPT-v2 training checkpoint 
 Every .pth is read with torch.load(weights_only=True) (no pickled code runs). Loading is strict: a key that
 is missing from the files or that the map does not know raises MiniGPTv2Error naming it; the only keys
 allowed to be absent are ALLOWED_MISSING (ln_vision: the official checkpoints never hold it, facts §1.4).
-Folders are written to a temporary sibling and renamed into place, so a failed save leaves nothing behind.
+Folders are written to a temporary sibling, synced, and swapped into place in one atomic step (Linux
+renameat2 RENAME_EXCHANGE), so a crash at any moment leaves either the old or the new complete folder;
+`recover(path)` tidies what a killed save left behind (see `save`).
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -71,17 +76,74 @@ def save(model: MiniGPTv2, tokenizer_file, out_dir, overwrite: bool = False, sta
         shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
         if extra is not None:
             extra(tmp)
-        if out.exists():
+        _fsync_dir(tmp, files=True)
+        if not out.exists():
+            os.replace(tmp, out)
+        elif _exchange(tmp, out):                     # atomic: `out` is the old folder, then the new one
+            shutil.rmtree(tmp, ignore_errors=True)   # tmp now holds the old folder
+        else:                                         # no renameat2: two renames; `recover` closes the gap
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old", dir=out.parent))
             os.replace(out, old / "x")
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        _fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def recover(out_dir) -> None:
+    """Undo what a save killed half-way left next to `out_dir`: put back the old folder if the two-rename
+    fallback was cut between its renames, and delete temporary siblings. Call it only while nothing else
+    is saving to `out_dir`."""
+    out = Path(out_dir)
+    if not out.parent.is_dir():
+        return
+    if not out.exists():
+        olds = sorted((d / "x" for d in out.parent.glob(f".{out.name}.old*") if (d / "x").is_dir()),
+                      key=lambda d: d.stat().st_mtime)
+        if olds:
+            os.replace(olds[-1], out)
+    for d in [*out.parent.glob(f".{out.name}.tmp*"), *out.parent.glob(f".{out.name}.old*")]:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE). False where the OS / filesystem lacks it."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _fsync_dir(d: Path, files: bool = False) -> None:
+    """Flush the files of `d` (if `files`) and the folder entry itself, so a rename never outlives the data."""
+    if files:
+        for f in d.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:          # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:          # some filesystems refuse fsync on a folder; the files themselves are synced
+        pass
+    finally:
+        os.close(fd)
 
 
 def _dedupe(model, sd: dict) -> dict:
@@ -91,13 +153,14 @@ def _dedupe(model, sd: dict) -> dict:
 
 
 def _tied_names(model):
+    """(name, first name) for every tensor registered under a second name. By object identity, not data
+    pointer: FSDP2 parameters are DTensors, whose data_ptr() says nothing about sharing."""
     seen: dict = {}
-    for name, t in model.state_dict(keep_vars=True).items():
-        key = (t.data_ptr(), t.shape) if t.device.type != "meta" else None
-        if key is not None and key in seen:
-            yield name, seen[key]
-        elif key is not None:
-            seen[key] = name
+    for name, t in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        if id(t) in seen:
+            yield name, seen[id(t)]
+        else:
+            seen[id(t)] = name
 
 
 def load(model_dir, dtype: torch.dtype = torch.float32) -> tuple[MiniGPTv2, Processor]:

@@ -28,7 +28,7 @@ def prompts_for(scene=None, obj: str = "red circle", shape: str = "circle", box=
     box = box or (10, 10, 60, 60)
     return [
         ("[caption] Briefly describe this image.", S.caption(scene) if scene else ""),
-        ("[grounding] describe this image in detail", S.grounded_caption(scene) if scene else ""),
+        ("[grounding] describe this image as detailed as possible", S.grounded_caption(scene) if scene else ""),
         (f"[refer] where is {obj} ?", format_box(box) if scene else ""),
         (f"[identify] what is it in {format_box(box)}", obj if scene else ""),
         (f"[detection] {shape}", S.detection(scene, shape) if scene else ""),

@@ -14,8 +14,11 @@ Data: a mixture.json (data.load_mixture). Every sample of every step is drawn wi
 and `--resume` replays exactly. Each rank takes its slice of the global batch; the loss is the token mean
 over the *global* batch, so N processes compute the same update as one.
 
-Writes to --out: checkpoint/ every --save-every steps (a model folder + train_state, written to a temp
-folder and renamed), log.jsonl (one line per step), loss.png, and the final model folder in final/.
+Writes to --out: checkpoint/ every --save-every steps (a model folder + train_state.json, optimizer.safetensors,
+rng.safetensors; swapped into place atomically by checkpoint.save, so a kill at any moment leaves a complete
+one), log.jsonl (one line per step; `--resume` cuts it back to the checkpoint's step), loss.png, and the final
+model folder in final/. Checkpoints hold full (unsharded) state keyed by parameter name, so a run may be
+resumed with another number of processes or with/without --fsdp.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +42,7 @@ from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.model import MiniGPTv2
-from minigptv2.processor import IGNORE, Processor, Tokenizer
+from minigptv2.processor import IGNORE, IMAGE_TOKEN_ID, Processor, Tokenizer
 
 
 @dataclass
@@ -100,23 +104,35 @@ class Mixture:
         return ds.sample(rng.randrange(len(ds)), rng)
 
 
-def make_batch(proc: Processor, samples, chat_template: bool) -> dict:
+def make_batch(proc: Processor, samples, chat_template: bool, vision_trains: bool = False) -> dict:
     ex = []
     for s in samples:
         try:
             ex.append(proc.training_example(s.turns, image=s.image, chat_template=chat_template))
         except MiniGPTv2Error as e:
             raise MiniGPTv2Error(f"{s.source or 'sample'}: {e}") from None
+    if vision_trains and all(e["pixel_values"] is None for e in ex):
+        # A text-only micro-batch would leave the projector (and a trainable ViT) without a gradient, and
+        # DDP / FSDP then disagree across ranks on which gradients to reduce. One unlabelled all-image row
+        # keeps them in the graph with an exactly-zero gradient; it adds no loss and no token to the count.
+        n, size = proc.config.num_image_tokens, proc.config.vision.image_size
+        ex.append({"input_ids": [IMAGE_TOKEN_ID] * n, "labels": [IGNORE] * n,
+                   "pixel_values": torch.zeros(3, size, size)})
     return proc.collate(ex)
 
 
 # ---- distributed -------------------------------------------------------------------------------------------
-def init_distributed() -> tuple[int, int]:
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device): one GPU per process (LOCAL_RANK) with NCCL where CUDA exists, else CPU + gloo."""
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
     if "RANK" not in os.environ:
-        return 0, 1
+        return 0, 1, device
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
 
 
 def wrap(model: MiniGPTv2, world: int, fsdp: bool):
@@ -136,12 +152,14 @@ def wrap(model: MiniGPTv2, world: int, fsdp: bool):
 
 
 # ---- state save / load -------------------------------------------------------------------------------------
-def full_state(model, optimizer, world: int):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+def full_state(model, optimizer=None):
+    """Full (gathered) model and optimizer state keyed by parameter name, the same for 1 process, DDP and
+    FSDP. A collective under torchrun: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
-    if world == 1:
-        return model.state_dict(), optimizer.state_dict()
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        return get_model_state_dict(model, options=opts), None
     return get_state_dict(model, optimizer, options=opts)
 
 
@@ -166,29 +184,67 @@ def _unflat_optimizer(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _rng_states(world: int) -> dict:
+    """Every rank's RNG states (CPU, and CUDA where used), gathered: dropout draws differ per rank."""
+    mine = {"torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        mine["cuda_rng"] = torch.cuda.get_rng_state()
+    every = [mine]
+    if world > 1:
+        every = [None] * world
+        dist.all_gather_object(every, mine)
+    return {f"{k}.{r}": v for r, st in enumerate(every) for k, v in st.items()}
+
+
 def save_checkpoint(out: Path, model: MiniGPTv2, wrapped, optimizer, tok_file, step: int, tc: TrainConfig,
                     world: int, rank: int) -> None:
-    msd, osd = full_state(wrapped, optimizer, world)
+    msd, osd = full_state(wrapped, optimizer)
+    rng = _rng_states(world)
     if rank != 0:
         return
     tensors, meta = _flat_optimizer(osd)
 
     def extra(d: Path):
         save_file(tensors or {"_empty": torch.zeros(0)}, str(d / "optimizer.safetensors"))
-        save_file({"torch_rng": torch.get_rng_state()}, str(d / "rng.safetensors"))
-        (d / "train_state.json").write_text(json.dumps({"step": step, "train_config": dataclasses.asdict(tc),
+        save_file(rng, str(d / "rng.safetensors"))
+        (d / "train_state.json").write_text(json.dumps({"step": step, "world": world,
+                                                        "train_config": dataclasses.asdict(tc),
                                                         "optimizer": meta}, indent=1))
 
-    ckpt.save(model, tok_file, out / "checkpoint", overwrite=True, state_dict=msd if world > 1 else None, extra=extra)
+    ckpt.save(model, tok_file, out / "checkpoint", overwrite=True, state_dict=msd, extra=extra)
 
 
-def load_train_state(d: Path, optimizer) -> int:
+def load_checkpoint(d: Path, wrapped, optimizer, rank: int) -> int:
+    """Load checkpoint/ into the (wrapped) model and optimizer on every rank; returns its step."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    if not (d / "train_state.json").is_file():
+        raise MiniGPTv2Error(f"--resume: no checkpoint in {d} (train_state.json is missing)")
     st = json.loads((d / "train_state.json").read_text())
-    tensors = load_file(str(d / "optimizer.safetensors"))
-    osd = _unflat_optimizer(tensors, st["optimizer"])
-    optimizer.load_state_dict(osd)
-    torch.set_rng_state(load_file(str(d / "rng.safetensors"))["torch_rng"])
+    loaded, _ = ckpt.load(d)
+    osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
+    set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
+                   options=StateDictOptions(full_state_dict=True))
+    rng = load_file(str(d / "rng.safetensors"))
+    r = rank if f"torch_rng.{rank}" in rng else 0      # resumed with more processes than saved: reuse rank 0's
+    torch.set_rng_state(rng[f"torch_rng.{r}"])
+    if f"cuda_rng.{r}" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng[f"cuda_rng.{r}"])
     return int(st["step"])
+
+
+def _cut_log(log_path: Path, step: int) -> None:
+    """On resume: keep the lines of steps <= `step` (a kill may have logged later steps, or half a line)."""
+    keep = []
+    for line in log_path.read_text().splitlines() if log_path.is_file() else []:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            pass
+    tmp = log_path.with_suffix(".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, log_path)
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------
@@ -208,39 +264,31 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
     """Train in place; returns this process's per-step losses (global-batch token means)."""
     from tqdm.auto import tqdm
 
-    rank, world = init_distributed()
+    rank, world, device = init_distributed()
     if tc.batch_size % (world * tc.grad_accum):
         raise MiniGPTv2Error(f"batch size {tc.batch_size} is not divisible by processes ({world}) × "
                              f"grad accumulation ({tc.grad_accum})")
     micro = tc.batch_size // (world * tc.grad_accum)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[tc.precision]
     model.set_trainable(tc.trainable)
-    model.train()
+    model.to(device).train()
+    vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())
     wrapped = wrap(model, world, fsdp)
     optimizer = torch.optim.AdamW(param_groups(wrapped, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
     out.mkdir(parents=True, exist_ok=True)
     tok_file = proc.tokenizer.path
+    log_path = out / "log.jsonl"
+    if rank == 0:
+        for name in ("checkpoint", "final"):
+            ckpt.recover(out / name)          # leftovers of a save that was killed
+    if world > 1:
+        dist.barrier()
     step = 0
     if resume:
-        d = out / "checkpoint"
-        if not (d / "train_state.json").is_file():
-            raise MiniGPTv2Error(f"--resume: no checkpoint in {d}")
-        loaded, _ = ckpt.load(d)
-        if world == 1:
-            model.load_state_dict(loaded.state_dict())
-            step = load_train_state(d, optimizer)
-        else:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-            st = json.loads((d / "train_state.json").read_text())
-            osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
-            set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
-                           options=StateDictOptions(full_state_dict=True))
-            torch.set_rng_state(load_file(str(d / "rng.safetensors"))["torch_rng"])
-            step = int(st["step"])
-        del loaded
-    log_path = out / "log.jsonl"
-    if rank == 0 and not resume:
+        step = load_checkpoint(out / "checkpoint", wrapped, optimizer, rank)
+        if rank == 0:
+            _cut_log(log_path, step)
+    elif rank == 0:
         log_path.write_text("")
     losses: list[float] = []
     bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, dynamic_ncols=True)
@@ -250,13 +298,15 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         for g in optimizer.param_groups:
             g["lr"] = lr
         js = range(rank * micro * tc.grad_accum, (rank + 1) * micro * tc.grad_accum)
-        batches = [make_batch(proc, [mixture.draw(step, j) for j in js[a: a + micro]], tc.chat_template)
-                   for a in range(0, len(js), micro)]
-        n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), dtype=torch.float64)
+        batches = [make_batch(proc, [mixture.draw(step, j) for j in js[a: a + micro]], tc.chat_template,
+                              vision_trains) for a in range(0, len(js), micro)]
+        batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
+        n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), dtype=torch.float64,
+                             device=device)
         if world > 1:
             dist.all_reduce(n_tok)
-        total = torch.zeros((), dtype=torch.float64)
-        for i, b in enumerate(batches):
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for b in batches:
             s, _ = loss_sum(wrapped, b, dtype)
             # gradients are averaged over processes: scale so the update is d(global token mean)
             (s * world / n_tok.clamp(min=1).item()).backward()
@@ -277,7 +327,7 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         t_last = now
         if rank == 0:
             with log_path.open("a") as f:
-                f.write(json.dumps({"step": step, "loss": round(loss, 6), "lr": lr, "samples_per_s": round(sps, 2)}) + "\n")
+                f.write(json.dumps({"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}) + "\n")
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
             bar.update(1)
         if step % tc.save_every == 0 or step == tc.steps:
@@ -285,13 +335,11 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
-    if rank == 0 and step == tc.steps:
-        final = out / "final"
-        ckpt.save(model, tok_file, final, overwrite=True,
-                  state_dict=full_state(wrapped, optimizer, world)[0] if world > 1 else None)
-        plot_losses(log_path, out / "loss.png")
-    elif world > 1 and step == tc.steps:
-        full_state(wrapped, optimizer, world)   # collective: every rank joins the gather
+    if step == tc.steps:
+        msd, _ = full_state(wrapped)          # collective: every rank joins the gather
+        if rank == 0:
+            ckpt.save(model, tok_file, out / "final", overwrite=True, state_dict=msd)
+            plot_losses(log_path, out / "loss.png")
     return losses
 
 
@@ -384,4 +432,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except MiniGPTv2Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

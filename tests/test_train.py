@@ -1,0 +1,402 @@
+"""The training loop (minigptv2/train.py) through its CLI entry, on the tiny preset and a small synthetic set.
+
+Most comparisons are against one uninterrupted single-process reference run (`ref`, fp32, 8 steps, global
+batch 4, a checkpoint every 3 steps) on a mixture where half the samples are text-only, so that some
+micro-batches carry no image (the case that used to break DDP / FSDP).
+"""
+import functools
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import ROOT
+from helpers import tiny_tokenizer
+from minigptv2 import checkpoint as ckpt
+from minigptv2 import cli
+from minigptv2 import train as T
+from minigptv2.config import preset
+from minigptv2.data import load_mixture
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.model import MiniGPTv2
+from minigptv2.processor import Tokenizer
+from minigptv2.synthetic import write_synthetic
+
+STEPS, BATCH, EVERY = 8, 4, 3
+CKPT_FILES = {"config.json", "model.safetensors", "tokenizer.model", "train_state.json", "optimizer.safetensors",
+              "rng.safetensors"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread here and in the children: on a busy 2-core machine, two spinning OpenMP threads
+    make these tiny steps 3–10x slower. (Also makes the in-process and subprocess runs do the same math.)"""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("train_data")
+    tok = tiny_tokenizer(d)
+    synth = write_synthetic(d / "synth", n=8, seed=0)
+    mix = [{"kind": "coco_caption", "path": "coco_caption.json", "ratio": 1},
+           {"kind": "refcoco", "path": "refcoco.json", "ratio": 1},
+           {"kind": "vqa", "path": "vqa.json", "ratio": 1},
+           {"kind": "unnatural_instruction", "path": "unnatural_instruction.json", "ratio": 3}]
+    (synth / "mix.json").write_text(json.dumps(mix))
+    return {"root": d, "tok": tok, "synth": synth, "mix": synth / "mix.json"}
+
+
+def args(data, out, *extra, steps=STEPS, batch=BATCH, every=EVERY, mix=None, progress=False) -> list[str]:
+    return ["--preset", "tiny", "--tokenizer", str(data["tok"]), "--stage", "3", "--data", str(mix or data["mix"]),
+            "--out", str(out), "--steps", str(steps), "--batch-size", str(batch), "--save-every", str(every),
+            "--lr", "3e-3", "--warmup-steps", "2", "--precision", "fp32", *([] if progress else ["--no-progress"]),
+            *extra]
+
+
+def run_main(argv, stop_after=None) -> None:
+    """train.main in this process; `stop_after` ends the run there (as if it were killed after a checkpoint)."""
+    orig = T.train
+    if stop_after is not None:
+        T.train = functools.partial(orig, stop_after=stop_after)
+    try:
+        assert T.main(argv) == 0
+    finally:
+        T.train = orig
+
+
+def log_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def losses(out: Path) -> list[float]:
+    rows = log_rows(out)
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+    return [r["loss"] for r in rows]
+
+
+def weights(folder: Path) -> dict:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        if atol == 0:
+            assert torch.equal(wa[k], wb[k]), k
+        else:
+            torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0, msg=k)
+
+
+def env() -> dict:
+    e = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+             HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    return e
+
+
+@pytest.fixture(scope="module")
+def ref(data):
+    """The uninterrupted single-process run everything else is compared with."""
+    out = data["root"] / "ref"
+    run_main(args(data, out))
+    return out
+
+
+# ---- 1. end to end ---------------------------------------------------------------------------------------
+def test_end_to_end_cli_stage3_tiny(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    run_main(args(data, out, "--lr", "1e-2", "--warmup-steps", "0", steps=30, batch=4, every=10,
+                  mix=data["synth"] / "mixture.json", progress=True))
+    err = capsys.readouterr().err
+    assert "30/30" in err and "loss=" in err                              # tqdm progress bar
+
+    rows = log_rows(out)
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    assert all({"loss", "lr", "samples_per_s"} <= set(r) and r["samples_per_s"] > 0 for r in rows)
+    first, last = [r["loss"] for r in rows[:5]], [r["loss"] for r in rows[-5:]]
+    assert sum(last) / 5 < sum(first) / 5 - 0.05, (first, last)   # LoRA r=8 on a frozen random LLM: small steps
+    with Image.open(out / "loss.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100
+
+    assert {p.name for p in (out / "checkpoint").iterdir()} == CKPT_FILES
+    assert json.loads((out / "checkpoint" / "train_state.json").read_text())["step"] == 30
+    ckpt.load(out / "checkpoint")
+    final, proc = ckpt.load(out / "final")
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []   # no temp folders left
+
+    cfg = preset("tiny")
+    cfg.llm["vocab_size"] = len(Tokenizer(data["tok"]))
+    torch.manual_seed(42)                                       # what main() does before building the model
+    initial = MiniGPTv2(cfg)
+
+    # the objective on a fixed set of 20 samples (the first 5 steps' draws) went clearly down
+    mix = T.Mixture(load_mixture(data["synth"] / "mixture.json"), seed=42)
+    batch = T.make_batch(proc, [mix.draw(s, j) for s in range(5) for j in range(4)], chat_template=True)
+    with torch.no_grad():
+        (s0, n), (s1, _) = (T.loss_sum(m, batch, torch.float32) for m in (initial, final))
+    assert s1 / n < s0 / n - 0.15, (s0 / n, s1 / n)
+
+    # only the parts stage 3 trains changed: projector and LoRA; ViT, ln_vision and the base LLM bit-identical
+    before, after = initial.state_dict(), final.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    lora = {k for k in before if "lora_" in k}
+    assert len(lora) == 8 and changed == lora | {"llama_proj.weight", "llama_proj.bias"}
+
+
+# ---- 2. resume ----------------------------------------------------------------------------------------------
+def test_resume_replays_exactly(data, ref, tmp_path):
+    out = tmp_path / "run"
+    run_main(args(data, out), stop_after=5)          # checkpoint at 3; steps 4–5 are logged but not saved
+    assert len(log_rows(out)) == 5 and json.loads((out / "checkpoint" / "train_state.json").read_text())["step"] == 3
+    assert not (out / "final").exists()
+    run_main(args(data, out, "--resume"))
+    assert losses(out) == losses(ref)
+    assert_same_weights(out / "final", ref / "final")
+
+
+# ---- 3. crash safety ----------------------------------------------------------------------------------------
+CHILD = """
+import os, signal, sys, time
+import minigptv2.train as T
+mode, n = sys.argv[1], int(sys.argv[2])
+if mode == "step":        # block at the start of step n, then wait for the parent's SIGKILL
+    orig = T.lr_at
+    def lr_at(step, c):
+        if step == n:
+            print("READY", flush=True)
+            time.sleep(600)
+        return orig(step, c)
+    T.lr_at = lr_at
+else:                     # SIGKILL ourselves in the middle of the n-th checkpoint save (rng file not written yet)
+    calls = []
+    orig = T.save_file
+    def save_file(tensors, path, *a, **k):
+        if path.endswith("rng.safetensors"):
+            calls.append(path)
+            if len(calls) == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return orig(tensors, path, *a, **k)
+    T.save_file = save_file
+sys.exit(T.main(sys.argv[3:]))
+"""
+
+
+def _popen(cmd) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def _finish(p: subprocess.Popen, timeout: float = 300) -> str:
+    """Wait for a child (and its process group); returns its stderr."""
+    try:
+        return p.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        return p.communicate()[1] + "\n(timed out)"
+
+
+@pytest.fixture(scope="module")
+def killed(data):
+    """Two training children started together (they are mostly interpreter start-up): `between` is
+    SIGKILLed by us while blocked in step 6 (steps 1–5 done, checkpoint at 3); `in_save` SIGKILLs itself
+    inside the checkpoint save of step 6 (model file written, rng file not yet)."""
+    runs = {name: data["root"] / f"killed-{name}" for name in ("between", "in_save")}
+    ps = {"between": _popen([sys.executable, "-c", CHILD, "step", "5", *args(data, runs["between"])]),
+          "in_save": _popen([sys.executable, "-c", CHILD, "save", "2", *args(data, runs["in_save"])])}
+    ready = ""
+    if select.select([ps["between"].stdout], [], [], 120)[0]:
+        ready = ps["between"].stdout.readline().strip()
+    if ready == "READY":
+        ps["between"].send_signal(signal.SIGKILL)
+    errs = {name: _finish(p, 120) for name, p in ps.items()}
+    assert ready == "READY", errs["between"][-3000:]
+    for name, p in ps.items():
+        assert p.returncode == -signal.SIGKILL, errs[name][-3000:]
+    return runs
+
+
+def test_sigkill_between_checkpoints_then_resume(data, ref, killed):
+    out = killed["between"]
+    assert len(log_rows(out)) == 5
+    assert json.loads((out / "checkpoint" / "train_state.json").read_text())["step"] == 3
+    run_main(args(data, out, "--resume"))
+    assert losses(out) == pytest.approx(losses(ref), abs=1e-6)
+    assert_same_weights(out / "final", ref / "final", atol=1e-6)
+
+
+def test_sigkill_during_save_leaves_previous_checkpoint(data, ref, killed):
+    out = killed["in_save"]
+    assert len(log_rows(out)) == 6
+    d = out / "checkpoint"
+    assert {f.name for f in d.iterdir()} == CKPT_FILES           # the old one, whole
+    assert json.loads((d / "train_state.json").read_text())["step"] == 3
+    ckpt.load(d)
+    assert [x for x in out.iterdir() if x.name.startswith(".checkpoint.tmp")]   # the half-written new one
+    run_main(args(data, out, "--resume"))
+    assert [x.name for x in out.iterdir() if x.name.startswith(".")] == []      # tidied on resume
+    assert losses(out) == pytest.approx(losses(ref), abs=1e-6)
+    assert_same_weights(out / "final", ref / "final", atol=1e-6)
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_checkpoint_is_never_partial(data, tmp_path, monkeypatch, exchange):
+    """Check the checkpoint folder before and after every file operation of every save (= a kill at that
+    point): it is always a complete checkpoint of a step that was saved (with the two-rename fallback, the
+    moment between the renames is closed by checkpoint.recover)."""
+    if not exchange:
+        monkeypatch.setattr(ckpt, "_exchange", lambda a, b: False)
+    else:
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        if not ckpt._exchange(tmp_path / "a", tmp_path / "b"):
+            pytest.skip("no renameat2(RENAME_EXCHANGE) here; the two-rename case covers the fallback")
+    out = tmp_path / "run"
+    d = out / "checkpoint"
+    saved: list[int] = []
+
+    def complete(folder: Path) -> int:
+        assert {f.name for f in folder.iterdir()} == CKPT_FILES
+        json.loads((folder / "config.json").read_text())
+        for f in ("model.safetensors", "optimizer.safetensors", "rng.safetensors"):
+            load_file(str(folder / f))
+        return json.loads((folder / "train_state.json").read_text())["step"]
+
+    def check():
+        if d.exists():
+            step = complete(d)
+        else:
+            olds = [o / "x" for o in out.glob(".checkpoint.old*") if (o / "x").is_dir()]
+            if not olds:
+                assert not saved, "the checkpoint disappeared"
+                return
+            assert not exchange and len(olds) == 1
+            step = complete(olds[0])
+        assert step in saved or step == (saved[-1] + 1 if saved else 1), (step, saved)
+        if not saved or step != saved[-1]:
+            saved.append(step)
+
+    def watched(fn):
+        def f(*a, **k):
+            check()
+            r = fn(*a, **k)
+            check()
+            return r
+        return f
+
+    for mod, name in [(ckpt, "save_model"), (ckpt, "save_file"), (T, "save_file"), (ckpt, "_exchange"),
+                      (ckpt, "_fsync_dir"), (ckpt.shutil, "rmtree"), (ckpt.shutil, "copyfile"), (ckpt.os, "replace")]:
+        monkeypatch.setattr(mod, name, watched(getattr(mod, name)))
+    run_main(args(data, out, steps=4, every=1))
+    monkeypatch.undo()
+    assert saved == [1, 2, 3, 4]
+    assert complete(d) == 4
+
+
+def test_resume_recovers_from_cut_fallback_swap(data, ref, tmp_path):
+    """A save through the two-rename fallback killed between its renames: no checkpoint/, the old one in
+    .checkpoint.oldXXXX/x, a complete or partial new one in .checkpoint.tmpXXXX. --resume puts the old back."""
+    out = tmp_path / "run"
+    run_main(args(data, out), stop_after=4)
+    (out / ".checkpoint.old1234").mkdir()
+    os.replace(out / "checkpoint", out / ".checkpoint.old1234" / "x")
+    (out / ".checkpoint.tmp5678").mkdir()
+    (out / ".checkpoint.tmp5678" / "model.safetensors").write_bytes(b"partial")
+    run_main(args(data, out, "--resume"))
+    assert [x.name for x in out.iterdir() if x.name.startswith(".")] == []
+    assert losses(out) == losses(ref)
+
+
+# ---- 4. scale-out: torchrun, 2 processes, gloo ----------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(argv) -> subprocess.Popen:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    return _popen(cmd + ["--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                         "-m", "minigptv2.train", *argv])
+
+
+@pytest.fixture(scope="module")
+def dist_runs(data):
+    """`torchrun --nproc-per-node 2` (gloo) with DDP and with --fsdp, both launched at once."""
+    runs = {name: data["root"] / name for name in ("ddp", "fsdp2")}
+    ps = {name: _torchrun(args(data, out, *(["--fsdp"] if name == "fsdp2" else []))) for name, out in runs.items()}
+    errs = {name: _finish(p) for name, p in ps.items()}
+    return {name: (runs[name], p.returncode, errs[name]) for name, p in ps.items()}
+
+
+def test_mixture_has_text_only_micro_batches(data):
+    """The torchrun tests below only prove the text-only fix if some rank's micro-batch has no image."""
+    mix = T.Mixture(load_mixture(data["mix"]), seed=42)
+    half = BATCH // 2
+    assert any(all(mix.draw(s, r * half + j).image is None for j in range(half))
+               for s in range(STEPS) for r in range(2))
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp2"])
+def test_torchrun_two_processes_match_single(data, ref, dist_runs, name):
+    out, rc, err = dist_runs[name]
+    assert rc == 0, err[-4000:]
+    assert losses(out) == pytest.approx(losses(ref), abs=1e-5)
+    assert_same_weights(out / "final", ref / "final", atol=1e-5)
+    ckpt.load(out / "final")
+    assert {p.name for p in (out / "checkpoint").iterdir()} == CKPT_FILES
+    st = json.loads((out / "checkpoint" / "train_state.json").read_text())
+    assert st["world"] == 2 and st["step"] == STEPS
+    # checkpoints are process-count independent: this one (FQN-keyed optimizer state) resumes in one process
+    run_main(args(data, out, "--resume"))
+    assert_same_weights(out / "final", out / "checkpoint")
+
+
+# ---- 5. options and errors ----------------------------------------------------------------------------------
+def test_grad_accum_matches(data, ref, tmp_path):
+    out = tmp_path / "run"
+    run_main(args(data, out, "--grad-accum", "2"))
+    assert losses(out) == pytest.approx(losses(ref), abs=1e-5)
+    assert_same_weights(out / "final", ref / "final", atol=1e-5)
+
+
+def test_bf16_runs_close_to_fp32(data, ref, tmp_path):
+    out = tmp_path / "run"
+    run_main(args(data, out, "--precision", "bf16", steps=STEPS))
+    got, want = losses(out), losses(ref)
+    assert all(abs(a - b) < 0.05 for a, b in zip(got, want)), (got, want)
+    ckpt.load(out / "final")
+
+
+def test_errors_are_clear(data, tmp_path, capsys):
+    with pytest.raises(MiniGPTv2Error, match=r"batch size 6 is not divisible by processes \(1\) × grad accum"):
+        T.main(args(data, tmp_path / "a", "--grad-accum", "4", batch=6))
+    with pytest.raises(MiniGPTv2Error, match="no-such/mixture.json"):
+        T.main(args(data, tmp_path / "b", mix=tmp_path / "no-such" / "mixture.json"))
+    with pytest.raises(MiniGPTv2Error, match="--resume: no checkpoint in .*c/checkpoint"):
+        T.main(args(data, tmp_path / "c", "--resume"))
+    # the `minigptv2 train` command prints the message instead of a traceback
+    assert cli.main(["train", *args(data, tmp_path / "d", mix=tmp_path / "no-such.json")]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "no-such.json" in err and "Traceback" not in err
+
+    jl = tmp_path / "ds" / "data.jsonl"
+    jl.parent.mkdir()
+    jl.write_text(json.dumps({"image": "img/missing.png", "task": "caption", "turns": [["describe", "a circle"]]}))
+    (tmp_path / "ds" / "mix.json").write_text(json.dumps([{"kind": "jsonl", "path": "data.jsonl", "ratio": 1}]))
+    with pytest.raises(MiniGPTv2Error) as e:
+        T.main(args(data, tmp_path / "e", mix=tmp_path / "ds" / "mix.json"))
+    assert f"{jl}#0" in str(e.value) and str(tmp_path / "ds" / "img" / "missing.png") in str(e.value)
