@@ -1,10 +1,7 @@
 """The web demo in a real browser: headless Chromium (Debian's, driven by Playwright) against the server.
 
-The server runs in-process (uvicorn in a thread, a free loopback port) with a small model folder written by
-`checkpoint.save` and loaded back. A tiny random model answers garbage, so its generation is constrained by the
-test-only `ForceText` logits processor (tests/test_server.py) to answer `<p>red circle</p> {<12><40><38><71>}`:
-everything else (upload, the task buttons, the Gradio queue, the engine, `generate`, streaming, box drawing) is
-real. Once the embedded nano model ships, this test can drive it unconstrained.
+The server runs in-process (uvicorn in a thread, a free loopback port) with the embedded nano model, unpatched:
+upload, the task buttons, the Gradio queue, the engine, `generate`, streaming and box drawing are all real.
 
 Needs `chromium` on PATH (`apt-get install -y chromium`; scripts/setup.sh installs it when run as root).
 """
@@ -17,11 +14,11 @@ import tempfile
 import pytest
 from PIL import Image
 
-from helpers import tiny_model
-from minigptv2 import checkpoint, load
+from minigptv2 import load
 from minigptv2 import server as srv
+from minigptv2.boxes import parse_boxes
 from minigptv2.synthetic import make_scene
-from test_server import ANSWER, forced_generate, live_server
+from test_server import live_server
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run"]
@@ -38,11 +35,8 @@ def _chromium() -> str:
 
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("browser")
-    model, proc = tiny_model(tmp, seed=1)
-    folder = checkpoint.save(model, proc.tokenizer.path, tmp / "model")
-    model, proc = load(folder)
-    engine = srv.Engine(model, proc, folder.name, generate_fn=forced_generate(proc))
+    model, proc = load()                                   # the embedded nano model
+    engine = srv.Engine(model, proc, "nano")
     try:
         with live_server(srv.create_app(engine, srv.Limits())) as url:
             yield url
@@ -78,10 +72,10 @@ def test_refer_in_the_web_demo(demo_url, tmp_path):
             page.wait_for_function("document.querySelector('#prompt textarea').value === '[refer] '")
             assert "Name one object" in page.locator("#hint").inner_text()
             prompt.press("End")
-            prompt.press_sequentially("red circle")
+            prompt.press_sequentially(scene.objects[0].name)
             page.locator("#send").click()
 
-            page.wait_for_function("document.querySelector('#chatbot').innerText.includes('{<12><40><38><71>}')")
+            page.wait_for_function(r"/\{<\d+><\d+><\d+><\d+>\}/.test(document.querySelector('#chatbot').innerText)")
             page.locator("#annotated img").wait_for()
             chat = page.locator("#chatbot").inner_text()
             src = page.locator("#annotated img").get_attribute("src")
@@ -93,10 +87,12 @@ def test_refer_in_the_web_demo(demo_url, tmp_path):
             finally:
                 ctx.close()
 
-    assert "[refer] red circle" in chat and ANSWER in chat
-    # the annotated image is the uploaded scene with the box drawn in the first phrase colour (red, 3 px)
+    assert f"[refer] {scene.objects[0].name}" in chat
+    [box] = parse_boxes(chat.split(scene.objects[0].name, 1)[1])
+    # the annotated image is the uploaded scene with the answer's box drawn in the first colour (red, 3 px)
     assert annotated.size == scene.image.size
     W, H = annotated.size
-    x1, y_mid = int(0.12 * W) + 1, int((0.40 + 0.71) / 2 * H)
+    bx1, by1, bx2, by2 = box.pixels(W, H)
+    x1, y_mid = int(bx1) + 1, int((by1 + by2) / 2)
     assert annotated.getpixel((x1, y_mid)) == (255, 0, 0)
     assert annotated.getpixel((x1, y_mid)) != scene.image.getpixel((x1, y_mid))
