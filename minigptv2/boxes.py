@@ -46,8 +46,12 @@ def to_grid(box_xyxy, width: int, height: int) -> tuple[int, int, int, int]:
     if width <= 0 or height <= 0:
         raise MiniGPTv2Error(f"image size must be positive, got {width}x{height}")
     x1, y1, x2, y2 = box_xyxy
-    vals = (x1 / width, y1 / height, x2 / width, y2 / height)
-    return tuple(min(GRID, max(0, int(v * GRID))) for v in vals)  # type: ignore[return-value]
+    try:
+        vals = (x1 / width, y1 / height, x2 / width, y2 / height)
+        return tuple(min(GRID, max(0, int(v * GRID))) for v in vals)  # type: ignore[return-value]
+    except (OverflowError, ValueError):   # inf / nan / ints too large for a float
+        raise MiniGPTv2Error(f"box coordinates must be finite numbers of a sensible size (image {width}x{height})"
+                             ) from None
 
 
 def to_pixels(grid_box, width: int, height: int) -> tuple[float, float, float, float]:

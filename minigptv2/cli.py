@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     g.add_argument("--json", action="store_true")
     g.set_defaults(fn=cmd_generate)
 
-    for name, module in (("synth", "synthetic"), ("eval", "evaluate"), ("train", "train"), ("demo", "demo"), ("serve", "server")):
+    for name, module in (("synth", "synthetic"), ("eval", "evaluate"), ("train", "train"), ("demo", "demo"), ("serve", "server"), ("bench", "bench")):
         s = sub.add_parser(name, add_help=False, help=f"see `minigptv2 {name} --help`")
         s.set_defaults(fn=None, module=module)
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import random
@@ -160,6 +161,8 @@ def _read_json(path: str):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise MiniGPTv2Error(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except (ValueError, RecursionError) as e:   # an over-long integer literal, nesting too deep
+        raise MiniGPTv2Error(f"{path}: invalid JSON: {type(e).__name__}: {str(e)[:200]}") from None
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
@@ -285,17 +288,26 @@ class CocoCaptionDataset(_Reader):
 
 
 # ---- RefCOCO / RefCOCO+ / RefCOCOg ------------------------------------------------------------------------
+def _finite(c) -> bool:
+    """A JSON number usable as a float: not bool, not NaN / Infinity, not an integer too large for a float."""
+    if isinstance(c, bool) or not isinstance(c, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(c))
+    except OverflowError:
+        return False
+
+
 def _check_box(v, what: str):
-    if not (isinstance(v, (list, tuple)) and len(v) == 4
-            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in v)):
-        raise MiniGPTv2Error(f"{what}: 'bbox' must be 4 numbers [x, y, w, h], got {v!r}")
+    if not (isinstance(v, (list, tuple)) and len(v) == 4 and all(_finite(c) for c in v)):
+        raise MiniGPTv2Error(f"{what}: 'bbox' must be 4 finite numbers [x, y, w, h], got {str(v)[:200]}")
     return tuple(float(c) for c in v)
 
 
 def _check_size(v, key: str, what: str) -> float:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-        raise MiniGPTv2Error(f"{what}: '{key}' must be a positive number, got {v!r}")
-    return v
+    if not _finite(v) or v <= 0:
+        raise MiniGPTv2Error(f"{what}: '{key}' must be a positive number, got {str(v)[:200]}")
+    return float(v)
 
 
 class RefCOCODataset(_Reader):
@@ -585,6 +597,8 @@ class JsonlDataset(_Reader):
                 r = json.loads(line)
             except json.JSONDecodeError as e:
                 raise MiniGPTv2Error(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
+            except (ValueError, RecursionError) as e:   # an over-long integer literal, nesting too deep
+                raise MiniGPTv2Error(f"{where}: invalid JSON: {type(e).__name__}: {str(e)[:200]}") from None
             if not isinstance(r, dict):
                 raise MiniGPTv2Error(f"{where}: expected a JSON object, got {type(r).__name__}")
             for key in ("task", "turns"):

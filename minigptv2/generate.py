@@ -153,3 +153,77 @@ class Chat:
 
     def reset(self, image=None):
         self.image, self.messages = image, []
+
+
+# ---- image / prompt-prefix cache (one image, many questions) ---------------------------------------------------
+class PrefixCache:
+    """Bounded LRU for `generate_cached`: image content hash -> (prefix ids, image embeddings, KV cache of the
+    prompt prefix `BOS BOS [INST] <Img> IMAGE`). One cache per model (entries are that model's tensors)."""
+
+    def __init__(self, max_items: int = 8):
+        from collections import OrderedDict
+
+        self.max_items = max_items
+        self.items: OrderedDict = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        if key in self.items:
+            self.items.move_to_end(key)
+            self.hits += 1
+            return self.items[key]
+        self.misses += 1
+        return None
+
+    def put(self, key, value) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.max_items:
+            self.items.popitem(last=False)
+
+
+@torch.inference_mode()
+def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_new_tokens: int = 300,
+                    **kw) -> Result:
+    """One request like `generate([image], [prompt])`, reusing the image embeddings and the KV cache of the
+    prompt prefix up to the end of the image tokens for later questions about the same image content."""
+    import copy
+    import hashlib
+    import warnings
+
+    from transformers import DynamicCache
+
+    from minigptv2.processor import IMAGE_TOKEN_ID
+
+    gkw = _gen_kwargs(processor, max_new_tokens, kw.pop("do_sample", False), kw.pop("temperature", 1.0),
+                      kw.pop("top_p", 0.9), kw.pop("repetition_penalty", 1.0), kw.pop("logits_processor", None))
+    [(qs, ans)] = _normalise([prompt])
+    img = load_image(image)
+    ids = processor.prompt_ids(qs, ans, has_image=True)
+    if len(ids) + max_new_tokens > processor.config.max_context_len:
+        raise MiniGPTv2Error(f"prompt of {len(ids)} tokens + max_new_tokens {max_new_tokens} exceeds the "
+                             f"context window of {processor.config.max_context_len} tokens")
+    n = max(i for i, t in enumerate(ids) if t == IMAGE_TOKEN_ID) + 1     # the prefix ends with the image
+    key = hashlib.sha256(f"{img.mode}{img.size}".encode() + img.tobytes()).hexdigest()
+    hit = cache.get(key)
+    if hit is None or hit[0] != ids[:n]:
+        dtype = next(model.llm.parameters()).dtype
+        img_emb = model.encode_images(processor.image(img)[None].to(dtype))
+        kv = DynamicCache(config=model.llm.config)
+        with warnings.catch_warnings():   # `past_key_values` is renamed `cache` in newer transformers
+            warnings.simplefilter("ignore", FutureWarning)
+            model.llm(inputs_embeds=model.embed(torch.tensor([ids[:n]]), image_embeds=img_emb),
+                      past_key_values=kv, use_cache=True)
+        hit = (ids[:n], img_emb, kv)
+        cache.put(key, hit)
+    embeds = model.embed(torch.tensor([ids]), image_embeds=hit[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        out = model.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                 past_key_values=copy.deepcopy(hit[2]), **gkw, **kw)
+    row = out[0].tolist()
+    eos = processor.tokenizer.eos_id
+    if eos in row:
+        row = row[: row.index(eos) + 1]
+    text = processor.decode_answer(row)
+    return Result(text, row, parse_boxes(text), img.size)

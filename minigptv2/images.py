@@ -58,6 +58,14 @@ def _check_size(img: Image.Image, name, max_pixels: int) -> None:
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
+    """Any mode -> RGB; a mode PIL cannot convert (e.g. "La") is a MiniGPTv2Error."""
+    try:
+        return _to_rgb(img)
+    except (ValueError, OSError) as e:
+        raise MiniGPTv2Error(f"cannot convert an image of mode {img.mode} to RGB ({e})") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -45,7 +45,13 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """One separately tokenized piece: dummy prefix added, no special-token parsing."""
-        return self.sp.encode(text) if text else []
+        if not text:
+            return []
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:   # a lone surrogate (e.g. JSON "\ud800"): SentencePiece cannot take it
+            raise MiniGPTv2Error(f"the text is not valid Unicode ({e.reason} at position {e.start})") from None
+        return self.sp.encode(text)
 
     def decode(self, ids, **_) -> str:
         """Skip special ids (bos, eos, unk, pad) as `skip_special_tokens=True`; no space clean-up."""

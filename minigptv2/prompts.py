@@ -74,7 +74,7 @@ def render_training(turns: list[tuple[str, str]], has_image: bool = True, chat_t
     items: list = [BOS]
     if has_image:
         head = wrap("<Img><ImageHere></Img> " + q0)
-        before, after = head.split("<ImageHere>")
+        before, after = head.split("<ImageHere>", 1)     # the template's slot; user text may contain the word
         items += [Text(before), IMAGE, Text(after)]
     else:
         items += [Text(wrap(q0))]

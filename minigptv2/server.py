@@ -78,8 +78,13 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         kind = "invalid_request_error" if self.status < 500 else "server_error"
-        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        body = {"error": {"message": _utf8(self.message), "type": kind, "param": _utf8(self.param), "code": self.code}}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def _utf8(text: str | None) -> str | None:
+    """Text that encodes as UTF-8: a lone surrogate from the request (JSON "\\ud800") is shown escaped."""
+    return text if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Busy(Exception):
