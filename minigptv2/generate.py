@@ -62,9 +62,7 @@ def _prepare(model, processor, images, conversations, max_new_tokens):
         img = load_image(image) if image is not None else None
         pil.append(img)
         p = processor.prompt_ids(questions, answers, has_image=img is not None)
-        if len(p) + max_new_tokens > processor.config.max_context_len:
-            raise MiniGPTv2Error(f"prompt of {len(p)} tokens + max_new_tokens {max_new_tokens} exceeds the "
-                                 f"context window of {processor.config.max_context_len} tokens")
+        _check_context(processor, len(p), max_new_tokens)
         ids.append(p)
     batch = processor.generation_batch(ids, pil)
     dtype = next(model.llm.parameters()).dtype
@@ -98,14 +96,22 @@ def generate(model, processor, images, prompts, *, max_new_tokens: int = 300, do
     kw = _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor)
     embeds, mask, sizes = _prepare(model, processor, images, _normalise(prompts), max_new_tokens)
     out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
-    results = []
+    return [_result(processor, row, size) for row, size in zip(out.tolist(), sizes)]
+
+
+def _check_context(processor, n_prompt: int, max_new_tokens: int) -> None:
+    if n_prompt + max_new_tokens > processor.config.max_context_len:
+        raise MiniGPTv2Error(f"prompt of {n_prompt} tokens + max_new_tokens {max_new_tokens} exceeds the "
+                             f"context window of {processor.config.max_context_len} tokens")
+
+
+def _result(processor, row: list[int], size) -> Result:
+    """Generated ids (cut after the first EOS) -> Result with the cleaned text and parsed boxes."""
     eos = processor.tokenizer.eos_id
-    for row, size in zip(out.tolist(), sizes):
-        if eos in row:
-            row = row[: row.index(eos) + 1]
-        text = processor.decode_answer(row)
-        results.append(Result(text, row, parse_boxes(text), size))
-    return results
+    if eos in row:
+        row = row[: row.index(eos) + 1]
+    text = processor.decode_answer(row)
+    return Result(text, row, parse_boxes(text), size)
 
 
 def stream(model, processor, image, prompt, **kw):
@@ -200,9 +206,7 @@ def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_
     [(qs, ans)] = _normalise([prompt])
     img = load_image(image)
     ids = processor.prompt_ids(qs, ans, has_image=True)
-    if len(ids) + max_new_tokens > processor.config.max_context_len:
-        raise MiniGPTv2Error(f"prompt of {len(ids)} tokens + max_new_tokens {max_new_tokens} exceeds the "
-                             f"context window of {processor.config.max_context_len} tokens")
+    _check_context(processor, len(ids), max_new_tokens)
     n = max(i for i, t in enumerate(ids) if t == IMAGE_TOKEN_ID) + 1     # the prefix ends with the image
     key = hashlib.sha256(f"{img.mode}{img.size}".encode() + img.tobytes()).hexdigest()
     hit = cache.get(key)
@@ -221,9 +225,4 @@ def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_
         warnings.simplefilter("ignore", FutureWarning)
         out = model.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                  past_key_values=copy.deepcopy(hit[2]), **gkw, **kw)
-    row = out[0].tolist()
-    eos = processor.tokenizer.eos_id
-    if eos in row:
-        row = row[: row.index(eos) + 1]
-    text = processor.decode_answer(row)
-    return Result(text, row, parse_boxes(text), img.size)
+    return _result(processor, out[0].tolist(), img.size)
