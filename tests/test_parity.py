@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES
-from minigptv2 import generate as G
+from minigptv2.generate import generate
 from minigptv2 import prompts
 from minigptv2.checkpoint import convert_official
 from minigptv2.processor import IMAGE_TOKEN_ID, Processor
@@ -120,7 +120,7 @@ def test_greedy_generation_single(official):
     instr = json.loads((F / "inputs/prompts.json").read_text())["instructions"]
     images = [F / "inputs/images" / n for n in names]
     for pr in gen["pairs"]:
-        [r] = G.generate(model, proc, [images[pr["image_index"]]], [instr[pr["prompt_index"]]], max_new_tokens=20)
+        [r] = generate(model, proc, [images[pr["image_index"]]], [instr[pr["prompt_index"]]], max_new_tokens=20)
         assert r.token_ids == _official_new_ids(pr["generated_ids"]), pr["prompt"]
         assert r.text == pr["generated_text"]
 
@@ -131,7 +131,7 @@ def test_greedy_generation_batched(official):
     instr = json.loads((F / "inputs/prompts.json").read_text())["instructions"]
     images = [F / "inputs/images" / n for n in names]
     for b in gen["batched"]:
-        rs = G.generate(model, proc, [images[i] for i in b["image_indices"]], [instr[j] for j in b["prompt_indices"]],
+        rs = generate(model, proc, [images[i] for i in b["image_indices"]], [instr[j] for j in b["prompt_indices"]],
                         max_new_tokens=20)
         for r, ids, text in zip(rs, b["generated_ids"], b["generated_text"]):
             assert r.token_ids == _official_new_ids(ids)
