@@ -65,11 +65,11 @@ def _prepare(model, processor, images, conversations, max_new_tokens):
         _check_context(processor, len(p), max_new_tokens)
         ids.append(p)
     batch = processor.generation_batch(ids, pil)
-    dtype = next(model.llm.parameters()).dtype
-    pv = batch["pixel_values"].to(dtype) if batch["pixel_values"] is not None else None
-    embeds = model.embed(batch["input_ids"], pv)
+    p = next(model.llm.parameters())                       # inputs go where the model is (CPU or GPU)
+    pv = batch["pixel_values"].to(p.device, p.dtype) if batch["pixel_values"] is not None else None
+    embeds = model.embed(batch["input_ids"].to(p.device), pv)
     sizes = [im.size if im is not None else None for im in pil]
-    return embeds, batch["attention_mask"], sizes
+    return embeds, batch["attention_mask"].to(p.device), sizes
 
 
 def _normalise(prompts) -> list[tuple[list[str], list[str]]]:
