@@ -159,7 +159,6 @@ def _texts(mixture_file: Path, n: int, seed: int) -> list[str]:
 
 def run(work, install: bool = False, log=print) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, two stages)."""
-    import dataclasses
     import json
     import random
     import shutil

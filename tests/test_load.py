@@ -9,27 +9,23 @@ fixed by a test-only logits processor (the model, batching worker and HTTP stack
 * abuse over real HTTP: malformed JSON, wrong content types, huge bodies (declared, sent, chunked), bad base64,
   remote image URLs to private / loopback / link-local addresses: all 4xx JSON errors, and the server stays up.
 """
-import base64
 import concurrent.futures
 import contextlib
 import functools
 import gc
-import io
 import json
 import socket
-import threading
 import time
 
 import httpx
 import psutil
 import pytest
-import torch
-from PIL import Image
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from helpers import tiny_model
 from minigptv2 import generate
 from minigptv2 import server as srv
+from test_server import ForceText, data_url, live_server, png, user  # noqa: F401 - shared test helpers
 
 ANSWER = "<p>red circle</p> {<12><40><38><71>}"
 BOX = [12, 40, 38, 71]
@@ -37,58 +33,6 @@ N_REQUESTS, N_SECOND, IN_FLIGHT = 200, 100, 32     # the load wave, the memory-c
 MAX_RSS_GROWTH_MB = 40
 LIMITS = srv.Limits(max_body_bytes=1_000_000, max_image_pixels=250_000, max_tokens=64, default_max_tokens=32,
                     allow_remote_images=True, remote_timeout_s=2.0)
-
-
-class ForceText(LogitsProcessor):
-    """Test-only: every row answers `text` then EOS (all other tokens are masked out)."""
-
-    def __init__(self, processor, text):
-        self.ids = processor.tokenizer.encode(text) + [processor.tokenizer.eos_id]
-
-    def __call__(self, input_ids, scores):
-        step = min(input_ids.shape[1], len(self.ids) - 1)   # inputs_embeds generation: input_ids = new tokens
-        forced = torch.full_like(scores, -float("inf"))
-        forced[:, self.ids[step]] = 0
-        return forced
-
-
-@contextlib.contextmanager
-def live_server(app):
-    """Run `app` with uvicorn on a free loopback port in a thread; yields the base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=256, backlog=256))
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert t.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        t.join(10)
-        sock.close()
-
-
-def png(w, h, colour=(200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (w, h), colour).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def data_url(data: bytes, mime="image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-def user(text, image_url=None):
-    parts = [{"type": "text", "text": text}]
-    if image_url:
-        parts.insert(0, {"type": "image_url", "image_url": {"url": image_url}})
-    return {"role": "user", "content": parts}
 
 
 @pytest.fixture(scope="module")
