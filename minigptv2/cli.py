@@ -94,23 +94,29 @@ def main(argv=None) -> int:
     g.add_argument("--json", action="store_true")
     g.set_defaults(fn=cmd_generate)
 
-    for name, module in (("synth", "synthetic"), ("eval", "evaluate"), ("train", "train"), ("demo", "demo"), ("serve", "server"), ("bench", "bench")):
+    for name, module in (("synth", "synthetic"), ("eval", "evaluate"), ("train", "train"), ("demo", "demo"),
+                         ("serve", "server"), ("bench", "bench")):
         s = sub.add_parser(name, add_help=False, help=f"see `minigptv2 {name} --help`")
         s.set_defaults(fn=None, module=module)
 
     a, rest = p.parse_known_args(argv)
-    try:
-        if a.fn is None:
-            import importlib
+    if a.fn is None:
+        import importlib
 
-            return importlib.import_module(f"minigptv2.{a.module}").main(rest) or 0
-        if rest:
-            p.error(f"unrecognized arguments: {' '.join(rest)}")
-        a.fn(a)
+        return run(importlib.import_module(f"minigptv2.{a.module}").main, rest)
+    if rest:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    return run(lambda _: a.fn(a))
+
+
+def run(entry, argv=None) -> int:
+    """Call a subcommand's `main(argv)`; a MiniGPTv2Error becomes `error: ...` on stderr and exit code 2.
+    Modules run with `python -m minigptv2.X` use it too: `sys.exit(cli.run(main))`."""
+    try:
+        return entry(argv) or 0
     except MiniGPTv2Error as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

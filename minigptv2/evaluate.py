@@ -108,7 +108,6 @@ import argparse
 import io
 import json
 import os
-import sys
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -1006,8 +1005,6 @@ class MiniGPTv2ForEval:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MiniGPTv2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from minigptv2.cli import run
+
+    raise SystemExit(run(main))

@@ -357,10 +357,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
+    from minigptv2.cli import run
 
-    try:
-        sys.exit(main())
-    except MiniGPTv2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    raise SystemExit(run(main))

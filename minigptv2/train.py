@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,8 +431,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except MiniGPTv2Error as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    from minigptv2.cli import run
+
+    raise SystemExit(run(main))
