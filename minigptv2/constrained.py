@@ -15,11 +15,12 @@ left, counting one token per missing character (every vocabulary with byte fallb
 tokens, so this bound is always reachable): a box is never cut off by the length limit, so every emitted box
 parses (`boxes.parse_boxes`, `metrics.refcoco_parse`).
 
-Built from the tokenizer's pieces only, so it works for any SentencePiece vocabulary:
+Built from the text each token spells (`tokenizer.token_text`), so it works for any vocabulary:
   * the official LLaMA vocab, where digits are single tokens and `▁{<`, `{<`, `><`, `>}` are pieces
     (`{<12><40><38><71>}` = `▁{<` `1` `2` `><` `4` `0` ... `>}`);
-  * our nano vocab, where `<0>`..`<100>`, `{`, `}`, `<delim>` are single user-defined pieces.
-A piece is read as text with `▁` -> space and byte pieces `<0xNN>` -> that byte; special ids (BOS, EOS, UNK,
+  * our nano vocab, where `<0>`..`<100>`, `{`, `}`, `<delim>` are single user-defined pieces;
+  * HF byte-level BPE vocabs (SmolLM2, Llama-3, Qwen2), whose tokens decode to their text.
+A SentencePiece piece is read as text with `▁` -> space and byte pieces `<0xNN>` -> that byte; special ids (BOS, EOS, UNK,
 pad) spell nothing: they are allowed only outside boxes, EOS only where the answer may end.
 
 HF passes the logits processor only the generated ids when generation starts from `inputs_embeds` (our
@@ -28,7 +29,6 @@ token tables are cached per tokenizer and shared, so that is cheap).
 """
 from __future__ import annotations
 
-import re
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -37,7 +37,6 @@ DELIM = "<delim>{"
 DIGITS = "0123456789"
 BOX_CHARS = set("{}<>" + DIGITS + "delim ")
 BOX_LEN = len("<0><0><0><0>}")          # characters still needed after "{"
-_BYTE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 FREE, CLOSED, START, END, OPEN = ("free",), ("closed",), ("start",), ("end",), ("open",)
 
@@ -96,20 +95,7 @@ def need(state) -> int:
 
 def piece_text(tokenizer, i: int) -> str | None:
     """The text token i spells (None for special ids)."""
-    if i in _special_ids(tokenizer):
-        return None
-    piece = tokenizer.id_to_piece(i)
-    m = _BYTE.match(piece)
-    if m and len(piece) == 6:
-        return chr(int(m.group(1), 16))
-    return piece.replace("\u2581", " ")
-
-
-def _special_ids(tokenizer) -> set:
-    ids = getattr(tokenizer, "special_ids", None)
-    if ids is None:
-        ids = {tokenizer.bos_id, tokenizer.eos_id, tokenizer.unk_id}
-    return set(ids)
+    return tokenizer.token_text(i)
 
 
 class _Tables:

@@ -7,12 +7,15 @@ eps 1e-5 that the official checkpoints never contain (weight 1, bias 0). The LLM
 
 `forward(input_ids, attention_mask, pixel_values, labels)`: input_ids hold IMAGE_TOKEN_ID where visual
 tokens go (processor.py); the visual embeddings are scattered there in order.
+
+The LLM may be any HF causal LM with input embeddings (Llama-2/3, Mistral, Qwen2, SmolLM2): `config.llm` holds
+its HF config fields, `model_type` picks the architecture ("llama" when absent), see llm.py.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from minigptv2.config import ModelConfig
 from minigptv2.errors import MiniGPTv2Error
@@ -20,13 +23,25 @@ from minigptv2.processor import IMAGE_TOKEN_ID
 from minigptv2.vit import EVAViT
 
 
-def build_llm(cfg: ModelConfig, dtype=torch.float32) -> LlamaForCausalLM:
+def llm_hf_config(cfg: ModelConfig):
+    """The HF config of the LLM described by cfg.llm."""
+    kw = dict(cfg.llm)
+    try:
+        return AutoConfig.for_model(kw.pop("model_type", "llama"), **kw)
+    except ValueError as e:
+        raise MiniGPTv2Error(f"config.llm: {e}") from None
+
+
+def build_llm(cfg: ModelConfig, dtype=torch.float32) -> PreTrainedModel:
+    """A randomly initialised LLM of cfg.llm's architecture and shape."""
+    hf = llm_hf_config(cfg)
+    hf._attn_implementation = "sdpa"
     with torch.device("cpu"):
-        return LlamaForCausalLM(LlamaConfig(**cfg.llm, attn_implementation="sdpa")).to(dtype)
+        return AutoModelForCausalLM.from_config(hf, dtype=dtype)
 
 
 class MiniGPTv2(nn.Module):
-    def __init__(self, config: ModelConfig, llm: LlamaForCausalLM | None = None):
+    def __init__(self, config: ModelConfig, llm: PreTrainedModel | None = None):
         super().__init__()
         self.config = config
         v = config.vision
@@ -49,8 +64,8 @@ class MiniGPTv2(nn.Module):
 
     # ---- parts ----------------------------------------------------------------------------------------
     @property
-    def base_llm(self) -> LlamaForCausalLM:
-        """The HF LlamaForCausalLM under the peft wrapper (if any)."""
+    def base_llm(self) -> PreTrainedModel:
+        """The HF causal LM under the peft wrapper (if any)."""
         return self.llm.get_base_model() if hasattr(self.llm, "get_base_model") else self.llm
 
     def set_trainable(self, trainable: dict) -> None:

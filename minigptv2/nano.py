@@ -215,7 +215,7 @@ def run(work, install: bool = False, log=print) -> dict:
     model.config.trainable = trainable
     model.eval()
     times["total_s"] = time.perf_counter() - t0
-    out = ckpt.save(model, tok.path, work / "model", overwrite=True,
+    out = ckpt.save(model, tok, work / "model", overwrite=True,
                     extra=lambda d: (d / "recipe.json").write_text(json.dumps(
                         {"recipe": R, "times": times, "torch_threads": torch.get_num_threads()}, indent=1)))
     log(f"trained in {times['total_s'] / 60:.1f} min -> {out}")

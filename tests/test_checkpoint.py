@@ -48,8 +48,14 @@ def test_load_is_strict(tmp_path):
 
 def test_failed_save_leaves_nothing(tmp_path):
     model, proc = tiny_model(tmp_path)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(MiniGPTv2Error, match="tokenizer model not found"):
         save(model, tmp_path / "no-such-tokenizer.model", tmp_path / "m")
+
+    def disk_full(d):
+        assert (d / "model.safetensors").is_file()      # fails after the weights were written
+        raise OSError(28, "No space left on device")
+    with pytest.raises(OSError, match="No space"):
+        save(model, proc.tokenizer, tmp_path / "m", extra=disk_full)
     assert not (tmp_path / "m").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".m")] == []
 

