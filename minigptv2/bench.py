@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from minigptv2 import prompts
-from minigptv2.config import LoraSettings, ModelConfig, VisionConfig, tiny
+from minigptv2.config import SMOLLM2_135M, LoraSettings, ModelConfig, VisionConfig, tiny
 from minigptv2.processor import IGNORE, Processor, Tokenizer
 
 BENCHMARKS = ("latency", "generate_batch", "prefix_cache", "scaling", "train_step", "bandwidth")
@@ -72,9 +72,7 @@ def smol_config(image_size: int = 448, lora: bool = False) -> ModelConfig:
     return ModelConfig(
         name="bench-smol",
         vision=VisionConfig(image_size=image_size, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
-        llm=dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                 num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048, rms_norm_eps=1e-5,
-                 bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True),
+        llm=dict(SMOLLM2_135M),
         lora=LoraSettings() if lora else None, max_context_len=2048, max_txt_len=128,
         trainable={"vit": "frozen", "projector": "full", "llm": "lora" if lora else "full"},
     )

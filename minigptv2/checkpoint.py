@@ -361,7 +361,7 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
         lora = LoraSettings(r=lora_a[0].shape[0], alpha=lora_alpha, dropout=0.05, targets=tuple(targets))
 
     try:
-        llm, info = LlamaForCausalLM.from_pretrained(llm_dir, torch_dtype=torch.float32, output_loading_info=True,
+        llm, info = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32, output_loading_info=True,
                                                      attn_implementation="sdpa")
     except OSError as e:
         raise MiniGPTv2Error(f"cannot load the LLM from {llm_dir}: {e}") from None

@@ -4,6 +4,8 @@
     minigptv2 convert --llm Llama-2-7b-chat-hf --vit eva_vit_g.pth --checkpoint minigptv2_checkpoint.pth --out m7b
     minigptv2 generate --model m7b --image cat.jpg --prompt "[refer] the cat"
     minigptv2 generate --model m7b --input-jsonl requests.jsonl          # {"image": path, "prompt": text} per line
+    minigptv2 generate --model m7b --quantize 8bit --image cat.jpg --prompt "[vqa] what is it?"   # CUDA only
+    minigptv2 export --model runs/small/final --out exported      # LoRA merged: llm/ (HF folder) + vision weights
     minigptv2 synth --out data/synth --n 2000 --seed 0
     minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --out runs/nano
 """
@@ -24,6 +26,13 @@ def cmd_convert(a) -> None:
                                   image_size=a.image_size, lora_alpha=a.lora_alpha)
     out = save(model, tok, a.out)
     print(f"wrote {out}")
+
+
+def cmd_export(a) -> None:
+    from minigptv2.checkpoint import export, load
+
+    model, proc = load(a.model)
+    print(f"wrote {export(model, proc, a.out)}")
 
 
 def _requests(a) -> list[dict]:
@@ -54,7 +63,7 @@ def _requests(a) -> list[dict]:
 def cmd_generate(a) -> None:
     from minigptv2 import generate, load
 
-    model, proc = load(a.model)
+    model, proc = load(a.model, dtype=a.dtype, quantize=a.quantize)
     reqs = _requests(a)
     kw = dict(max_new_tokens=a.max_new_tokens, do_sample=a.temperature is not None and not a.greedy)
     if kw["do_sample"]:
@@ -92,7 +101,14 @@ def main(argv=None) -> int:
     g.add_argument("--top-p", type=float, default=0.9)
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--json", action="store_true")
+    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    g.add_argument("--quantize", default=None, choices=["8bit", "4bit"], help="bitsandbytes LLM (needs CUDA)")
     g.set_defaults(fn=cmd_generate)
+
+    e = sub.add_parser("export", help="merge LoRA and write llm/ (a standard HF folder) + vision weights")
+    e.add_argument("--model", required=True)
+    e.add_argument("--out", required=True)
+    e.set_defaults(fn=cmd_export)
 
     for name, module in (("synth", "synthetic"), ("eval", "evaluate"), ("train", "train"), ("demo", "demo"),
                          ("serve", "server"), ("bench", "bench")):

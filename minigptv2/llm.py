@@ -101,11 +101,27 @@ def load_hf_llm(source, dtype=torch.float32, quantize: str | None = None):
     if bad or info.get("mismatched_keys"):
         raise MiniGPTv2Error(f"{src}: missing LLM weights {sorted(bad)[:5]} / shape mismatches "
                              f"{info.get('mismatched_keys')}")
-    tok = HFTokenizer(folder, gguf_file=kw.get("gguf_file"))
-    if (folder / "tokenizer.model").is_file() and not kw.get("gguf_file"):
-        tok_sp = Tokenizer(folder / "tokenizer.model")
-        tok = tok_sp if not tok.chat_template or "[INST]" in tok.chat_template else tok
-    return llm, tok
+    if "gguf_file" not in kw and (folder / "tokenizer.model").is_file():
+        template = _folder_chat_template(folder)
+        if not template or "[INST]" in template:          # Llama-2-chat style: the official tokenization
+            return llm, Tokenizer(folder / "tokenizer.model")
+    return llm, HFTokenizer(folder, gguf_file=kw.get("gguf_file"))
+
+
+def _folder_chat_template(folder: Path) -> str | None:
+    """The chat template an HF folder declares (chat_template.jinja or tokenizer_config.json), if any."""
+    import json
+
+    if (folder / "chat_template.jinja").is_file():
+        return (folder / "chat_template.jinja").read_text()
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            t = json.loads(cfg.read_text()).get("chat_template")
+        except json.JSONDecodeError as e:
+            raise MiniGPTv2Error(f"bad {cfg}: {e}") from None
+        return t if isinstance(t, str) else (t[0]["template"] if t else None)
+    return None
 
 
 def from_llm(source, config: ModelConfig | None = None, template: str | None = None,
@@ -123,6 +139,9 @@ def from_llm(source, config: ModelConfig | None = None, template: str | None = N
     if template == "chat" and isinstance(tok, Tokenizer):
         from minigptv2.processor import HFTokenizer
 
+        if not _folder_chat_template(Path(source)):
+            raise MiniGPTv2Error(f"template 'chat' needs a chat template in {source} (tokenizer_config.json or "
+                                 "chat_template.jinja)")
         tok = HFTokenizer(Path(source))
     cfg = dataclasses.replace(config) if config is not None else preset("small")
     cfg.llm, cfg.template = llm_config_dict(llm.config), template

