@@ -93,18 +93,13 @@ def need(state) -> int:
     raise ValueError(f"unknown state {state!r}")
 
 
-def piece_text(tokenizer, i: int) -> str | None:
-    """The text token i spells (None for special ids)."""
-    return tokenizer.token_text(i)
-
-
 class _Tables:
     """Per tokenizer: each token's text and, per automaton state, the allowed tokens and what they leave open."""
 
     def __init__(self, tokenizer, single: bool):
         self.single = single
         self.eos = tokenizer.eos_id
-        self.texts = [piece_text(tokenizer, i) for i in range(len(tokenizer))]
+        self.texts = [tokenizer.token_text(i) for i in range(len(tokenizer))]
         self.specials = [i for i, t in enumerate(self.texts) if t is None or t == ""]
         # inside a box only box characters are allowed, so only tokens starting with one can ever be
         self.box_candidates = [i for i, t in enumerate(self.texts) if t and t[0] in BOX_CHARS]

@@ -115,9 +115,6 @@ class HFTokenizer:
     def decode(self, ids, **_) -> str:
         return self.hf.decode([int(i) for i in ids if 0 <= int(i) < len(self)], skip_special_tokens=True)
 
-    def id_to_piece(self, i: int) -> str:
-        return self.hf.convert_ids_to_tokens(int(i))
-
     def token_text(self, i: int) -> str | None:
         return None if i in self.special_ids else self.hf.decode([int(i)])
 

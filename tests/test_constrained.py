@@ -8,7 +8,7 @@ from conftest import FIXTURES
 from helpers import tiny_model, tiny_tokenizer
 from minigptv2 import generate
 from minigptv2.boxes import parse_boxes
-from minigptv2.constrained import BOX_CHARS, BoxConstraint, box_constraint, piece_text, well_formed
+from minigptv2.constrained import BOX_CHARS, BoxConstraint, box_constraint, well_formed
 from minigptv2.metrics import refcoco_parse
 from minigptv2.processor import Tokenizer
 
@@ -45,18 +45,18 @@ def test_single_mode_is_one_box_then_end():
     assert _feed("{<1><2><3><4>} more", single=True) is None
 
 
-def test_piece_text_reads_bytes_and_spaces():
+def test_token_text_reads_bytes_and_spaces():
     tok = Tokenizer(LLAMA_TOK)
     pieces = {tok.id_to_piece(i): i for i in range(len(tok))}
-    assert piece_text(tok, pieces["<0x7B>"]) == "{"
-    assert piece_text(tok, pieces["\u2581{<"]) == " {<"
-    assert piece_text(tok, tok.eos_id) is None
+    assert tok.token_text(pieces["<0x7B>"]) == "{"
+    assert tok.token_text(pieces["\u2581{<"]) == " {<"
+    assert tok.token_text(tok.eos_id) is None
 
 
 def _random_decode(tok, n: int, steps: int, constraint_kw=None, seed: int = 0) -> list[str]:
     """Greedy decoding of random logits that favour box characters, optionally through BoxConstraint."""
     g = torch.Generator().manual_seed(seed)
-    boxy = torch.tensor([1.0 if (t := piece_text(tok, i)) and set(t) <= BOX_CHARS - {" "} else 0.0
+    boxy = torch.tensor([1.0 if (t := tok.token_text(i)) and set(t) <= BOX_CHARS - {" "} else 0.0
                          for i in range(len(tok))])
     texts = []
     for _ in range(n):
@@ -103,7 +103,7 @@ class Chaos(LogitsProcessor):
 
     def __init__(self, tok, seed=0):
         self.g = torch.Generator().manual_seed(seed)
-        self.boxy = torch.tensor([4.0 if (t := piece_text(tok, i)) and set(t) <= BOX_CHARS - {" "} else 0.0
+        self.boxy = torch.tensor([4.0 if (t := tok.token_text(i)) and set(t) <= BOX_CHARS - {" "} else 0.0
                                   for i in range(len(tok))])
         self.brace = tok.sp.piece_to_id("{")
 

@@ -96,6 +96,13 @@ def test_other_architecture_folder_uses_its_chat_template(tmp_path):
     ex = proc.training_example([("[refer] the red circle", "{<12><40><38><71>}")], image=torch.zeros(3, 56, 56))
     targets = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
     assert hf.decode(targets) == "{<12><40><38><71>}<|im_end|>"
+    # constrained box decoding works on a byte-level BPE vocab too
+    from minigptv2.boxes import parse_boxes
+    from minigptv2.constrained import box_constraint
+
+    [r] = generate(model, proc, [noise()], ["[refer] the red circle"], max_new_tokens=40,
+                   logits_processor=box_constraint(proc, max_new_tokens=40, single=True))
+    assert len(parse_boxes(r.text)) == 1, r.text
 
 
 def test_llama2_chat_folder_gets_the_official_template(tmp_path):
