@@ -214,8 +214,10 @@ def load(model_dir, dtype: torch.dtype | str = torch.float32, device=None,
         sd = load_file(str(weights))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise MiniGPTv2Error(f"cannot read {weights}: {e}") from None
-    tied = {a for a, _ in _tied_names(model)}
-    missing = sorted(k for k in own - set(sd) if k not in tied)
+    alias = {}                                        # tied tensors: the file holds one of the names
+    for a, b in _tied_names(model):
+        alias[a], alias[b] = b, a
+    missing = sorted(k for k in own - set(sd) if alias.get(k) not in sd)
     unexpected = sorted(set(sd) - own)
     if missing or unexpected:
         raise MiniGPTv2Error(f"{weights} does not match config.json: missing {missing[:5]}, "
