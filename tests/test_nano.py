@@ -41,3 +41,33 @@ def test_synthetic_table_by_the_eval_cli(tmp_path):
     for k, floor in FLOORS.items():
         assert m[k] >= floor, (k, m[k])
     assert m["refer_parse_failure_rate"] == 0.0
+
+
+def test_dense_vit_pretraining_learns_classes_and_box_bins():
+    import random
+
+    import torch
+
+    from minigptv2.config import tiny
+    from minigptv2.nano import patch_targets, pretrain_vit
+    from minigptv2.processor import Processor
+    from minigptv2.synthetic import COLORS, SHAPES, make_scene
+    from minigptv2.vit import EVAViT
+
+    cfg = tiny()
+    torch.manual_seed(0)
+    vit = EVAViT(cfg.vision)
+    classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
+
+    def scenes(seed):
+        sc = make_scene(random.Random(seed))
+        return sc.image, [(o.name, o.box) for o in sc.objects]
+
+    img, objs = scenes(0)
+    cls, box = patch_targets(objs, img.width, img.height, cfg.vision.grid, classes)
+    assert (cls > 0).any() and ((box >= 0) & (box <= 1)).all()
+    logs = []
+    losses = pretrain_vit(vit, Processor(None, cfg), scenes, classes, steps=40, batch_size=8, lr=2e-3,
+                          log=logs.append, box_bins=21)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    assert "bin within 1" in logs[-1] and not vit.training
