@@ -148,6 +148,8 @@ def _fsync_dir(d: Path, files: bool = False) -> None:
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+            elif f.is_dir():
+                _fsync_dir(f)
     try:
         fd = os.open(d, os.O_RDONLY)
     except OSError:          # e.g. Windows cannot open folders
@@ -192,6 +194,8 @@ def load(model_dir, dtype: torch.dtype | str = torch.float32, device=None,
     if not isinstance(dtype, torch.dtype):
         raise MiniGPTv2Error(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
     exported = (d / "llm" / "config.json").is_file()
+    if exported and (d / "model.safetensors").exists():
+        raise MiniGPTv2Error(f"{d} holds both llm/ (exported layout) and model.safetensors: which one is meant?")
     weights = d / ("vision.safetensors" if exported else "model.safetensors")
     for f in (d / "config.json", weights):
         if not f.is_file():
@@ -211,7 +215,13 @@ def load(model_dir, dtype: torch.dtype | str = torch.float32, device=None,
         model = model.to_empty(device="cpu")
         own = set(model.state_dict())
     try:
-        sd = load_file(str(weights))
+        if exported or qc is None:
+            sd = load_file(str(weights))
+        else:                                          # the LLM base weights were read by _load_llm_part
+            from safetensors import safe_open
+
+            with safe_open(str(weights), "pt") as f:
+                sd = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("llm.") or "lora_" in k}
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
         raise MiniGPTv2Error(f"cannot read {weights}: {e}") from None
     alias = {}                                        # tied tensors: the file holds one of the names
@@ -240,6 +250,7 @@ def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
     are written as a temporary HF folder that transformers quantizes while loading)."""
     from transformers import AutoModelForCausalLM
 
+    from minigptv2.llm import check_loading_info, llm_config_dict
     from minigptv2.model import llm_hf_config
 
     kw = dict(quantization_config=qc, device_map={"": 0}) if qc is not None else {}
@@ -248,10 +259,11 @@ def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
     else:
         from safetensors import safe_open
 
-        tmp = Path(tempfile.mkdtemp(prefix=".llm-", dir=d.parent))
+        tmp = Path(tempfile.mkdtemp(prefix="minigptv2-llm-"))
         prefix = "llm.base_model.model." if cfg.lora is not None else "llm."
-        with safe_open(str(d / "model.safetensors"), "pt") as f:
-            part = {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix) and "lora_" not in k}
+        with safe_open(str(d / "model.safetensors"), "pt") as f:      # peft names base weights *.base_layer.*
+            part = {k[len(prefix):].replace(".base_layer.", "."): f.get_tensor(k)
+                    for k in f.keys() if k.startswith(prefix) and "lora_" not in k}
         save_file(part, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         llm_hf_config(cfg).save_pretrained(tmp)
         src = tmp
@@ -263,10 +275,13 @@ def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
-    if bad or info.get("unexpected_keys") or info.get("mismatched_keys"):
-        raise MiniGPTv2Error(f"{src} does not match config.json: missing {sorted(bad)[:5]}, unexpected "
-                             f"{sorted(info.get('unexpected_keys', []))[:5]}, mismatched {info.get('mismatched_keys')}")
+    check_loading_info(src, info)
+    core = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+            "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
+    have, want = llm_config_dict(llm.config), {"model_type": "llama", **cfg.llm}
+    diff = [k for k in core if k in want and have.get(k) != want[k]]
+    if diff:
+        raise MiniGPTv2Error(f"{src}/config.json does not match {d / 'config.json'} in {diff}")
     return llm
 
 
@@ -277,6 +292,8 @@ def export(model: MiniGPTv2, processor: Processor, out_dir, overwrite: bool = Fa
 
     cfg = ModelConfig.from_dict(model.config.to_dict())
     llm = model.llm
+    if getattr(model.base_llm, "is_quantized", False):
+        raise MiniGPTv2Error("export needs a model loaded without quantize= (its weights are written in full)")
     if cfg.lora is not None:
         llm = copy.deepcopy(llm).merge_and_unload()      # peft: W + B·A·(alpha/r), adapters removed
         cfg.lora = None
@@ -286,6 +303,11 @@ def export(model: MiniGPTv2, processor: Processor, out_dir, overwrite: bool = Fa
 
     def write(tmp: Path) -> None:
         llm.save_pretrained(str(tmp / "llm"), safe_serialization=True)
+        tok = processor.tokenizer                 # llm/ is complete for HF tools: tokenizer beside the weights
+        if hasattr(tok, "hf"):
+            tok.hf.save_pretrained(str(tmp / "llm"))
+        else:
+            tok.save(tmp / "llm")
         save_file({k: v.contiguous() for k, v in rest.items()}, str(tmp / "vision.safetensors"),
                   metadata={"format": "pt"})
 

@@ -10,8 +10,9 @@ SmolLM ...) or a `.gguf` file (transformers de-quantizes it; needs the `gguf` pa
 
 Template (`config.template`, prompts.py): "llama2" (the official MiniGPT-v2 `[INST]` template, tokenized by
 the folder's SentencePiece `tokenizer.model` exactly as the official code) when the folder is a Llama-2-chat
-one, i.e. it has `tokenizer.model` and its chat template is absent or is the `[INST]` one; otherwise "chat"
-(the tokenizer's own chat template through HFTokenizer). Pass `template=` to choose.
+one, i.e. it has `tokenizer.model` and no chat template or Llama-2's (the one with `<<SYS>>`); otherwise
+"chat" (the tokenizer's own chat template through HFTokenizer; Mistral's `[INST]` template is such a one).
+Pass `template=` to choose.
 
 Quantized LLMs (`quantize="8bit"|"4bit"`, bitsandbytes; the official low-resource mode is 8-bit) need CUDA;
 without it `quantization_config` raises a MiniGPTv2Error saying so.
@@ -97,15 +98,21 @@ def load_hf_llm(source, dtype=torch.float32, quantize: str | None = None):
                                                          attn_implementation="sdpa", **kw)
     except (OSError, ValueError, KeyError) as e:
         raise MiniGPTv2Error(f"cannot load an LLM from {src}: {str(e).splitlines()[0]}") from None
-    bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
-    if bad or info.get("mismatched_keys"):
-        raise MiniGPTv2Error(f"{src}: missing LLM weights {sorted(bad)[:5]} / shape mismatches "
-                             f"{info.get('mismatched_keys')}")
+    check_loading_info(src, info)
     if "gguf_file" not in kw and (folder / "tokenizer.model").is_file():
         template = _folder_chat_template(folder)
-        if not template or "[INST]" in template:          # Llama-2-chat style: the official tokenization
+        if not template or "<<SYS>>" in template:        # Llama-2-chat: the official tokenization
             return llm, Tokenizer(folder / "tokenizer.model")
     return llm, HFTokenizer(folder, gguf_file=kw.get("gguf_file"))
+
+
+def check_loading_info(src, info: dict) -> None:
+    """Strict HF loading: no missing (RoPE buffers aside), unexpected or mis-shaped weights."""
+    bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
+    extra = [k for k in info.get("unexpected_keys", []) if "rotary_emb" not in k]
+    if bad or extra or info.get("mismatched_keys"):
+        raise MiniGPTv2Error(f"{src}: missing LLM weights {sorted(bad)[:5]}, unexpected {sorted(extra)[:5]}, "
+                             f"shape mismatches {info.get('mismatched_keys')}")
 
 
 def _folder_chat_template(folder: Path) -> str | None:
@@ -120,18 +127,21 @@ def _folder_chat_template(folder: Path) -> str | None:
             t = json.loads(cfg.read_text()).get("chat_template")
         except json.JSONDecodeError as e:
             raise MiniGPTv2Error(f"bad {cfg}: {e}") from None
-        return t if isinstance(t, str) else (t[0]["template"] if t else None)
+        if isinstance(t, list):                          # named templates: the "default" one
+            t = next((x.get("template") for x in t if x.get("name") == "default"), None)
+        return t
     return None
 
 
 def from_llm(source, config: ModelConfig | None = None, template: str | None = None,
-             quantize: str | None = None, seed: int = 0):
+             quantize: str | None = None, dtype=torch.float32, seed: int = 0):
     """A MiniGPT-v2 on a pretrained LLM: fresh ViT + projector (random, seeded) from `config` (default: the
-    `small` preset's vision and LoRA settings), the LLM and its tokenizer from `source`."""
+    `small` preset's vision and LoRA settings), the LLM and its tokenizer from `source`. Quantized: the LLM
+    is on cuda:0 (bitsandbytes) and the rest follows it."""
     from minigptv2.model import MiniGPTv2
     from minigptv2.processor import Processor, Tokenizer
 
-    llm, tok = load_hf_llm(source, quantize=quantize)
+    llm, tok = load_hf_llm(source, dtype=dtype, quantize=quantize)
     if template is None:
         template = "llama2" if isinstance(tok, Tokenizer) else "chat"
     if template == "llama2" and not isinstance(tok, Tokenizer):
@@ -148,4 +158,9 @@ def from_llm(source, config: ModelConfig | None = None, template: str | None = N
     cfg.max_context_len = min(cfg.max_context_len, getattr(llm.config, "max_position_embeddings", 1 << 30))
     torch.manual_seed(seed)
     model = MiniGPTv2(cfg, llm=llm)
+    if quantize is not None:
+        for m in (model.visual_encoder, model.ln_vision, model.llama_proj):
+            m.to("cuda:0", dtype=dtype if dtype != torch.float32 else torch.float16)
+    elif dtype != torch.float32:
+        model.to(dtype)
     return model.eval(), Processor(tok, cfg)

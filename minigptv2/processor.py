@@ -81,26 +81,47 @@ class Tokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face tokenizer (any folder AutoTokenizer reads, or a GGUF file) behind our interface."""
+    """A Hugging Face tokenizer (any folder AutoTokenizer reads, or a GGUF file) behind our interface.
+
+    `eos_id` is the token that ends an assistant turn in the chat template (found by rendering a probe
+    conversation: `<|im_end|>` for ChatML, `<|eot_id|>` for Llama-3, `<end_of_turn>` for Gemma); generation
+    stops there and training targets it. Without a chat template it is the tokenizer's eos."""
 
     def __init__(self, source: str | Path, gguf_file: str | None = None, hf=None):
+        import threading
+
         if hf is None:
             from transformers import AutoTokenizer
 
             try:
                 hf = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file) if gguf_file else \
                     AutoTokenizer.from_pretrained(str(source))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, ImportError) as e:
                 raise MiniGPTv2Error(f"cannot load a tokenizer from {source}: {str(e).splitlines()[0]}") from None
         self.hf = hf
         self.path = Path(source)
-        if hf.eos_token_id is None:
-            raise MiniGPTv2Error(f"the tokenizer from {source} has no eos token")
-        self.bos_id, self.eos_id, self.unk_id = hf.bos_token_id, hf.eos_token_id, hf.unk_token_id
-        self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
-        self.special_ids = set(hf.all_special_ids) | {self.pad_id}
+        self._lock = threading.Lock()        # split_special_tokens is state on the shared Rust tokenizer
         self.chat_template = hf.chat_template
-        self.eos_text = hf.eos_token
+        self.eos_text = self._end_of_turn() if self.chat_template else hf.eos_token
+        if self.eos_text is None:
+            raise MiniGPTv2Error(f"the tokenizer from {source} has no eos token")
+        self.eos_id = hf.convert_tokens_to_ids(self.eos_text)
+        self.bos_id, self.unk_id = hf.bos_token_id, hf.unk_token_id
+        self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
+        self.special_ids = set(hf.all_special_ids) | {self.pad_id, self.eos_id}
+
+    def _end_of_turn(self) -> str:
+        """The special token the chat template writes right after an assistant message."""
+        probe = "\ue000answer\ue001"
+        text = self.hf.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}],
+                                           tokenize=False)
+        after = text.split(probe, 1)[1].lstrip() if probe in text else ""
+        for t in sorted(self.hf.all_special_tokens + [str(a) for a in self.hf.added_tokens_decoder.values()
+                                                      if getattr(a, "special", False)], key=len, reverse=True):
+            if t and after.startswith(t):
+                return t
+        raise MiniGPTv2Error(f"the chat template of {self.path} does not end an assistant turn with a special "
+                             f"token (after the answer it writes {after[:30]!r}); use template 'llama2' or fix it")
 
     def __len__(self):
         return len(self.hf)
@@ -110,7 +131,8 @@ class HFTokenizer:
         if not text:
             return []
         _check_unicode(text)
-        return self.hf(text, add_special_tokens=False, split_special_tokens=not template).input_ids
+        with self._lock:
+            return self.hf(text, add_special_tokens=False, split_special_tokens=not template).input_ids
 
     def decode(self, ids, **_) -> str:
         return self.hf.decode([int(i) for i in ids if 0 <= int(i) < len(self)], skip_special_tokens=True)
@@ -214,6 +236,9 @@ class Processor:
         Each answer is cut to max_txt_len tokens (as the official code); an over-long sample is refused."""
         turns = [(q, self.truncate(a)) for q, a in turns]
         if self.config.template == "chat":
+            if not chat_template:
+                raise MiniGPTv2Error("chat_template=False (the official un-wrapped stage-1/2 format) needs "
+                                     "template 'llama2'; a 'chat' model always uses its chat template")
             items = prompts.render_chat_training(self.tokenizer, list(turns), image is not None)
         else:
             items = prompts.render_training(list(turns), image is not None, chat_template)
@@ -240,7 +265,8 @@ class Processor:
             input_ids[i, :n] = torch.tensor(e["input_ids"])
             labels[i, :n] = torch.tensor(e["labels"])
             mask[i, :n] = 1
-        labels[labels == self.tokenizer.pad_id] = IGNORE   # official: pad-id answer tokens are not trained on
+        if self.config.template == "llama2":   # official: pad-id answer tokens are not trained on. Not for chat
+            labels[labels == self.tokenizer.pad_id] = IGNORE   # templates, whose pad may be the eos (SmolLM2)
         pix = [e["pixel_values"] for e in examples if e["pixel_values"] is not None]
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
                 "pixel_values": torch.stack(pix) if pix else None}

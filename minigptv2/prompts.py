@@ -97,19 +97,29 @@ _SLOT = re.compile("\ue000([QA])(\\d+)\ue001")     # private-use placeholders fo
 
 def _render_chat(tokenizer, turns: list, has_image: bool, generation: bool, train: bool) -> list:
     """turns = [(question, answer or None)]; the last answer is None when generating."""
-    messages = []
+    from minigptv2.errors import MiniGPTv2Error
+
+    messages, expected = [], []
     for i, (_, a) in enumerate(turns):
         messages.append({"role": "user", "content": f"\ue000Q{i}\ue001"})
+        expected.append(("Q", i))
         if a is not None:
             messages.append({"role": "assistant", "content": f"\ue000A{i}\ue001"})
+            expected.append(("A", i))
     rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=generation)
+    slots = list(_SLOT.finditer(rendered))
+    if [(m.group(1), int(m.group(2))) for m in slots] != expected:
+        raise MiniGPTv2Error("the chat template does not render every message once and in order")
     items: list = []
     pos, after_answer = 0, False
-    for m in list(_SLOT.finditer(rendered)) + [None]:
+    for m in slots + [None]:
         chunk = rendered[pos: m.start() if m else len(rendered)]
-        if after_answer and train and chunk.startswith(tokenizer.eos_text):
-            items.append(Text(tokenizer.eos_text, target=True, template=True))
-            chunk = chunk[len(tokenizer.eos_text):]
+        if after_answer and train:                       # the end-of-turn token is a target (it stops generation)
+            cut = chunk.find(tokenizer.eos_text)
+            if cut < 0 or chunk[:cut].strip():
+                raise MiniGPTv2Error(f"the chat template does not end the assistant turn with {tokenizer.eos_text!r}")
+            items.append(Text(chunk[: cut + len(tokenizer.eos_text)], target=True, template=True))
+            chunk = chunk[cut + len(tokenizer.eos_text):]
         if chunk:
             items.append(Text(chunk, template=True))
         if m is None:

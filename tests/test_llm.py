@@ -116,10 +116,48 @@ def test_llama2_chat_folder_gets_the_official_template(tmp_path):
                                  num_attention_heads=4, num_key_value_heads=2)).save_pretrained(d)
     model, proc = from_llm(d, small_vision_config())
     assert proc.config.template == "llama2" and isinstance(proc.tokenizer, Tokenizer)
-    ids, _ = proc.encode_items(prompts.render_inference(["hi"], [], False))
-    assert proc.prompt_ids(["hi"], has_image=False) == ids
+    # the official layout: BOS BOS "[INST] {q} [/INST]", each piece tokenized with its own dummy prefix
+    assert proc.prompt_ids(["hi"], has_image=False) == [sp.bos_id, sp.bos_id] + sp.encode("[INST] hi [/INST]")
     with pytest.raises(MiniGPTv2Error, match="chat template"):
         from_llm(d, small_vision_config(), template="chat")
+    # a Mistral-style folder (tokenizer.model plus an [INST] chat template without <<SYS>>) uses its own template
+    tok = hf_tokenizer(d)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} [/INST]"
+                         "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
+    tok.save_pretrained(d)
+    model, proc = from_llm(d, small_vision_config())
+    assert proc.config.template == "chat" and isinstance(proc.tokenizer, HFTokenizer)
+    ids = proc.prompt_ids(["hi", "more"], ["yes"], has_image=False)
+    assert tok.decode(ids) == "[INST] hi [/INST]yes<|im_end|>[INST] more [/INST]"
+    tok.chat_template = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
+    tok.save_pretrained(d)
+    with pytest.raises(MiniGPTv2Error, match="does not end an assistant turn"):
+        from_llm(d, small_vision_config())
+
+
+def test_end_of_turn_token_other_than_eos(tmp_path):
+    """Llama-3 style: turns end with <|eot_id|>, the tokenizer's eos is <|end_of_text|>."""
+    d = hf_folder(tmp_path, "llama")
+    tok = hf_tokenizer(d)
+    tok.add_special_tokens({"additional_special_tokens": ["<|eot_id|>", "<|end_of_text|>"]})
+    tok.eos_token = "<|end_of_text|>"
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|eot_id|>"
+                         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    tok.save_pretrained(d)
+    AutoConfig.from_pretrained(d)
+    import transformers
+
+    m = transformers.AutoModelForCausalLM.from_pretrained(d)
+    m.resize_token_embeddings(len(tok))
+    m.save_pretrained(d)
+    model, proc = from_llm(d, small_vision_config())
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    assert proc.tokenizer.eos_id == eot and proc.tokenizer.eos_text == "<|eot_id|>"
+    ex = proc.training_example([("hi", "a red circle"), ("and?", "two")], image=None)
+    targets = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
+    assert tok.decode(targets) == "a red circle<|eot_id|>two<|eot_id|>"
+    batch = proc.collate([ex])
+    assert (batch["labels"] == eot).sum() == 2
 
 
 def test_hf_tokenizer_model_saves_and_reloads(tmp_path):
@@ -198,6 +236,10 @@ def test_smollm2_text_chat_matches_transformers(smol):
         out = model.base_llm.generate(torch.tensor([ref]), max_new_tokens=24, do_sample=False)
         assert r.token_ids == out[0, len(ref):].tolist()
     assert "Paris" in generate(model, proc, [None], ["What is the capital of France?"], max_new_tokens=24)[0].text
+    # training targets keep the end-of-turn token although SmolLM2's pad id is its eos id
+    assert proc.tokenizer.pad_id == proc.tokenizer.eos_id
+    batch = proc.collate([proc.training_example([("[vqa] what color?", "red")], image=None)])
+    assert hf.decode(batch["labels"][batch["labels"] != -100]) == "red<|im_end|>"
 
 
 def test_smollm2_small_preset_trains_with_the_train_command(tmp_path):
@@ -234,3 +276,14 @@ def test_cli_export_and_quantize_message(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["generate", "--model", str(m), "--quantize", "8bit", "--prompt", "hi"]) == 2
         assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_chat_template_that_drops_messages_is_refused(tmp_path):
+    d = hf_folder(tmp_path, "llama")
+    tok = hf_tokenizer(d)
+    tok.chat_template = "{{ messages[-1]['content'] }}<|im_end|>"        # forgets the earlier turns
+    tok.save_pretrained(d)
+    model, proc = from_llm(d, small_vision_config())
+    assert proc.prompt_ids(["only"], has_image=False)
+    with pytest.raises(MiniGPTv2Error, match="every message once and in order"):
+        proc.prompt_ids(["first", "second"], ["answer"], has_image=False)
