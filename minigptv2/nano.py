@@ -1,7 +1,8 @@
 """The embedded default model ("nano") and the exact recipe that reproduces its committed weights.
 
     python -m minigptv2.nano --work runs/nano          # synth data, tokenizer, train, evaluate, ~1 h on 2 CPU cores
-    python -m minigptv2.nano --work runs/nano --install  # ...and copy the result to minigptv2/assets/nano
+    python -m minigptv2.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
+    python -m minigptv2.nano --install-only runs/nano/model   # install an already trained folder
 
 No pretrained ViT exists offline, so the tiny EVA ViT is trained together with the rest on synthetic scenes
 (synthetic.py). The tokenizer is a SentencePiece BPE model we train on the synthetic texts, with single
@@ -176,7 +177,6 @@ def run(work, install: bool = False, log=print) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, two stages)."""
     import json
     import random
-    import shutil
     import time
 
     import torch
@@ -235,11 +235,23 @@ def run(work, install: bool = False, log=print) -> dict:
                         {"recipe": R, "times": times, "torch_threads": torch.get_num_threads()}, indent=1)))
     log(f"trained in {times['total_s'] / 60:.1f} min -> {out}")
     if install:
-        dest = Path(__file__).parent / "assets" / "nano"
-        shutil.rmtree(dest, ignore_errors=True)
-        shutil.copytree(out, dest)
-        log(f"installed to {dest}")
+        log(f"installed to {install_fp16(out)}")
     return {"model": str(out), "times": times}
+
+
+def install_fp16(model_dir, dest=None) -> Path:
+    """Copy a trained nano folder into minigptv2/assets/nano with fp16 weights (half the size; loading casts
+    back to fp32). Atomic like every save."""
+    import shutil
+
+    import torch
+
+    from minigptv2 import checkpoint as ckpt
+
+    dest = Path(dest) if dest else Path(__file__).parent / "assets" / "nano"
+    model, proc = ckpt.load(model_dir, dtype=torch.float16)
+    return ckpt.save(model, proc.tokenizer, dest, overwrite=True,
+                     extra=lambda d: shutil.copyfile(Path(model_dir) / "recipe.json", d / "recipe.json"))
 
 
 def main(argv=None) -> int:
@@ -247,10 +259,16 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m minigptv2.nano", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", required=True, help="working folder (data, logs, checkpoints, model/)")
-    p.add_argument("--install", action="store_true", help="copy the result to minigptv2/assets/nano")
+    p.add_argument("--work", help="working folder (data, logs, checkpoints, model/)")
+    p.add_argument("--install", action="store_true", help="copy the result to minigptv2/assets/nano (fp16)")
+    p.add_argument("--install-only", metavar="MODEL_DIR", help="just install this trained folder (fp16)")
     a = p.parse_args(argv)
-    run(a.work, install=a.install)
+    if a.install_only:
+        print(f"installed to {install_fp16(a.install_only)}")
+    elif not a.work:
+        p.error("--work is required")
+    else:
+        run(a.work, install=a.install)
     return 0
 
 
