@@ -1,6 +1,6 @@
 """The embedded default model ("nano") and the exact recipe that reproduces its committed weights.
 
-    python -m minigptv2.nano --work runs/nano          # synth data, tokenizer, train, evaluate, ~1 h on 2 CPU cores
+    python -m minigptv2.nano --work runs/nano          # synth data, tokenizer, ViT, two stages: ~47 min on 2 CPU cores
     python -m minigptv2.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
     python -m minigptv2.nano --install-only runs/nano/model   # install an already trained folder
 
