@@ -257,6 +257,7 @@ def test_smollm2_small_preset_trains_with_the_train_command(tmp_path):
                         "--save-every", "1000"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     losses = [json.loads(x)["loss"] for x in (out / "log.jsonl").read_text().splitlines()]
+    print("small preset LoRA losses:", [round(x, 3) for x in losses])
     assert len(losses) == 12
     assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
     model, proc = load(out / "final")
