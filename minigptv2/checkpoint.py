@@ -264,6 +264,8 @@ def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
         with safe_open(str(d / "model.safetensors"), "pt") as f:      # peft names base weights *.base_layer.*
             part = {k[len(prefix):].replace(".base_layer.", "."): f.get_tensor(k)
                     for k in f.keys() if k.startswith(prefix) and "lora_" not in k}
+        if "model.embed_tokens.weight" not in part and "lm_head.weight" in part:   # tied: the file kept one name
+            part["model.embed_tokens.weight"] = part.pop("lm_head.weight")
         save_file(part, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         llm_hf_config(cfg).save_pretrained(tmp)
         src = tmp

@@ -210,6 +210,32 @@ def test_quantized_loading_needs_cuda(tmp_path):
         load(out, quantize="3bit")
 
 
+@pytest.mark.parametrize("lora", [True, False])
+def test_quantize_route_rebuilds_the_base_llm(tmp_path, lora):
+    """What quantize= does before bitsandbytes (run here without it): the base LLM weights of our folder go
+    through a temporary HF folder (peft's *.base_layer.* names and tied embeddings mapped back)."""
+    from minigptv2.checkpoint import _load_llm_part
+
+    cfg = small_vision_config()
+    if not lora:
+        cfg.lora, cfg.trainable = None, {"vit": "frozen", "projector": "full", "llm": "full"}
+    model, proc = from_llm(hf_folder(tmp_path, "llama"), cfg)
+    with torch.no_grad():
+        for n, p in model.llm.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    out = save(model, proc.tokenizer, tmp_path / "m")
+    llm = _load_llm_part(out, model.config, torch.float32, None, False)
+    x = torch.randint(3, 300, (1, 9))
+    with torch.no_grad():
+        if lora:
+            with model.llm.disable_adapter():
+                ref = model.llm(input_ids=x).logits
+        else:
+            ref = model.llm(input_ids=x).logits
+        torch.testing.assert_close(llm(input_ids=x).logits, ref)
+
+
 def test_bad_llm_sources(tmp_path):
     with pytest.raises(MiniGPTv2Error, match="config.json missing"):
         from_llm(tmp_path)
