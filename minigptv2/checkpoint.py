@@ -187,7 +187,7 @@ def load(model_dir, dtype: torch.dtype | str = torch.float32, device=None,
     """Load a folder written by `save`, `minigptv2 convert` or `export`. Strict: every tensor the model has
     must be in the files and nothing else may be. `quantize` "8bit"/"4bit" loads the LLM with bitsandbytes
     (CUDA only); `device` moves the model (default: CPU, or cuda:0 when quantized)."""
-    from minigptv2.llm import quantization_config
+    from minigptv2.llm import place_beside_quantized_llm, quantization_config
 
     d = Path(model_dir)
     dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
@@ -239,21 +239,17 @@ def load(model_dir, dtype: torch.dtype | str = torch.float32, device=None,
         model.to(dtype)
         if device is not None:
             model.to(device)
-    else:                                            # bitsandbytes placed the LLM; the rest follows it
-        for m in (model.visual_encoder, model.ln_vision, model.llama_proj):
-            m.to(device or "cuda:0", dtype=dtype if dtype != torch.float32 else torch.float16)
+    else:
+        place_beside_quantized_llm(model, dtype, device)
     return model.eval(), Processor(tokenizer, cfg)
 
 
 def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
     """The LLM of an exported folder (d/llm) or, to quantize it, of our single-file folder (its base weights
     are written as a temporary HF folder that transformers quantizes while loading)."""
-    from transformers import AutoModelForCausalLM
-
-    from minigptv2.llm import check_loading_info, llm_config_dict
+    from minigptv2.llm import llm_config_dict, pretrained
     from minigptv2.model import llm_hf_config
 
-    kw = dict(quantization_config=qc, device_map={"": 0}) if qc is not None else {}
     if exported:
         src, tmp = d / "llm", None
     else:
@@ -270,14 +266,10 @@ def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
         llm_hf_config(cfg).save_pretrained(tmp)
         src = tmp
     try:
-        llm, info = AutoModelForCausalLM.from_pretrained(src, dtype=dtype if qc is None else torch.float16,
-                                                         output_loading_info=True, attn_implementation="sdpa", **kw)
-    except (OSError, ValueError) as e:
-        raise MiniGPTv2Error(f"cannot load the LLM from {src}: {str(e).splitlines()[0]}") from None
+        llm = pretrained(src, dtype if qc is None else torch.float16, qc)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    check_loading_info(src, info)
     core = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
             "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
     have, want = llm_config_dict(llm.config), {"model_type": "llama", **cfg.llm}
@@ -352,7 +344,7 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
     """Build our model from the official three inputs, strictly. LoRA rank and widths come from the tensors."""
     from transformers import LlamaForCausalLM
 
-    from minigptv2.llm import llm_config_dict
+    from minigptv2.llm import llm_config_dict, pretrained
 
     llm_dir = Path(llm_dir)
     if not (llm_dir / "config.json").is_file():
@@ -386,14 +378,7 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
         targets = sorted({re.search(r"self_attn\.(\w+)\.lora_A", k).group(1) for k in mapped if "lora_A" in k})
         lora = LoraSettings(r=lora_a[0].shape[0], alpha=lora_alpha, dropout=0.05, targets=tuple(targets))
 
-    try:
-        llm, info = LlamaForCausalLM.from_pretrained(llm_dir, dtype=torch.float32, output_loading_info=True,
-                                                     attn_implementation="sdpa")
-    except OSError as e:
-        raise MiniGPTv2Error(f"cannot load the LLM from {llm_dir}: {e}") from None
-    bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
-    if bad or info.get("mismatched_keys"):
-        raise MiniGPTv2Error(f"{llm_dir}: missing LLM weights {bad[:5]} / shape mismatches {info.get('mismatched_keys')}")
+    llm = pretrained(llm_dir, torch.float32, cls=LlamaForCausalLM)
 
     cfg = ModelConfig(name="converted", vision=vcfg, llm=llm_config_dict(llm.config), lora=lora)
     if lora is None:

@@ -73,10 +73,7 @@ def quantization_config(quantize: str | None):
 
 
 def load_hf_llm(source, dtype=torch.float32, quantize: str | None = None):
-    """(HF causal LM, tokenizer) from a local folder or .gguf file. Strict: weights the architecture needs but
-    the files lack are an error (RoPE buffers excepted)."""
-    from transformers import AutoModelForCausalLM
-
+    """(HF causal LM, tokenizer) from a local folder or .gguf file, loaded strictly (`pretrained`)."""
     from minigptv2.processor import HFTokenizer, Tokenizer
 
     src = Path(source)
@@ -90,15 +87,7 @@ def load_hf_llm(source, dtype=torch.float32, quantize: str | None = None):
         if not (src / "config.json").is_file():
             raise MiniGPTv2Error(f"{src} is not a Hugging Face model folder (config.json missing)")
         folder, kw = src, {}
-    qc = quantization_config(quantize)
-    if qc is not None:
-        kw.update(quantization_config=qc, device_map={"": 0})
-    try:
-        llm, info = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, output_loading_info=True,
-                                                         attn_implementation="sdpa", **kw)
-    except (OSError, ValueError, KeyError) as e:
-        raise MiniGPTv2Error(f"cannot load an LLM from {src}: {str(e).splitlines()[0]}") from None
-    check_loading_info(src, info)
+    llm = pretrained(folder, dtype, quantization_config(quantize), name=src, **kw)
     if "gguf_file" not in kw and (folder / "tokenizer.model").is_file():
         template = _folder_chat_template(folder)
         if not template or "<<SYS>>" in template:        # Llama-2-chat: the official tokenization
@@ -106,13 +95,33 @@ def load_hf_llm(source, dtype=torch.float32, quantize: str | None = None):
     return llm, HFTokenizer(folder, gguf_file=kw.get("gguf_file"))
 
 
-def check_loading_info(src, info: dict) -> None:
-    """Strict HF loading: no missing (RoPE buffers aside), unexpected or mis-shaped weights."""
+def pretrained(folder, dtype, qc=None, name=None, cls=None, **kw):
+    """`from_pretrained` of a causal LM, strict: missing (RoPE buffers aside), unexpected or mis-shaped weights
+    raise, as does any loading error (MiniGPTv2Error naming `name`). `qc` (quantization_config) puts the LLM
+    on cuda:0 through bitsandbytes. `cls` defaults to AutoModelForCausalLM."""
+    if cls is None:
+        from transformers import AutoModelForCausalLM as cls
+    name = name or folder
+    if qc is not None:
+        kw.update(quantization_config=qc, device_map={"": 0})
+    try:
+        llm, info = cls.from_pretrained(folder, dtype=dtype, output_loading_info=True, attn_implementation="sdpa",
+                                        **kw)
+    except (OSError, ValueError, KeyError) as e:
+        raise MiniGPTv2Error(f"cannot load an LLM from {name}: {str(e).splitlines()[0]}") from None
     bad = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
     extra = [k for k in info.get("unexpected_keys", []) if "rotary_emb" not in k]
     if bad or extra or info.get("mismatched_keys"):
-        raise MiniGPTv2Error(f"{src}: missing LLM weights {sorted(bad)[:5]}, unexpected {sorted(extra)[:5]}, "
+        raise MiniGPTv2Error(f"{name}: missing LLM weights {sorted(bad)[:5]}, unexpected {sorted(extra)[:5]}, "
                              f"shape mismatches {info.get('mismatched_keys')}")
+    return llm
+
+
+def place_beside_quantized_llm(model, dtype=torch.float32, device=None) -> None:
+    """bitsandbytes put the LLM on cuda:0: move the ViT, ln_vision and projector there too (fp16 unless a half
+    dtype was asked for)."""
+    for m in (model.visual_encoder, model.ln_vision, model.llama_proj):
+        m.to(device or "cuda:0", dtype=dtype if dtype != torch.float32 else torch.float16)
 
 
 def _folder_chat_template(folder: Path) -> str | None:
@@ -159,8 +168,7 @@ def from_llm(source, config: ModelConfig | None = None, template: str | None = N
     torch.manual_seed(seed)
     model = MiniGPTv2(cfg, llm=llm)
     if quantize is not None:
-        for m in (model.visual_encoder, model.ln_vision, model.llama_proj):
-            m.to("cuda:0", dtype=dtype if dtype != torch.float32 else torch.float16)
+        place_beside_quantized_llm(model, dtype)
     elif dtype != torch.float32:
         model.to(dtype)
     return model.eval(), Processor(tok, cfg)

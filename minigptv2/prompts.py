@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from minigptv2.errors import MiniGPTv2Error
+
 TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection")
 IDENTIFIERS = tuple(f"[{t}]" for t in TASKS)
 
@@ -97,8 +99,6 @@ _SLOT = re.compile("\ue000([QA])(\\d+)\ue001")     # private-use placeholders fo
 
 def _render_chat(tokenizer, turns: list, has_image: bool, generation: bool, train: bool) -> list:
     """turns = [(question, answer or None)]; the last answer is None when generating."""
-    from minigptv2.errors import MiniGPTv2Error
-
     messages, expected = [], []
     for i, (_, a) in enumerate(turns):
         messages.append({"role": "user", "content": f"\ue000Q{i}\ue001"})

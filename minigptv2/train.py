@@ -270,7 +270,7 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         raise MiniGPTv2Error(f"batch size {tc.batch_size} is not divisible by processes ({world}) × "
                              f"grad accumulation ({tc.grad_accum})")
     micro = tc.batch_size // (world * tc.grad_accum)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[tc.precision]
+    dtype = ckpt.DTYPES[tc.precision]
     model.set_trainable(tc.trainable)
     model.to(device).train()
     vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())

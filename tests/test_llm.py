@@ -9,7 +9,6 @@ import torch
 from helpers import tiny_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from minigptv2 import prompts
 from minigptv2.checkpoint import export, load, save
 from minigptv2.config import LoraSettings, VisionConfig, tiny
 from minigptv2.errors import MiniGPTv2Error
