@@ -707,6 +707,14 @@ def run_synthetic(model, processor, data_dir, limit=None, batch_size: int = 32, 
             om, _ = _score_synth(task, items, other)
             m.setdefault("unconstrained" if constrained else "constrained_run", {}).update(om)
         rows += trows
+    # A model that ignores the name in refer prompts answers every object of a scene with the same box.
+    answers: dict = {}
+    for r in rows:
+        if r["task"] == "refer":
+            answers.setdefault(r["image"], []).append(r["prediction"])
+    multi = [len(set(a)) > 1 for a in answers.values() if len(a) > 1]
+    if multi:
+        m["refer_names_differ"] = sum(multi) / len(multi)
     m["n"] = counts
     m["constrained"] = constrained
     m["targets"] = dict(SYNTH_TARGETS)
@@ -722,7 +730,8 @@ def synthetic_benchmark(model, processor, data_dir, limit: int | None = None, ba
 
     Returns fractions in 0..1: refer_acc (Acc@0.5, metrics.refcoco_accuracy), detection_recall /
     detection_precision (IoU 0.5, one-to-one), vqa_em, identify_em, caption_em (metrics.exact_match),
-    grounding_recall / grounding_precision, *_parse_failure_rate for the box tasks, n (prompts per task),
+    grounding_recall / grounding_precision, *_parse_failure_rate for the box tasks, refer_names_differ (of the
+    scenes with several objects, the fraction whose refer answers are not all the same box), n (prompts per task),
     targets (SYNTH_TARGETS), passed ({metric: bool}) and all_passed. Prompts: the official eval prompts for
     refer and VQA, the first official training template for identify / caption / grounding / detection.
     """

@@ -105,21 +105,32 @@ class Mixture:
         return ds.sample(rng.randrange(len(ds)), rng)
 
 
-def make_batch(proc: Processor, samples, chat_template: bool, vision_trains: bool = False) -> dict:
+def make_batches(proc: Processor, samples, micro: int, chat_template: bool, vision_trains: bool = False) -> list[dict]:
+    """Tokenize `samples` and collate them into micro-batches of `micro` rows, shortest first: rows of similar
+    length share a micro-batch, so gradient accumulation pads less and sums the same gradient."""
     ex = []
     for s in samples:
         try:
             ex.append(proc.training_example(s.turns, image=s.image, chat_template=chat_template))
         except MiniGPTv2Error as e:
             raise MiniGPTv2Error(f"{s.source or 'sample'}: {e}") from None
-    if vision_trains and all(e["pixel_values"] is None for e in ex):
-        # A text-only micro-batch would leave the projector (and a trainable ViT) without a gradient, and
-        # DDP / FSDP then disagree across ranks on which gradients to reduce. One unlabelled all-image row
-        # keeps them in the graph with an exactly-zero gradient; it adds no loss and no token to the count.
-        n, size = proc.config.num_image_tokens, proc.config.vision.image_size
-        ex.append({"input_ids": [IMAGE_TOKEN_ID] * n, "labels": [IGNORE] * n,
-                   "pixel_values": torch.zeros(3, size, size)})
-    return proc.collate(ex)
+    ex.sort(key=lambda e: len(e["input_ids"]))
+    batches = []
+    for a in range(0, len(ex), micro):
+        part = ex[a: a + micro]
+        if vision_trains and all(e["pixel_values"] is None for e in part):
+            # A text-only micro-batch would leave the projector (and a trainable ViT) without a gradient, and
+            # DDP / FSDP then disagree across ranks on which gradients to reduce. One unlabelled all-image row
+            # keeps them in the graph with an exactly-zero gradient; it adds no loss and no token to the count.
+            n, size = proc.config.num_image_tokens, proc.config.vision.image_size
+            part = part + [{"input_ids": [IMAGE_TOKEN_ID] * n, "labels": [IGNORE] * n,
+                            "pixel_values": torch.zeros(3, size, size)}]
+        batches.append(proc.collate(part))
+    return batches
+
+
+def make_batch(proc: Processor, samples, chat_template: bool, vision_trains: bool = False) -> dict:
+    return make_batches(proc, samples, len(samples), chat_template, vision_trains)[0]
 
 
 # ---- distributed -------------------------------------------------------------------------------------------
@@ -298,8 +309,7 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         for g in optimizer.param_groups:
             g["lr"] = lr
         js = range(rank * micro * tc.grad_accum, (rank + 1) * micro * tc.grad_accum)
-        batches = [make_batch(proc, [mixture.draw(step, j) for j in js[a: a + micro]], tc.chat_template,
-                              vision_trains) for a in range(0, len(js), micro)]
+        batches = make_batches(proc, [mixture.draw(step, j) for j in js], micro, tc.chat_template, vision_trains)
         batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
         n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), dtype=torch.float64,
                              device=device)

@@ -308,6 +308,10 @@ def test_synthetic_benchmark_exact_scores(tmp_path, mp, monkeypatch):
     assert s["vqa_em"] == pytest.approx(1 - len(wrong) / len(vqa))
     assert s["refer_parse_failure_rate"] == 0.0 and s["n"]["caption"] == 6 and s["n"]["vqa"] == len(vqa)
     assert s["passed"]["refer_acc"] and s["passed"]["vqa_em"] == (s["vqa_em"] >= 0.9)
+    assert s["refer_names_differ"] == 1.0           # each object of a multi-object scene got its own box
+    monkeypatch.setattr(ev, "generate", FakeGenerate({}, default="{<10><10><60><60>}"))
+    assert ev.synthetic_benchmark(*mp, d, progress=False)["refer_names_differ"] == 0.0   # one box whatever the name
+    monkeypatch.setattr(ev, "generate", FakeGenerate(_synthetic_answers(d, wrong)))
     limited = ev.synthetic_benchmark(*mp, d, limit=2, progress=False)
     assert limited["n"]["caption"] == 2
 

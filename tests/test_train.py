@@ -373,6 +373,23 @@ def test_grad_accum_matches(data, ref, tmp_path):
     assert_same_weights(out / "final", ref / "final", atol=1e-5)
 
 
+def test_micro_batches_group_similar_lengths(data, ref):
+    model, proc = ckpt.load(ref / "final")
+    mix = T.Mixture(load_mixture(data["synth"] / "mixture.json"), seed=3)
+    samples = [mix.draw(0, j) for j in range(12)]
+    whole = T.make_batch(proc, samples, chat_template=True)
+    parts = T.make_batches(proc, samples, 3, chat_template=True)
+    assert [b["input_ids"].shape[0] for b in parts] == [3, 3, 3, 3]
+    lengths = [int(n) for b in parts for n in b["attention_mask"].sum(1)]
+    assert lengths == sorted(int(n) for n in whole["attention_mask"].sum(1))     # every sample once, shortest first
+    assert sum(b["input_ids"].numel() for b in parts) < whole["input_ids"].numel()   # less padding
+    with torch.no_grad():
+        s_whole, n_whole = T.loss_sum(model, whole, torch.float32)
+        sums = [T.loss_sum(model, b, torch.float32) for b in parts]
+    assert sum(n for _, n in sums) == n_whole
+    assert float(sum(s for s, _ in sums)) == pytest.approx(float(s_whole), rel=1e-5)
+
+
 def test_bf16_runs_close_to_fp32(data, ref, tmp_path):
     out = tmp_path / "run"
     run_main(args(data, out, "--precision", "bf16", steps=STEPS))
