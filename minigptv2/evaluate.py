@@ -715,6 +715,7 @@ def run_synthetic(model, processor, data_dir, limit=None, batch_size: int = 32, 
     multi = [len(set(a)) > 1 for a in answers.values() if len(a) > 1]
     if multi:
         m["refer_names_differ"] = sum(multi) / len(multi)
+    m["by_objects"] = _by_object_count(rows, data_dir)
     m["n"] = counts
     m["constrained"] = constrained
     m["targets"] = dict(SYNTH_TARGETS)
@@ -724,6 +725,25 @@ def run_synthetic(model, processor, data_dir, limit=None, batch_size: int = 32, 
     return m, rows
 
 
+def _by_object_count(rows: list[dict], data_dir) -> dict:
+    """{metric: {number of objects in the scene: value}} for refer_acc, *_recall and *_em: the multi-object
+    scenes are where a model that does not bind names to places fails."""
+    d = Path(data_dir)
+    n_obj = {str(d / s["image"]): len(s["objects"]) for s in _read_records(d / "scenes.jsonl")}
+    sums: dict = {}
+    for r in rows:
+        if r["task"] == "refer":
+            key, num, den = "refer_acc", float(r["hit"]), 1
+        elif r["task"] in ("detection", "grounding"):
+            key, num, den = f"{r['task']}_recall", r["recall"] * len(r["gt_boxes"]), len(r["gt_boxes"])
+        else:
+            key, num, den = f"{r['task']}_em", float(r["correct"]), 1
+        acc = sums.setdefault(key, {}).setdefault(n_obj[r["image"]], [0.0, 0])
+        acc[0] += num
+        acc[1] += den
+    return {key: {k: a / b for k, (a, b) in sorted(v.items()) if b} for key, v in sums.items()}
+
+
 def synthetic_benchmark(model, processor, data_dir, limit: int | None = None, batch_size: int = 32,
                         constrained: bool = True, compare_constrained: bool = False, progress: bool = True) -> dict:
     """Score a model on a held-out synthetic set (a `write_synthetic` folder; `limit` = number of scenes).
@@ -731,7 +751,8 @@ def synthetic_benchmark(model, processor, data_dir, limit: int | None = None, ba
     Returns fractions in 0..1: refer_acc (Acc@0.5, metrics.refcoco_accuracy), detection_recall /
     detection_precision (IoU 0.5, one-to-one), vqa_em, identify_em, caption_em (metrics.exact_match),
     grounding_recall / grounding_precision, *_parse_failure_rate for the box tasks, refer_names_differ (of the
-    scenes with several objects, the fraction whose refer answers are not all the same box), n (prompts per task),
+    scenes with several objects, the fraction whose refer answers are not all the same box), by_objects (those
+    metrics per number of objects in the scene: {"refer_acc": {1: .., 2: .., 3: ..}, ...}), n (prompts per task),
     targets (SYNTH_TARGETS), passed ({metric: bool}) and all_passed. Prompts: the official eval prompts for
     refer and VQA, the first official training template for identify / caption / grounding / detection.
     """
@@ -851,6 +872,12 @@ def report_markdown(results: dict, model_name: str = "ours") -> str:
                 t = SYNTH_TARGETS.get(k)
                 out.append(f"| {k} | {v:.3f} | {'' if t is None else t} | "
                            f"{'' if t is None else ('yes' if v >= t else 'NO')} |")
+        if m.get("by_objects"):
+            counts = sorted({k for v in m["by_objects"].values() for k in v})
+            out += ["", "By number of objects in the scene:", "", "| metric | " + " | ".join(map(str, counts)) + " |",
+                    "|---|" + "---|" * len(counts)]
+            out += [f"| {key} | " + " | ".join(f"{v[k]:.3f}" if k in v else "–" for k in counts) + " |"
+                    for key, v in m["by_objects"].items()]
         if "unconstrained" in m:
             out += ["", "Unconstrained decoding: " + ", ".join(f"{k} {v:.3f}" for k, v in m["unconstrained"].items())]
         out += ["", "prompts per task: " + ", ".join(f"{k} {v}" for k, v in m["n"].items()), ""]

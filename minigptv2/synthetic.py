@@ -42,7 +42,7 @@ Output layout of write_synthetic(out, n, seed):
     out/conversation.json                LLaVA {"id", "image", "conversations": [{"from", "value"}, ...]}
     out/unnatural_instruction.json       [{"instances": [{"instruction_with_input", "constraints", "output"}]}]
     out/mixture.json                     [{"kind", "path", "ratio"}, ...] for data.load_mixture
-Same (n, seed, max_objects) -> byte-identical files. The folder is written under a temporary name and renamed
+Same (n, seed, max_objects, object_weights) -> byte-identical files. The folder is written under a temporary name and renamed
 into place; an existing non-empty `out` is refused.
 """
 from __future__ import annotations
@@ -156,15 +156,18 @@ def _pick_pairs(rng: random.Random, k: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def make_scene(rng: random.Random, max_objects: int = MAX_OBJECTS) -> Scene:
-    """One random scene drawn with `rng` (see the module docstring for the design)."""
+def make_scene(rng: random.Random, max_objects: int = MAX_OBJECTS, object_weights=None) -> Scene:
+    """One random scene drawn with `rng` (see the module docstring for the design). The number of objects is
+    uniform in 1..max_objects, or drawn with `object_weights` (one relative weight per count 1..max_objects)."""
     W, H = rng.randint(*SIZE_RANGE), rng.randint(*SIZE_RANGE)
     bg = tuple(rng.randint(236, 255) for _ in range(3))
     img = Image.new("RGB", (W, H), bg)
     side = min(W, H)
     min_dx = max(12, round(0.06 * W))
     objects: list[Obj] = []
-    for colour, shape in _pick_pairs(rng, rng.randint(1, max_objects)):
+    counts = range(1, max_objects + 1)
+    k = rng.choices(counts, weights=object_weights)[0] if object_weights else rng.randint(1, max_objects)
+    for colour, shape in _pick_pairs(rng, k):
         for _ in range(200):
             size = rng.randint(round(0.25 * side), round(0.45 * side))
             x, y = rng.randint(2, W - size - 2), rng.randint(2, H - size - 2)
@@ -274,19 +277,24 @@ def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=None) + "\n", encoding="utf-8")
 
 
-def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS) -> Path:
-    """Write n scenes and their annotation files to out_dir (layout in the module docstring); returns it."""
+def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS, object_weights=None) -> Path:
+    """Write n scenes and their annotation files to out_dir (layout in the module docstring); returns it.
+    `object_weights`: relative frequency of scenes with 1..max_objects objects (default: uniform)."""
     if not isinstance(n, int) or n < 1:
         raise MiniGPTv2Error(f"--n must be a positive number of scenes, got {n!r}")
     if not 1 <= max_objects <= MAX_OBJECTS:
         raise MiniGPTv2Error(f"max_objects must be in 1..{MAX_OBJECTS}, got {max_objects}")
+    if object_weights is not None and (len(object_weights) != max_objects or min(object_weights) < 0
+                                       or sum(object_weights) <= 0):
+        raise MiniGPTv2Error(f"object_weights must be {max_objects} non-negative numbers (one per object count "
+                             f"1..{max_objects}) with a positive sum, got {object_weights!r}")
     out = Path(out_dir)
     _check_target(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{random.getrandbits(32):08x}"
     tmp.mkdir()
     try:
-        _write_all(tmp, n, seed, max_objects)
+        _write_all(tmp, n, seed, max_objects, object_weights)
         _check_target(out)
         if out.exists():
             out.rmdir()           # an empty folder: replace it
@@ -302,13 +310,13 @@ def _check_target(out: Path) -> None:
         raise MiniGPTv2Error(f"output folder {out} exists and is not an empty folder; choose a new --out or remove it")
 
 
-def _write_all(root: Path, n: int, seed: int, max_objects: int) -> None:
+def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights) -> None:
     (root / "images").mkdir()
     width = max(6, len(str(n - 1)))
     scenes, captions, refer, vqa, grounded, cap2obj, phrase2obj, convs = ([] for _ in range(8))
     for i in range(n):
         rng = random.Random(f"minigptv2-synth:{seed}:{i}")   # per scene: scene i does not depend on n
-        scene = make_scene(rng, max_objects)
+        scene = make_scene(rng, max_objects, object_weights)
         rel = f"images/{i:0{width}d}.png"
         scene.image.save(root / rel, format="PNG", compress_level=1)
         W, H = scene.width, scene.height
@@ -350,8 +358,10 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=1000, help="number of scenes (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-objects", type=int, default=MAX_OBJECTS, help=f"objects per scene, 1..{MAX_OBJECTS}")
+    p.add_argument("--object-weights", type=float, nargs="+", metavar="W",
+                   help="relative frequency of 1..max-objects objects per scene (default: uniform), e.g. 1 2 3")
     a = p.parse_args(argv)
-    out = write_synthetic(a.out, a.n, a.seed, a.max_objects)
+    out = write_synthetic(a.out, a.n, a.seed, a.max_objects, a.object_weights)
     print(f"wrote {a.n} scenes to {out} (train with --data {out / 'mixture.json'})")
     return 0
 

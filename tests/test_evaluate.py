@@ -309,6 +309,13 @@ def test_synthetic_benchmark_exact_scores(tmp_path, mp, monkeypatch):
     assert s["refer_parse_failure_rate"] == 0.0 and s["n"]["caption"] == 6 and s["n"]["vqa"] == len(vqa)
     assert s["passed"]["refer_acc"] and s["passed"]["vqa_em"] == (s["vqa_em"] >= 0.9)
     assert s["refer_names_differ"] == 1.0           # each object of a multi-object scene got its own box
+    scenes = [json.loads(line) for line in (d / "scenes.jsonl").read_text().splitlines()]
+    n_obj = {str(d / x["image"]): len(x["objects"]) for x in scenes}      # 1, 2 and 3 objects in this set
+    by = s["by_objects"]
+    assert set(by["refer_acc"]) == set(n_obj.values()) and set(by["refer_acc"].values()) == {1.0}
+    for k in set(n_obj.values()):                   # the wrong VQA answers, counted per object count
+        qs = [r for r in vqa if n_obj[str(d / r["image"])] == k]
+        assert by["vqa_em"][k] == pytest.approx(1 - sum(r["question_id"] in wrong for r in qs) / len(qs))
     monkeypatch.setattr(ev, "generate", FakeGenerate({}, default="{<10><10><60><60>}"))
     assert ev.synthetic_benchmark(*mp, d, progress=False)["refer_names_differ"] == 0.0   # one box whatever the name
     monkeypatch.setattr(ev, "generate", FakeGenerate(_synthetic_answers(d, wrong)))

@@ -1,7 +1,6 @@
 """Synthetic scenes (minigptv2.synthetic): determinism, exact boxes, formats readable by minigptv2.data."""
 import json
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +86,25 @@ def test_shape_repeats_in_about_half_of_multi_object_scenes():
     multi = [sc for sc in (make_scene(rng) for _ in range(400)) if len(sc.objects) > 1]
     rep = sum(len({o.shape for o in sc.objects}) < len(sc.objects) for sc in multi) / len(multi)
     assert 0.35 < rep < 0.65
+
+
+def test_object_weights_shift_the_object_count_and_are_checked(tmp_path):
+    def counts(weights):
+        rng = random.Random(0)
+        n = [len(make_scene(rng, object_weights=weights).objects) for _ in range(300)]
+        return [n.count(k) / len(n) for k in (1, 2, 3)]
+
+    uniform, skewed = counts(None), counts((1, 2, 3))
+    assert all(0.25 < f < 0.42 for f in uniform)
+    assert skewed[0] < 0.25 and skewed[2] > 0.42            # 1/6 and 1/2 expected (a scene may lose an object)
+    assert counts((1, 0, 0)) == [1, 0, 0]
+    for bad in ((1, 2), (1, -1, 1), (0, 0, 0)):
+        with pytest.raises(MiniGPTv2Error, match="object_weights"):
+            write_synthetic(tmp_path / "w", 2, 0, object_weights=bad)
+    assert not list(tmp_path.iterdir())
+    # and from the CLI
+    assert synthetic.main(["--out", str(tmp_path / "w"), "--n", "3", "--seed", "0", "--object-weights", "0", "1", "0"]) == 0
+    assert {len(s["objects"]) for s in scenes(tmp_path / "w")} == {2}
 
 
 def test_canonical_wording():
@@ -194,9 +212,7 @@ def test_refuses_non_empty_out(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out"]       # nothing half-written
 
 
-def test_main_and_speed(tmp_path, capsys):
-    t = time.perf_counter()
+def test_main(tmp_path, capsys):
     assert synthetic.main(["--out", str(tmp_path / "m"), "--n", "100", "--seed", "3"]) == 0
-    assert time.perf_counter() - t < 2.5                                          # >= 40 scenes/s even on a slow box
     assert len(scenes(tmp_path / "m")) == 100
     assert "wrote 100 scenes" in capsys.readouterr().out
