@@ -30,6 +30,7 @@ import http.client
 import io
 import ipaddress
 import json
+import math
 import os
 import queue
 import socket
@@ -253,7 +254,7 @@ def _number(body, key, lo, hi, lo_open=False):
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ApiError(400, f"`{key}` must be a number, got {json.dumps(v)[:50]}", key)
-    if v < lo or v > hi or (lo_open and v == lo):
+    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):      # NaN compares false with all
         lo_s = f"({lo}" if lo_open else f"[{lo}"
         raise ApiError(400, f"`{key}` must be in {lo_s}, {hi}], got {v}", key)
     return float(v)
