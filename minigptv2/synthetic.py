@@ -42,8 +42,8 @@ Output layout of write_synthetic(out, n, seed):
     out/conversation.json                LLaVA {"id", "image", "conversations": [{"from", "value"}, ...]}
     out/unnatural_instruction.json       [{"instances": [{"instruction_with_input", "constraints", "output"}]}]
     out/mixture.json                     [{"kind", "path", "ratio"}, ...] for data.load_mixture
-Same (n, seed, max_objects, object_weights) -> byte-identical files. The folder is written under a temporary name and renamed
-into place; an existing non-empty `out` is refused.
+Same (n, seed, max_objects, object_weights) -> byte-identical files. The folder is written under a temporary
+name and renamed into place; an existing non-empty `out` is refused.
 """
 from __future__ import annotations
 
