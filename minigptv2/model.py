@@ -85,22 +85,31 @@ class MiniGPTv2(nn.Module):
             p.requires_grad_(mode == "full" or (mode == "lora" and "lora_" in name))
 
     # ---- forward --------------------------------------------------------------------------------------
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The vision tower up to the projector (frozen in every official stage: train.VisionCache keeps it)."""
         x = self.visual_encoder(pixel_values)                  # (B, 1 + P, Wv)   P = grid², e.g. 1024
-        x = self.ln_vision(x)[:, 1:]                           # (B, P, Wv)       drop CLS
-        B, P, W = x.shape
+        return self.ln_vision(x)[:, 1:]                        # (B, P, Wv)       drop CLS
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        B, P, W = features.shape                               # (B, P, Wv)
         g = self.config.group
-        x = x.reshape(B, P // g, W * g)                        # (B, P/4, 4·Wv)   e.g. (B, 256, 5632)
+        x = features.reshape(B, P // g, W * g)                 # (B, P/4, 4·Wv)   e.g. (B, 256, 5632)
         return self.llama_proj(x)                              # (B, P/4, D)
 
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.project(self.vision_features(pixel_values))
+
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
-              image_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with visual embeddings scattered at the IMAGE_TOKEN_ID positions."""
+              image_embeds: torch.Tensor | None = None, vision_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with visual embeddings scattered at the IMAGE_TOKEN_ID positions. The images come as
+        pixels, as `vision_features` (the output of `vision_features`) or as projected `image_embeds`."""
         is_img = input_ids == IMAGE_TOKEN_ID
         emb = self.llm.get_input_embeddings()(input_ids.clamp(min=0))   # (B, L, D)
         n_img = int(is_img.sum())
         if n_img == 0:
             return emb
+        if image_embeds is None and vision_features is not None:
+            image_embeds = self.project(vision_features)
         if image_embeds is None:
             if pixel_values is None:
                 raise MiniGPTv2Error("the prompt has image positions but no image was given")
@@ -110,6 +119,6 @@ class MiniGPTv2(nn.Module):
                                  f"fill the {n_img} image positions of the prompt")
         return emb.masked_scatter(is_img.unsqueeze(-1), image_embeds.to(emb.dtype))
 
-    def forward(self, input_ids, attention_mask=None, pixel_values=None, labels=None, **kw):
-        inputs_embeds = self.embed(input_ids, pixel_values)
+    def forward(self, input_ids, attention_mask=None, pixel_values=None, labels=None, vision_features=None, **kw):
+        inputs_embeds = self.embed(input_ids, pixel_values, vision_features=vision_features)
         return self.llm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kw)

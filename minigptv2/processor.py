@@ -231,9 +231,10 @@ class Processor:
         return {"input_ids": input_ids, "attention_mask": mask,
                 "pixel_values": torch.stack(pix) if pix else None}
 
-    def training_example(self, turns, image=None, chat_template: bool = True) -> dict:
+    def training_example(self, turns, image=None, chat_template: bool = True, load_image: bool = True) -> dict:
         """One training sample -> ids/labels. `image`: path / PIL / bytes / preprocessed (3,S,S) tensor / None.
-        Each answer is cut to max_txt_len tokens (as the official code); an over-long sample is refused."""
+        Each answer is cut to max_txt_len tokens (as the official code); an over-long sample is refused.
+        load_image=False leaves `image` as it is in "pixel_values" (train.VisionCache loads it if it must)."""
         turns = [(q, self.truncate(a)) for q, a in turns]
         if self.config.template == "chat":
             if not chat_template:
@@ -246,7 +247,7 @@ class Processor:
         if len(ids) > self.config.max_context_len:
             raise MiniGPTv2Error(f"training sample is {len(ids)} tokens, over max_context_len "
                                  f"{self.config.max_context_len}")
-        pv = image if isinstance(image, torch.Tensor) or image is None else self.image(image)
+        pv = image if isinstance(image, torch.Tensor) or image is None or not load_image else self.image(image)
         return {"input_ids": ids, "labels": labels, "pixel_values": pv}
 
     def truncate(self, answer: str) -> str:

@@ -167,6 +167,40 @@ def test_resume_replays_exactly(data, ref, tmp_path):
     assert_same_weights(out / "final", ref / "final")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cache_vision_is_exact(data, ref, tmp_path, precision):
+    """The frozen-ViT cache changes nothing: the same losses and final weights, bit for bit, as recomputing."""
+    if precision == "fp32":
+        plain = ref
+    else:
+        plain = tmp_path / "plain"
+        run_main(args(data, plain, "--precision", precision))
+    calls = []
+    orig = MiniGPTv2.vision_features
+
+    def counted(self, pixel_values):
+        calls.append(pixel_values.shape[0])
+        return orig(self, pixel_values)
+
+    MiniGPTv2.vision_features = counted
+    try:
+        out = tmp_path / "cached"
+        run_main(args(data, out, "--cache-vision", "--precision", precision))
+    finally:
+        MiniGPTv2.vision_features = orig
+    assert losses(out) == losses(plain)
+    assert_same_weights(out / "final", plain / "final")
+    assert 0 < sum(calls) <= 8                   # each of the 8 scene images went through the ViT at most once
+
+
+def test_vision_cache_refuses_a_trainable_vit_and_fsdp(data, tmp_path):
+    with pytest.raises(MiniGPTv2Error, match="cache_vision needs a frozen ViT"):
+        run_main(args(data, tmp_path / "a", "--cache-vision", "--trainable",
+                      '{"vit": "full", "projector": "full", "llm": "lora"}'))
+    with pytest.raises(MiniGPTv2Error, match="does not work with --fsdp"):
+        run_main(args(data, tmp_path / "b", "--cache-vision", "--fsdp"))
+
+
 # ---- 3. crash safety ----------------------------------------------------------------------------------------
 CHILD = """
 import os, signal, sys, time
