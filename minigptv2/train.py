@@ -63,6 +63,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     save_every: int = 1000
     seed: int = 42
+    loss_per: str = "token"         # token: mean over the batch's answer tokens (official) | sample: mean of rows
     cache_vision: bool = False      # keep each image file's frozen-ViT output in RAM (VisionCache); needs vit frozen
 
 
@@ -298,15 +299,22 @@ def _cut_log(log_path: Path, step: int) -> None:
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------
-def loss_sum(model, batch, dtype) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropies over labelled tokens (the caller divides by the global count)."""
+def loss_sum(model, batch, dtype, per: str = "token") -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropies over labelled tokens and their count (the caller divides by the global
+    count). per="sample": the sum of each row's *mean* token loss and the number of labelled rows instead, so a
+    one-word answer weighs as much as a long one (the default token mean favours long answers)."""
     with torch.autocast(batch["input_ids"].device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=batch.get("pixel_values"), vision_features=batch.get("vision_features")).logits
     labels = batch["labels"][:, 1:]
     logits = logits[:, :-1].float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum"), int((labels != IGNORE).sum())
+    if per == "token":
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+                               reduction="sum"), int((labels != IGNORE).sum())
+    tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+                          reduction="none").view(labels.shape)                      # (B, L-1), 0 where unlabelled
+    n = (labels != IGNORE).sum(1)                                                   # (B,)
+    return (tok.sum(1) / n.clamp(min=1)).sum(), int((n > 0).sum())
 
 
 def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, out: Path, resume: bool = False,
@@ -319,6 +327,8 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         raise MiniGPTv2Error(f"batch size {tc.batch_size} is not divisible by processes ({world}) × "
                              f"grad accumulation ({tc.grad_accum})")
     micro = tc.batch_size // (world * tc.grad_accum)
+    if tc.loss_per not in ("token", "sample"):
+        raise MiniGPTv2Error(f"loss_per must be 'token' or 'sample', got {tc.loss_per!r}")
     dtype = ckpt.DTYPES[tc.precision]
     model.set_trainable(tc.trainable)
     model.to(device).train()
@@ -357,13 +367,14 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         batches = make_batches(proc, [mixture.draw(step, j) for j in js], micro, tc.chat_template, vision_trains,
                                cache)
         batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
-        n_tok = torch.tensor(sum(int((b["labels"][:, 1:] != IGNORE).sum()) for b in batches), dtype=torch.float64,
-                             device=device)
+        lab = [b["labels"][:, 1:] != IGNORE for b in batches]
+        n_tok = torch.tensor(sum(int(m.sum() if tc.loss_per == "token" else m.any(1).sum()) for m in lab),
+                             dtype=torch.float64, device=device)
         if world > 1:
             dist.all_reduce(n_tok)
         total = torch.zeros((), dtype=torch.float64, device=device)
         for b in batches:
-            s, _ = loss_sum(wrapped, b, dtype)
+            s, _ = loss_sum(wrapped, b, dtype, tc.loss_per)
             # gradients are averaged over processes: scale so the update is d(global token mean)
             (s * world / n_tok.clamp(min=1).item()).backward()
             total += s.detach().double()
@@ -447,6 +458,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--trainable", default=None, help='JSON, e.g. {"vit": "full", "projector": "full", "llm": "full"}')
     p.add_argument("--grad-checkpointing", action="store_true")
+    p.add_argument("--loss-per", choices=["token", "sample"],
+                   help="average the loss over answer tokens (default, official) or over samples")
     p.add_argument("--cache-vision", action="store_true", default=None,
                    help="keep each image's frozen-ViT output in RAM after its first use (faster; vit frozen)")
     p.add_argument("--no-progress", action="store_true")
@@ -456,7 +469,7 @@ def main(argv=None) -> int:
 
     tc = dataclasses.replace(STAGES[a.stage])
     for k in ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "precision",
-              "grad_clip", "save_every", "seed", "cache_vision"):
+              "grad_clip", "save_every", "seed", "cache_vision", "loss_per"):
         if getattr(a, k) is not None:
             setattr(tc, k, getattr(a, k))
     if a.resume:

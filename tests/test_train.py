@@ -424,6 +424,27 @@ def test_micro_batches_group_similar_lengths(data, ref):
     assert float(sum(s for s, _ in sums)) == pytest.approx(float(s_whole), rel=1e-5)
 
 
+def test_loss_per_sample_weighs_every_answer_the_same(data, ref, tmp_path):
+    model, proc = ckpt.load(ref / "final")
+    mix = T.Mixture(load_mixture(data["synth"] / "mixture.json"), seed=3)
+    samples = [mix.draw(0, j) for j in range(8)]
+    batch = T.make_batch(proc, samples, chat_template=True)
+    with torch.no_grad():
+        s, n = T.loss_sum(model, batch, torch.float32, per="sample")
+        rows = [T.loss_sum(model, T.make_batch(proc, [x], chat_template=True), torch.float32) for x in samples]
+        s_tok, n_tok = T.loss_sum(model, batch, torch.float32)
+    assert n == 8 and n_tok == sum(k for _, k in rows) > 8
+    assert float(s) == pytest.approx(sum(float(r) / k for r, k in rows), rel=1e-5)     # mean of the row means
+    assert float(s) / n != pytest.approx(float(s_tok) / n_tok, rel=1e-3)               # not the token mean
+
+    # the trainer divides by the global number of samples: accumulation in 2 micro-batches = one batch
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_main(args(data, a, "--loss-per", "sample"))
+    run_main(args(data, b, "--loss-per", "sample", "--grad-accum", "2"))
+    assert losses(a) == pytest.approx(losses(b), abs=1e-5) and losses(a) != losses(ref)
+    assert_same_weights(a / "final", b / "final", atol=1e-5)
+
+
 def test_bf16_runs_close_to_fp32(data, ref, tmp_path):
     out = tmp_path / "run"
     run_main(args(data, out, "--precision", "bf16", steps=STEPS))
