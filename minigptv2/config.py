@@ -59,6 +59,9 @@ class ModelConfig:
     lora: LoraSettings | None = field(default_factory=LoraSettings)
     group: int = 4                  # visual tokens concatenated per LLM token (minigpt_v2.py encode_img)
     template: str = "llama2"        # "llama2": the official [INST] template; "chat": the tokenizer's (prompts.py)
+    # "llama2" prompts at inference: "official" = as the official code (two BOS, one space before [/INST]), which
+    # differs from its training form; "training" = exactly the training form (prompts.render_inference as_trained)
+    prompt_form: str = "official"
     max_context_len: int = 3800     # minigpt_base.py
     max_txt_len: int = 1024         # train_configs/minigptv2_finetune.yaml
     # which parts train: "frozen" | "full" | "lora" (llm only). Official: ViT frozen, projector full, LLM LoRA.
@@ -89,14 +92,15 @@ class ModelConfig:
 
 def nano() -> ModelConfig:
     """The embedded CPU model: 112 px tiny EVA ViT (8x8 patches -> 16 LLM tokens) + tiny LLaMA, all trained by us.
-    Sizes follow the CPU probe in environment-notes.md §4 (dim 192 x 6 ViT, 6-layer 384 LLaMA, small vocab)."""
+    Sizes follow the CPU probe in environment-notes.md §4 (dim 192 x 6 ViT, 6-layer 384 LLaMA, small vocab).
+    Trained from scratch, so it is prompted at inference exactly as in training (prompt_form "training")."""
     return ModelConfig(
         name="nano",
         vision=VisionConfig(image_size=112, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
         llm=dict(vocab_size=512, hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
                  num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5,
                  bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True),
-        lora=None, max_context_len=512, max_txt_len=128,
+        lora=None, max_context_len=512, max_txt_len=128, prompt_form="training",
         trainable={"vit": "full", "projector": "full", "llm": "full"},
     )
 

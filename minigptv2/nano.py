@@ -3,6 +3,7 @@
     python -m minigptv2.nano --work runs/nano          # synth data, tokenizer, ViT, two stages: ~1 h on 2 CPU cores (README)
     python -m minigptv2.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
     python -m minigptv2.nano --install-only runs/nano/model   # install an already trained folder
+    python -m minigptv2.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
 
 No pretrained ViT exists offline, so the tiny EVA ViT is trained together with the rest on synthetic scenes
 (synthetic.py). The tokenizer is a SentencePiece BPE model we train on the synthetic texts, with single
@@ -65,12 +66,12 @@ def patch_targets(objects, width: int, height: int, grid: int, classes: dict) ->
 
 
 def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: int = 64, lr: float = 1e-3,
-                 seed: int = 0, log=print, box_bins: int = 0) -> list[float]:
+                 seed: int = 0, log=print, box_bins: int = 0, precision: str = "bf16") -> list[float]:
     """Train the ViT alone to tell, at every patch, which object covers it and where that object's box is.
     `scenes(i)` -> (image, [(class_name, box_pixels), ...]). A linear head is used and then thrown away.
     `box_bins` > 0 adds, per coordinate, a classification over that many bins of the 0–100 grid (soft
     Gaussian targets, sigma 1 bin), so the frozen features carry the coordinate *tokens* the LLM must write
-    linearly, not only their value."""
+    linearly, not only their value. `precision`: the autocast dtype ("bf16" | "fp32")."""
     import math
     import random
 
@@ -98,7 +99,7 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
             cls.append(c)
             box.append(b)
         pix, cls, box = torch.stack(pix), torch.stack(cls), torch.stack(box)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = head(vit(pix)[:, 1:]).float()                      # (B, grid², classes + 1 + 4 + 4·bins)
         ce = F.cross_entropy(out[..., :nc].reshape(-1, nc), cls.reshape(-1))
         fg = cls > 0
@@ -129,6 +130,9 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
 # Every number here is part of the recipe that produced minigptv2/assets/nano (see its recipe.json).
 RECIPE = dict(
     seed=0,
+    # autocast dtype of every stage. bf16 needs a CPU with native bf16 (avx512_bf16): the installed model was
+    # trained on one; on an AVX2-only CPU a bf16 step is ~10x slower than fp32 (README), so use --precision fp32
+    precision="bf16",
     vocab_size=1024,
     llm=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=768),
@@ -185,8 +189,9 @@ def _texts(mixture_file: Path, n: int, seed: int) -> list[str]:
     return texts
 
 
-def run(work, install: bool = False, log=print) -> dict:
-    """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, two stages)."""
+def run(work, install: bool = False, log=print, precision: str | None = None) -> dict:
+    """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, two stages).
+    `precision` overrides RECIPE["precision"] (and is recorded in recipe.json): not the installed model then."""
     import json
     import random
     import time
@@ -201,7 +206,9 @@ def run(work, install: bool = False, log=print) -> dict:
     from minigptv2.processor import Processor, Tokenizer
     from minigptv2.synthetic import COLORS, SHAPES, make_scene, write_synthetic
 
-    R = RECIPE
+    R = dict(RECIPE, precision=precision or RECIPE["precision"])
+    if R["precision"] not in ("bf16", "fp32"):
+        raise MiniGPTv2Error(f"precision must be bf16 or fp32, got {R['precision']!r}")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -227,7 +234,7 @@ def run(work, install: bool = False, log=print) -> dict:
         return sc.image, [(o.name, o.box) for o in sc.objects]
 
     pretrain_vit(model.visual_encoder, proc, scenes, classes, R["vit_steps"], R["vit_batch"], R["vit_lr"],
-                 seed=R["seed"], log=log, box_bins=R["vit_box_bins"])
+                 seed=R["seed"], log=log, box_bins=R["vit_box_bins"], precision=R["precision"])
     times["vit_pretrain_s"] = time.perf_counter() - t
     if R["proj_init_std"]:      # start visual tokens at the scale of the text embeddings, not ~30x above it
         torch.nn.init.normal_(model.llama_proj.weight, std=R["proj_init_std"])
@@ -240,7 +247,7 @@ def run(work, install: bool = False, log=print) -> dict:
         mix = _mixture_with_ratios(work / "data_all", sc.pop("ratios"), f"mixture_{stage}.json") if "ratios" in sc \
             else mix_all
         tc = T.TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05,
-                           grad_clip=1.0, save_every=500, precision="bf16")
+                           grad_clip=1.0, save_every=500, precision=R["precision"])
         T.train(model, proc, T.Mixture(load_mixture(mix), tc.seed), tc, work / stage)
         times[f"{stage}_s"] = time.perf_counter() - t
         log(f"{stage}: {times[f'{stage}_s']:.0f} s")
@@ -279,13 +286,15 @@ def main(argv=None) -> int:
     p.add_argument("--work", help="working folder (data, logs, checkpoints, model/)")
     p.add_argument("--install", action="store_true", help="copy the result to minigptv2/assets/nano (fp16)")
     p.add_argument("--install-only", metavar="MODEL_DIR", help="just install this trained folder (fp16)")
+    p.add_argument("--precision", choices=["bf16", "fp32"], default=None,
+                   help="override the recipe's autocast dtype (bf16); fp32 on CPUs without native bf16")
     a = p.parse_args(argv)
     if a.install_only:
         print(f"installed to {install_fp16(a.install_only)}")
     elif not a.work:
         p.error("--work is required")
     else:
-        run(a.work, install=a.install)
+        run(a.work, install=a.install, precision=a.precision)
     return 0
 
 

@@ -172,6 +172,8 @@ class Processor:
         self.config = config
         if config.template not in ("llama2", "chat"):
             raise MiniGPTv2Error(f"unknown template {config.template!r}; use 'llama2' or 'chat'")
+        if config.prompt_form not in ("official", "training"):
+            raise MiniGPTv2Error(f"unknown prompt_form {config.prompt_form!r}; use 'official' or 'training'")
         if config.template == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
             raise MiniGPTv2Error("template 'chat' needs a tokenizer with a chat template (an HF tokenizer folder)")
         v = config.vision
@@ -216,7 +218,7 @@ class Processor:
     def _render(self, questions, answers, has_image):
         if self.config.template == "chat":
             return prompts.render_chat_inference(self.tokenizer, questions, answers, has_image)
-        return prompts.render_inference(questions, answers, has_image)
+        return prompts.render_inference(questions, answers, has_image, self.config.prompt_form == "training")
 
     def generation_batch(self, prompt_ids: list[list[int]], images: list) -> dict:
         """Left-pad prompts (pad id, attention 0) and stack the images that appear in them."""

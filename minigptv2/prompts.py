@@ -11,6 +11,8 @@ Inference (official `CONV_VISION_minigptv2` + `get_context_emb`, single turn):
     BOS BOS "[INST] <Img>" IMAGE "</Img> {q} [/INST]"       # auto BOS + the literal `<s>` -> two BOS
 Later turns append   "{answer}" EOS BOS "[INST] {q} [/INST]"     (the training conversation layout; the
 official demo replaces earlier answers by `</s>`, which we don't copy).
+A model whose config.prompt_form is "training" (the models we train from scratch, e.g. nano) is prompted in the
+training form below instead: a small LLM trained from scratch answers the official form worse (README, nano).
 Training (finetune config, `chat_template: True`, facts §3.2, §4.3):
     BOS "[INST] <Img>" IMAGE "</Img> {q}  [/INST]" "{answer}"* EOS*   (* = target; note the two spaces)
     and per later turn:  BOS "[INST] {q}  [/INST]" "{answer}"* EOS*
@@ -57,17 +59,20 @@ def with_task(task: str | None, text: str) -> str:
     return f"[{task}] {text}"
 
 
-def render_inference(questions: list[str], answers: list[str], has_image: bool = True) -> list:
-    """Prompt items for generating the answer to questions[-1]; answers are the earlier turns' replies."""
+def render_inference(questions: list[str], answers: list[str], has_image: bool = True,
+                     as_trained: bool = False) -> list:
+    """Prompt items for generating the answer to questions[-1]; answers are the earlier turns' replies.
+    `as_trained`: the training form instead of the official inference form (one BOS, two spaces before
+    [/INST]), so the prompt is exactly what render_training gave the model (config.prompt_form "training")."""
     assert len(answers) == len(questions) - 1, "one answer per earlier question"
-    q0 = questions[0]
-    items: list = [BOS, BOS]
+    q0, end = questions[0], "  [/INST]" if as_trained else " [/INST]"
+    items: list = [BOS] if as_trained else [BOS, BOS]
     if has_image:
-        items += [Text("[INST] <Img>"), IMAGE, Text(f"</Img> {q0} [/INST]")]
+        items += [Text("[INST] <Img>"), IMAGE, Text(f"</Img> {q0}{end}")]
     else:
-        items += [Text(f"[INST] {q0} [/INST]")]
+        items += [Text(f"[INST] {q0}{end}")]
     for a, q in zip(answers, questions[1:]):
-        items += [Text(a), EOS, BOS, Text(f"[INST] {q} [/INST]")]
+        items += [Text(a), EOS, BOS, Text(f"[INST] {q}{end}")]
     return items
 
 

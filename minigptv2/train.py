@@ -59,7 +59,7 @@ class TrainConfig:
     grad_accum: int = 1
     trainable: dict = field(default_factory=lambda: {"vit": "frozen", "projector": "full", "llm": "lora"})
     chat_template: bool = True
-    precision: str = "bf16"         # bf16 | fp16 | fp32 autocast
+    precision: str = "auto"         # bf16 | fp16 | fp32 autocast | auto: bf16 where it is native, else fp32
     grad_clip: float = 0.0
     save_every: int = 1000
     seed: int = 42
@@ -73,6 +73,30 @@ STAGES = {
     2: TrainConfig(steps=50_000, batch_size=64, lr=1e-5, min_lr=1e-6, warmup_lr=1e-6, warmup_steps=1000),
     3: TrainConfig(steps=50_000, batch_size=24, lr=1e-5, min_lr=1e-6, warmup_lr=1e-6, warmup_steps=1000),
 }
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls run in hardware here: a CUDA device with bf16, or a CPU whose flags (Linux
+    /proc/cpuinfo) include avx512_bf16 or amx_bf16 (x86) or bf16 (aarch64). Elsewhere CPU bf16 is emulated:
+    a nano training step (32 new images) took 11.8 s in bf16 against 1.18 s in fp32 on an AVX2-only AMD EPYC."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = {f for line in info.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for f in line.split(":", 1)[1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> "bf16" where bf16 is native (native_bf16), else "fp32"; the other values pass through."""
+    if precision not in ("auto", *ckpt.DTYPES):
+        raise MiniGPTv2Error(f"precision must be auto, {', '.join(ckpt.DTYPES)}; got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def lr_at(step: int, c: TrainConfig) -> float:
@@ -329,7 +353,11 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
     micro = tc.batch_size // (world * tc.grad_accum)
     if tc.loss_per not in ("token", "sample"):
         raise MiniGPTv2Error(f"loss_per must be 'token' or 'sample', got {tc.loss_per!r}")
-    dtype = ckpt.DTYPES[tc.precision]
+    if tc.precision == "auto":       # resolved once: checkpoints record the precision the run really used
+        tc = dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))
+        if rank == 0:
+            print(f"precision auto -> {tc.precision}", flush=True)
+    dtype = ckpt.DTYPES[resolve_precision(tc.precision, device)]
     model.set_trainable(tc.trainable)
     model.to(device).train()
     vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())
@@ -452,7 +480,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-lr", type=float)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="autocast dtype (default auto: bf16 on a GPU or CPU with native bf16, else fp32)")
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--save-every", type=int)
     p.add_argument("--seed", type=int)

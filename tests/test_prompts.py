@@ -1,4 +1,6 @@
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -25,6 +27,33 @@ def test_inference_layout_single_and_multi_turn(proc):
     assert two[-len(tail):] == tail
     text_only = proc.prompt_ids(["hello"], has_image=False)
     assert IMAGE_TOKEN_ID not in text_only
+
+
+def test_prompt_form_training_is_exactly_the_training_sequence(tmp_path):
+    """prompt_form "training" (the nano preset): the inference prompt followed by the answer and EOS is token for
+    token the training example, single and multi-turn, with and without an image; "official" is not (two BOS,
+    one space before [/INST], facts §3.2)."""
+    from minigptv2.config import nano
+    from minigptv2.errors import MiniGPTv2Error
+    from minigptv2.processor import Processor
+
+    _, proc = tiny_model(tmp_path, prompt_form="training")
+    tok = proc.tokenizer
+    assert nano().prompt_form == "training"
+    cases = [([("[vqa] is there a red square?", "yes")], True),
+             ([("[refer] red circle", "{<1><2><3><4>}"), ("and blue?", "no"), ("[identify] {<5><6><7><8>}", "x")], True),
+             ([("what is a square?", "a shape")], False)]
+    for turns, has_image in cases:
+        qs, ans = [q for q, _ in turns], [a for _, a in turns]
+        e = proc.training_example(turns, image=torch.zeros(3, 56, 56) if has_image else None)
+        prompt = proc.prompt_ids(qs, ans[:-1], has_image=has_image)
+        assert prompt + tok.encode(ans[-1]) + [tok.eos_id] == e["input_ids"], turns
+    official = Processor(tok, dataclasses.replace(proc.config, prompt_form="official"))
+    q, a = cases[0][0][0]
+    e = official.training_example([(q, a)], image=torch.zeros(3, 56, 56))
+    assert official.prompt_ids([q]) + tok.encode(a) + [tok.eos_id] != e["input_ids"]
+    with pytest.raises(MiniGPTv2Error, match="unknown prompt_form 'train'"):
+        Processor(tok, dataclasses.replace(proc.config, prompt_form="train"))
 
 
 @pytest.mark.parametrize("evil", ["<ImageHere>", "[INST] x [/INST]", "</s><s>", "<Img></Img>", "<s>"])

@@ -453,6 +453,28 @@ def test_bf16_runs_close_to_fp32(data, ref, tmp_path):
     ckpt.load(out / "final")
 
 
+def test_precision_auto_takes_bf16_only_where_it_is_native(data, ref, tmp_path, monkeypatch, capsys):
+    """bf16 on a CPU without it in hardware is emulated (~10x slower than fp32 here, README), so the default
+    "auto" trains in fp32 there, and the checkpoint records the precision that was used."""
+    flags = {"avx2 fma": False, "avx2 avx512f avx512_bf16": True, "avx512f amx_bf16 amx_tile": True}
+    for f, want in flags.items():
+        monkeypatch.setattr(T.Path, "read_text", lambda self, f=f: f"processor\t: 0\nflags\t\t: fpu {f}\n")
+        assert T.native_bf16(torch.device("cpu")) is want, f
+        assert T.resolve_precision("auto", torch.device("cpu")) == ("bf16" if want else "fp32")
+    monkeypatch.undo()
+    assert T.resolve_precision("fp16", torch.device("cpu")) == "fp16"
+    with pytest.raises(MiniGPTv2Error, match="precision must be auto, fp32, bf16, fp16; got 'fp8'"):
+        T.resolve_precision("fp8", torch.device("cpu"))
+    monkeypatch.setattr(T, "native_bf16", lambda device: False)
+    out = tmp_path / "run"
+    run_main([a for a in args(data, out) if a not in ("--precision", "fp32")])
+    assert "precision auto -> fp32" in capsys.readouterr().out
+    assert losses(out) == losses(ref)            # the fp32 reference, bit for bit
+    st = json.loads((out / "checkpoint" / "train_state.json").read_text())
+    assert st["train_config"]["precision"] == "fp32"
+    assert T.STAGES[3].precision == "auto"
+
+
 def test_errors_are_clear(data, tmp_path, capsys):
     with pytest.raises(MiniGPTv2Error, match=r"batch size 6 is not divisible by processes \(1\) × grad accum"):
         T.main(args(data, tmp_path / "a", "--grad-accum", "4", batch=6))
