@@ -63,7 +63,8 @@ def render_inference(questions: list[str], answers: list[str], has_image: bool =
                      as_trained: bool = False) -> list:
     """Prompt items for generating the answer to questions[-1]; answers are the earlier turns' replies.
     `as_trained`: the training form instead of the official inference form (one BOS, two spaces before
-    [/INST]), so the prompt is exactly what render_training gave the model (config.prompt_form "training")."""
+    [/INST]), so the prompt is exactly what render_training (chat_template on, the default) gave the model
+    (config.prompt_form "training")."""
     assert len(answers) == len(questions) - 1, "one answer per earlier question"
     q0, end = questions[0], "  [/INST]" if as_trained else " [/INST]"
     items: list = [BOS] if as_trained else [BOS, BOS]
