@@ -54,8 +54,9 @@ grounding 200), batched (--batch-size, left padding as the official generate).
     sequence is the model's inference prompt: for the official prompt_form two BOS, one space before [/INST];
     `processor.training_example` would build the chat_template training form instead). loss = per-row sum of
     answer-token NLL / (padded length - 1) with the official padded length (BOS + longest prompt + longest answer
-    of the batch for that choice slot), slots a question lacks are filled with "none" and get loss 9999. Note the official quirk this keeps: the divisor
-    depends on the batch, so --batch-size can change a choice (use the official 10 to match).
+    of the batch for that choice slot), slots a question lacks are filled with "none" and get loss 9999. Note the
+    official quirk this keeps: the divisor depends on the batch, so --batch-size can change a choice (use the
+    official 10 to match).
   * coco_caption: `[caption] Briefly describe this image.` -> metrics.caption_scores (BLEU, METEOR, ROUGE-L, CIDEr).
   * detection: `[detection] {phrase}`; grounding: `[grounding] please describe this image in details`. Boxes are
     compared on the 0..100 grid (IoU is unchanged by scaling both axes): greedy one-to-one matching at IoU 0.5
