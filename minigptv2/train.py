@@ -353,11 +353,11 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
     micro = tc.batch_size // (world * tc.grad_accum)
     if tc.loss_per not in ("token", "sample"):
         raise MiniGPTv2Error(f"loss_per must be 'token' or 'sample', got {tc.loss_per!r}")
-    if tc.precision == "auto":       # resolved once: checkpoints record the precision the run really used
-        tc = dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))
-        if rank == 0:
-            print(f"precision auto -> {tc.precision}", flush=True)
-    dtype = ckpt.DTYPES[resolve_precision(tc.precision, device)]
+    # resolved once, so checkpoints record the precision the run really used
+    asked, tc = tc.precision, dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))
+    if asked == "auto" and rank == 0:
+        print(f"precision auto -> {tc.precision}", flush=True)
+    dtype = ckpt.DTYPES[tc.precision]
     model.set_trainable(tc.trainable)
     model.to(device).train()
     vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())
