@@ -1,6 +1,6 @@
 """The embedded default model ("nano") and the exact recipe that reproduces its committed weights.
 
-    python -m minigptv2.nano --work runs/nano          # synth data, tokenizer, ViT, two stages: ~1 h on 2 CPU cores (README)
+    python -m minigptv2.nano --work runs/nano          # synth data, tokenizer, ViT, RECIPE['stages']: ~1 h on 2 CPU cores (README)
     python -m minigptv2.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
     python -m minigptv2.nano --install-only runs/nano/model   # install an already trained folder
     python -m minigptv2.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
@@ -159,6 +159,7 @@ RECIPE = dict(
                     ratios={"refcoco": 30, "flickr_phrase_to_object": 22, "invrefcoco": 10, "vqa": 12,
                             "coco_caption": 13, "flickr_grounded_caption": 9, "flickr_caption_to_phrase": 2,
                             "llava_conversation": 1, "unnatural_instruction": 1}),
+    stages=("stage_all", "stage_more"),      # trained in this order, each from the one before
 )
 
 
@@ -190,7 +191,7 @@ def _texts(mixture_file: Path, n: int, seed: int) -> list[str]:
 
 
 def run(work, install: bool = False, log=print, precision: str | None = None) -> dict:
-    """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, two stages).
+    """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
     `precision` overrides RECIPE["precision"] (and is recorded in recipe.json): not the installed model then."""
     import json
     import random
@@ -241,7 +242,7 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
         torch.nn.init.zeros_(model.llama_proj.bias)
 
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
-    for stage in ("stage_all", "stage_more"):
+    for stage in R["stages"]:
         t = time.perf_counter()
         sc = dict(R[stage])
         mix = _mixture_with_ratios(work / "data_all", sc.pop("ratios"), f"mixture_{stage}.json") if "ratios" in sc \

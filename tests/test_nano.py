@@ -75,8 +75,8 @@ def test_dense_vit_pretraining_learns_classes_and_box_bins():
 
 
 def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
-    """nano.run with every count shrunk: data, tokenizer, ViT, both stages (the restart with its own ratios and the
-    frozen-ViT cache), recipe.json, install."""
+    """nano.run with every count shrunk: data, tokenizer, ViT, every stage of RECIPE["stages"] (the later ones with
+    their own ratios, all with the frozen-ViT cache), recipe.json, install."""
     import torch
 
     from minigptv2 import nano
@@ -85,8 +85,8 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
              vocab_size=512, vit_steps=2, vit_batch=2,
              llm=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                       intermediate_size=64))
-    r["stage_all"] = dict(r["stage_all"], steps=2, batch_size=4, warmup_steps=1)
-    r["stage_more"] = dict(r["stage_more"], steps=2, batch_size=4, warmup_steps=1)
+    for stage in r["stages"]:
+        r[stage] = dict(r[stage], steps=2, batch_size=4, warmup_steps=1)
     monkeypatch.setattr(nano, "RECIPE", r)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -96,10 +96,12 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(n)
     work = tmp_path / "work"
-    more = json.loads((work / "data_all" / "mixture_stage_more.json").read_text())
-    assert {e["kind"]: e["ratio"] for e in more} == {**{e["kind"]: 0 for e in more}, **r["stage_more"]["ratios"]}
-    assert len((work / "stage_more" / "log.jsonl").read_text().splitlines()) == 2
+    for stage in r["stages"][1:]:       # each later stage trains on its own ratios
+        mix = json.loads((work / "data_all" / f"mixture_{stage}.json").read_text())
+        assert {e["kind"]: e["ratio"] for e in mix} == {**{e["kind"]: 0 for e in mix}, **r[stage]["ratios"]}
+        assert len((work / stage / "log.jsonl").read_text().splitlines()) == 2
     saved = json.loads((installed / "recipe.json").read_text())
     assert saved["recipe"]["stage_more"]["ratios"] == r["stage_more"]["ratios"] and saved["times"]["total_s"] > 0
+    assert set(saved["times"]) >= {f"{s}_s" for s in r["stages"]}
     model, _ = minigptv2.load(installed)
     assert model.config.name == "nano"
