@@ -152,14 +152,20 @@ RECIPE = dict(
     # ViT's output is kept per image (bit-identical losses, fewer seconds per step)
     stage_all=dict(steps=5500, batch_size=32, grad_accum=2, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100,
                    cache_vision=True),
-    # a warm restart on the same data (new draw order): stage-2 loss was still falling. 3,000 steps, with caption
-    # weighted up and chat / text down (vs 1,200 steps at the stage-2 ratios: refer 0.778 -> 0.802, caption 0.694 -> 0.790)
-    stage_more=dict(steps=3000, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
-                    seed=1, cache_vision=True,
-                    ratios={"refcoco": 30, "flickr_phrase_to_object": 22, "invrefcoco": 10, "vqa": 12,
-                            "coco_caption": 13, "flickr_grounded_caption": 9, "flickr_caption_to_phrase": 2,
-                            "llava_conversation": 1, "unnatural_instruction": 1}),
-    stages=("stage_all", "stage_more"),      # trained in this order, each from the one before
+    # Focus phases: in the mixture neither identify nor yes/no VQA is learned (README), so after stage_all the LLM
+    # trains on identify alone (it then answers every prompt with a name), then on VQA with refer and identify kept
+    # in, then on the whole mixture again to bring refer, detection and caption back.
+    focus_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4,
+                        warmup_steps=50, cache_vision=True, ratios={"invrefcoco": 1}),
+    focus_vqa=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
+                   cache_vision=True, ratios={"vqa": 60, "refcoco": 20, "invrefcoco": 20}),
+    # caption weighted up, chat and text down, identify and VQA above stage_all's share
+    stage_mixed=dict(steps=6000, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
+                     cache_vision=True,
+                     ratios={"refcoco": 25, "flickr_phrase_to_object": 18, "invrefcoco": 12, "vqa": 15,
+                             "coco_caption": 14, "flickr_grounded_caption": 9, "flickr_caption_to_phrase": 2,
+                             "llava_conversation": 2, "unnatural_instruction": 2}),
+    stages=("stage_all", "focus_identify", "focus_vqa", "stage_mixed"),   # in this order, each from the one before
 )
 
 

@@ -101,7 +101,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
         assert {e["kind"]: e["ratio"] for e in mix} == {**{e["kind"]: 0 for e in mix}, **r[stage]["ratios"]}
         assert len((work / stage / "log.jsonl").read_text().splitlines()) == 2
     saved = json.loads((installed / "recipe.json").read_text())
-    assert saved["recipe"]["stage_more"]["ratios"] == r["stage_more"]["ratios"] and saved["times"]["total_s"] > 0
+    assert saved["recipe"]["stage_mixed"]["ratios"] == r["stage_mixed"]["ratios"] and saved["times"]["total_s"] > 0
     assert set(saved["times"]) >= {f"{s}_s" for s in r["stages"]}
     model, _ = minigptv2.load(installed)
     assert model.config.name == "nano"
