@@ -248,6 +248,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
         torch.nn.init.zeros_(model.llama_proj.bias)
 
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
+    # the ViT is frozen from here on: its output per image is computed once and kept over all stages
+    cache = T.VisionCache(model, proc, ckpt.DTYPES[R["precision"]], T.init_distributed()[2])
     for stage in R["stages"]:
         t = time.perf_counter()
         sc = dict(R[stage])
@@ -255,7 +257,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
             else mix_all
         tc = T.TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05,
                            grad_clip=1.0, save_every=500, precision=R["precision"])
-        T.train(model, proc, T.Mixture(load_mixture(mix), tc.seed), tc, work / stage)
+        T.train(model, proc, T.Mixture(load_mixture(mix), tc.seed), tc, work / stage,
+                cache=cache if tc.cache_vision else None)
         times[f"{stage}_s"] = time.perf_counter() - t
         log(f"{stage}: {times[f'{stage}_s']:.0f} s")
     model.config.trainable = trainable

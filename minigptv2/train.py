@@ -342,8 +342,11 @@ def loss_sum(model, batch, dtype, per: str = "token") -> tuple[torch.Tensor, int
 
 
 def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, out: Path, resume: bool = False,
-          fsdp: bool = False, progress: bool = True, stop_after: int | None = None) -> list[float]:
-    """Train in place; returns this process's per-step losses (global-batch token means)."""
+          fsdp: bool = False, progress: bool = True, stop_after: int | None = None,
+          cache: VisionCache | None = None) -> list[float]:
+    """Train in place; returns this process's per-step losses (global-batch token means). With
+    `tc.cache_vision`, `cache` (a VisionCache of this model, kept from an earlier call) carries the ViT outputs
+    over from one stage to the next, so no image goes through the frozen ViT twice."""
     from tqdm.auto import tqdm
 
     rank, world, device = init_distributed()
@@ -361,13 +364,18 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
     model.set_trainable(tc.trainable)
     model.to(device).train()
     vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())
-    cache = None
+    if cache is not None and not tc.cache_vision:
+        raise MiniGPTv2Error("a vision cache was passed but cache_vision is off")
     if tc.cache_vision:
         if any(p.requires_grad for p in model.visual_encoder.parameters()):
             raise MiniGPTv2Error("cache_vision needs a frozen ViT (trainable vit='frozen')")
         if fsdp:    # ranks would run the sharded ViT (a collective) a different number of times
             raise MiniGPTv2Error("cache_vision does not work with --fsdp; use DDP or leave the cache off")
-        cache = VisionCache(model, proc, dtype, device)
+        if cache is None:
+            cache = VisionCache(model, proc, dtype, device)
+        elif cache.model is not model or cache.dtype != dtype or cache.device != device:
+            raise MiniGPTv2Error("the vision cache was made for another model, dtype or device "
+                                 f"({cache.dtype}, {cache.device}; this run: {dtype}, {device})")
     wrapped = wrap(model, world, fsdp)
     optimizer = torch.optim.AdamW(param_groups(wrapped, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
     out.mkdir(parents=True, exist_ok=True)

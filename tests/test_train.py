@@ -201,6 +201,44 @@ def test_vision_cache_refuses_a_trainable_vit_and_fsdp(data, tmp_path):
         run_main(args(data, tmp_path / "b", "--cache-vision", "--fsdp"))
 
 
+def test_vision_cache_carries_over_between_stages(data, tmp_path):
+    """nano.run hands one cache from stage to stage: the second stage sends no image through the ViT again and
+    ends bit-identical to the same stage with a cache of its own; a cache made for another model is refused."""
+    from minigptv2.processor import Processor
+
+    cfg = preset("tiny")
+    cfg.llm["vocab_size"] = len(Tokenizer(data["tok"]))
+    tc = T.TrainConfig(steps=3, batch_size=4, lr=3e-3, min_lr=1e-4, warmup_lr=1e-4, warmup_steps=1, seed=1,
+                       precision="fp32", save_every=10**6, cache_vision=True)
+    mix = load_mixture(data["mix"])
+
+    def two_stages(shared: bool):
+        torch.manual_seed(0)
+        model = MiniGPTv2(cfg)
+        proc = Processor(Tokenizer(data["tok"]), cfg)
+        cache = T.VisionCache(model, proc, torch.float32, torch.device("cpu")) if shared else None
+        T.train(model, proc, T.Mixture(mix, 1), tc, tmp_path / f"{shared}1", progress=False, cache=cache)
+        seen = len(cache.store) if shared else 0
+        calls = []
+        orig = MiniGPTv2.vision_features
+        MiniGPTv2.vision_features = lambda self, px: calls.append(px.shape[0]) or orig(self, px)
+        try:
+            T.train(model, proc, T.Mixture(mix, 2), tc, tmp_path / f"{shared}2", progress=False, cache=cache)
+        finally:
+            MiniGPTv2.vision_features = orig
+        return model, proc, seen, sum(calls), len(cache.store) if shared else 0
+
+    own, _, _, own_calls, _ = two_stages(shared=False)
+    shared, proc, seen, shared_calls, total = two_stages(shared=True)
+    # only the images stage 1 had not drawn go through the ViT in stage 2, and stage 1 drew some of stage 2's
+    assert seen > 0 and shared_calls == total - seen < own_calls
+    assert losses(tmp_path / "True2") == losses(tmp_path / "False2")
+    assert_same_weights(tmp_path / "True2" / "final", tmp_path / "False2" / "final")
+    other = T.VisionCache(MiniGPTv2(cfg), proc, torch.float32, torch.device("cpu"))
+    with pytest.raises(MiniGPTv2Error, match="made for another model"):
+        T.train(shared, proc, T.Mixture(mix, 3), tc, tmp_path / "x", progress=False, cache=other)
+
+
 # ---- 3. crash safety ----------------------------------------------------------------------------------------
 CHILD = """
 import os, signal, sys, time
