@@ -180,16 +180,13 @@ def _mixture_with_ratios(data_dir: Path, ratios: dict, name: str) -> Path:
     return out
 
 
-def _texts(mixture_file: Path, n: int, seed: int) -> list[str]:
+def _texts(datasets: list, n: int, seed: int) -> list[str]:
     import random
 
-    from minigptv2.data import load_mixture
-
     rng = random.Random(seed)
-    parts = load_mixture(mixture_file)
     texts = ["[INST] <Img><ImageHere></Img> [/INST]"]
-    for ds, _ in parts:
-        for _ in range(max(1, n // len(parts))):
+    for ds in datasets:
+        for _ in range(max(1, n // len(datasets))):
             s = ds.sample(rng.randrange(len(ds)), rng)
             for q, a in s.turns:
                 texts += [q, a]
@@ -225,7 +222,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
         if not (work / name / "mixture.json").is_file():
             write_synthetic(work / name, **R[name])
     mix_all = _mixture_with_ratios(work / "data_all", R["ratios"], "mixture_nano.json")
-    tok = Tokenizer(build_tokenizer(_texts(mix_all, 20000, R["seed"]), work / "tokenizer.model", R["vocab_size"]))
+    datasets = [ds for ds, _ in load_mixture(mix_all)]     # read once; each stage only re-weights them
+    tok = Tokenizer(build_tokenizer(_texts(datasets, 20000, R["seed"]), work / "tokenizer.model", R["vocab_size"]))
     times["data_and_tokenizer_s"] = time.perf_counter() - t0
 
     cfg = nano()
@@ -255,10 +253,10 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
         sc = dict(R[stage])
         mix = _mixture_with_ratios(work / "data_all", sc.pop("ratios"), f"mixture_{stage}.json") if "ratios" in sc \
             else mix_all
+        parts = [(ds, float(e["ratio"])) for ds, e in zip(datasets, json.loads(mix.read_text()), strict=True)]
         tc = T.TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05,
                            grad_clip=1.0, save_every=500, precision=R["precision"])
-        T.train(model, proc, T.Mixture(load_mixture(mix), tc.seed), tc, work / stage,
-                cache=cache if tc.cache_vision else None)
+        T.train(model, proc, T.Mixture(parts, tc.seed), tc, work / stage, cache=cache if tc.cache_vision else None)
         times[f"{stage}_s"] = time.perf_counter() - t
         log(f"{stage}: {times[f'{stage}_s']:.0f} s")
     model.config.trainable = trainable
