@@ -4,6 +4,7 @@ Most comparisons are against one uninterrupted single-process reference run (`re
 batch 4, a checkpoint every 3 steps) on a mixture where half the samples are text-only, so that some
 micro-batches carry no image (the case that used to break DDP / FSDP).
 """
+import contextlib
 import functools
 import json
 import os
@@ -167,14 +168,9 @@ def test_resume_replays_exactly(data, ref, tmp_path):
     assert_same_weights(out / "final", ref / "final")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cache_vision_is_exact(data, ref, tmp_path, precision):
-    """The frozen-ViT cache changes nothing: the same losses and final weights, bit for bit, as recomputing."""
-    if precision == "fp32":
-        plain = ref
-    else:
-        plain = tmp_path / "plain"
-        run_main(args(data, plain, "--precision", precision))
+@contextlib.contextmanager
+def vit_calls():
+    """Records the batch size of every call of the vision tower (MiniGPTv2.vision_features) inside the block."""
     calls = []
     orig = MiniGPTv2.vision_features
 
@@ -184,10 +180,22 @@ def test_cache_vision_is_exact(data, ref, tmp_path, precision):
 
     MiniGPTv2.vision_features = counted
     try:
-        out = tmp_path / "cached"
-        run_main(args(data, out, "--cache-vision", "--precision", precision))
+        yield calls
     finally:
         MiniGPTv2.vision_features = orig
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cache_vision_is_exact(data, ref, tmp_path, precision):
+    """The frozen-ViT cache changes nothing: the same losses and final weights, bit for bit, as recomputing."""
+    if precision == "fp32":
+        plain = ref
+    else:
+        plain = tmp_path / "plain"
+        run_main(args(data, plain, "--precision", precision))
+    out = tmp_path / "cached"
+    with vit_calls() as calls:
+        run_main(args(data, out, "--cache-vision", "--precision", precision))
     assert losses(out) == losses(plain)
     assert_same_weights(out / "final", plain / "final")
     assert 0 < sum(calls) <= 8                   # each of the 8 scene images went through the ViT at most once
@@ -219,13 +227,8 @@ def test_vision_cache_carries_over_between_stages(data, tmp_path):
         cache = T.VisionCache(model, proc, torch.float32, torch.device("cpu")) if shared else None
         T.train(model, proc, T.Mixture(mix, 1), tc, tmp_path / f"{shared}1", progress=False, cache=cache)
         seen = len(cache.store) if shared else 0
-        calls = []
-        orig = MiniGPTv2.vision_features
-        MiniGPTv2.vision_features = lambda self, px: calls.append(px.shape[0]) or orig(self, px)
-        try:
+        with vit_calls() as calls:
             T.train(model, proc, T.Mixture(mix, 2), tc, tmp_path / f"{shared}2", progress=False, cache=cache)
-        finally:
-            MiniGPTv2.vision_features = orig
         return model, proc, seen, sum(calls), len(cache.store) if shared else 0
 
     own, _, _, own_calls, _ = two_stages(shared=False)
