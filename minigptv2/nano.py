@@ -66,12 +66,10 @@ def patch_targets(objects, width: int, height: int, grid: int, classes: dict) ->
 
 
 def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: int = 64, lr: float = 1e-3,
-                 seed: int = 0, log=print, box_bins: int = 0, precision: str = "bf16") -> list[float]:
+                 seed: int = 0, log=print, precision: str = "bf16") -> list[float]:
     """Train the ViT alone to tell, at every patch, which object covers it and where that object's box is.
     `scenes(i)` -> (image, [(class_name, box_pixels), ...]). A linear head is used and then thrown away.
-    `box_bins` > 0 adds, per coordinate, a classification over that many bins of the 0–100 grid (soft
-    Gaussian targets, sigma 1 bin), so the frozen features carry the coordinate *tokens* the LLM must write
-    linearly, not only their value. `precision`: the autocast dtype ("bf16" | "fp32")."""
+    `precision`: the autocast dtype ("bf16" | "fp32")."""
     import math
     import random
 
@@ -81,8 +79,7 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
     torch.manual_seed(seed)
     grid = vit.cfg.grid
     nc = len(classes) + 1
-    head = torch.nn.Linear(vit.cfg.width, nc + 4 + 4 * box_bins)
-    centres = torch.linspace(0, 1, box_bins) if box_bins else None
+    head = torch.nn.Linear(vit.cfg.width, nc + 4)
     params = list(vit.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
     vit.train()
@@ -100,16 +97,11 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
             box.append(b)
         pix, cls, box = torch.stack(pix), torch.stack(cls), torch.stack(box)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            out = head(vit(pix)[:, 1:]).float()                      # (B, grid², classes + 1 + 4 + 4·bins)
+            out = head(vit(pix)[:, 1:]).float()                      # (B, grid², classes + 1 + 4)
         ce = F.cross_entropy(out[..., :nc].reshape(-1, nc), cls.reshape(-1))
         fg = cls > 0
         l1 = F.l1_loss(out[..., nc: nc + 4][fg], box[fg]) if fg.any() else out.sum() * 0
         loss = ce + 5 * l1
-        if box_bins and fg.any():
-            logits = out[..., nc + 4:][fg].reshape(-1, box_bins)             # (fg patches · 4, bins)
-            d = (box[fg].reshape(-1, 1) - centres) * (box_bins - 1)           # distance in bins
-            target = torch.softmax(-0.5 * d ** 2, dim=-1)
-            loss = loss + F.cross_entropy(logits, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -117,11 +109,7 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
         losses.append(loss.item())
         if log and (step % 50 == 0 or step == steps - 1):
             acc = (out[..., :nc].argmax(-1) == cls).float().mean().item()
-            extra = ""
-            if box_bins and fg.any():
-                err = (logits.argmax(-1) - box[fg].reshape(-1) * (box_bins - 1)).abs()
-                extra = f" bin within 1: {(err <= 1).float().mean().item():.3f}"
-            log(f"vit pretrain step {step}: loss {loss.item():.4f} patch acc {acc:.3f} box L1 {l1.item():.4f}{extra}")
+            log(f"vit pretrain step {step}: loss {loss.item():.4f} patch acc {acc:.3f} box L1 {l1.item():.4f}")
     vit.eval()
     return losses
 
@@ -146,7 +134,6 @@ RECIPE = dict(
             "flickr_grounded_caption": 8, "flickr_caption_to_phrase": 4, "llava_conversation": 4,
             "unnatural_instruction": 2},
     vit_steps=1200, vit_batch=64, vit_lr=1e-3,   # patch acc 0.91 -> 0.99, box L1 0.075 -> 0.014 vs 400 steps
-    vit_box_bins=0,
     proj_init_std=0.0007,        # visual tokens start at the text embeddings' scale (default init: ~30x larger)
     # grad_accum 2: each batch in two length-sorted halves (less padding, the same update). cache_vision: the frozen
     # ViT's output is kept per image (bit-identical losses, fewer seconds per step)
@@ -241,7 +228,7 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
         return sc.image, [(o.name, o.box) for o in sc.objects]
 
     pretrain_vit(model.visual_encoder, proc, scenes, classes, R["vit_steps"], R["vit_batch"], R["vit_lr"],
-                 seed=R["seed"], log=log, box_bins=R["vit_box_bins"], precision=R["precision"])
+                 seed=R["seed"], log=log, precision=R["precision"])
     times["vit_pretrain_s"] = time.perf_counter() - t
     if R["proj_init_std"]:      # start visual tokens at the scale of the text embeddings, not ~30x above it
         torch.nn.init.normal_(model.llama_proj.weight, std=R["proj_init_std"])
