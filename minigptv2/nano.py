@@ -157,7 +157,7 @@ RECIPE = dict(
     # Identify-heavy mixed phases (identify 40 %, refer and phrase -> box down), twice, each its own warmup + cosine:
     # from the previous installed model (the chain up to stage_mixed), on 150 scenes, identify 0.652 -> 0.689 after
     # one and 0.744 after two, with refer / detection / VQA / caption 0.856 / 0.820 / 0.886 / 0.800 -> 0.852 / 0.836
-    # / 0.905 / 0.847; with identify at 60 % one phase gave 0.721 and lowered detection, VQA and caption (README)
+    # / 0.905 / 0.847; with identify at 60 of 101 one phase gave 0.721 and lowered detection, VQA and caption (README)
     mixed_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
                         cache_vision=True,
                         ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 40, "vqa": 12,
