@@ -18,6 +18,7 @@ LLM forward on inputs_embeds. Every function returns a dict that the scripts pri
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -35,7 +36,7 @@ from minigptv2 import prompts
 from minigptv2.config import SMOLLM2_135M, LoraSettings, ModelConfig, VisionConfig, tiny
 from minigptv2.processor import IGNORE, Processor, Tokenizer
 
-BENCHMARKS = ("latency", "generate_batch", "prefix_cache", "scaling", "train_step", "bandwidth")
+BENCHMARKS = ("latency", "generate_batch", "prefix_cache", "scaling", "train_step", "bandwidth", "nano_train")
 
 WORDS = ("what color is the red green blue yellow purple circle square triangle shape object how many shapes are "
          "there a an and of in this image where locate describe location give me one two three yes no it "
@@ -445,6 +446,54 @@ def run_train_step(args) -> dict:
     return _meta(args, out)
 
 
+def run_nano_train(args) -> dict:
+    """The nano recipe's training step (global batch --batch in 2 length-sorted micro-batches, bf16 where native,
+    cached frozen-ViT output, AdamW) with the LLM's attention as sdpa and as eager (TrainConfig.attention), from
+    the same weights, interleaved so a slow moment hits both: median seconds per step of each."""
+    import copy
+    import statistics
+    import tempfile
+
+    from minigptv2 import checkpoint as ckpt
+    from minigptv2 import train as T
+    from minigptv2.data import load_mixture
+    from minigptv2.synthetic import write_synthetic
+
+    if args.model == "nano":
+        from minigptv2 import NANO_DIR
+
+        model, proc = ckpt.load(NANO_DIR)
+    else:
+        model, proc = build(args.model, args.image_size)
+    start = copy.deepcopy(model.state_dict())
+    precision = T.resolve_precision("auto", torch.device("cpu"))
+    tc = T.TrainConfig(steps=args.steps + 1, batch_size=args.batch, grad_accum=2, lr=4e-4, min_lr=2e-5,
+                       warmup_lr=4e-5, warmup_steps=0, trainable={"vit": "frozen", "projector": "full", "llm": "full"},
+                       grad_clip=1.0, precision=precision, cache_vision=True, save_every=10 ** 9)
+    cache = T.VisionCache(model, proc, ckpt.DTYPES[precision], torch.device("cpu"))
+    times, losses = {"sdpa": [], "eager": []}, {}
+    with tempfile.TemporaryDirectory() as d:
+        write_synthetic(Path(d) / "data", n=64, seed=0, max_objects=3)
+        mix = T.Mixture(load_mixture(Path(d) / "data" / "mixture.json"), seed=0)
+        for k, attention in enumerate(("sdpa", "sdpa", "eager", "sdpa", "eager")):   # the first fills the cache
+            model.load_state_dict(start)
+            out = Path(d) / f"run{k}"
+            ls = T.train(model, proc, mix, dataclasses.replace(tc, attention=attention), out, progress=False,
+                         cache=cache)
+            rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+            if k:
+                times[attention] += [args.batch / r["samples_per_s"] for r in rows[1:]]   # step 1: warm-up
+                losses.setdefault(attention, ls)
+    med = {a: statistics.median(t) for a, t in times.items()}
+    out = {"bench": "nano_train", "batch": args.batch, "steps": args.steps, "precision": precision,
+           "sdpa_s_per_step": round(med["sdpa"], 4), "eager_s_per_step": round(med["eager"], 4),
+           "eager_speedup": round(med["sdpa"] / med["eager"], 3),
+           "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses["sdpa"], losses["eager"])),
+           "note": "the same steps from the same weights; losses differ by rounding only",
+           "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return _meta(args, out)
+
+
 def run_bandwidth(args) -> dict:
     """Memory bandwidth (large-tensor copy) and the batch-1 decode bound: LLM weight bytes per token ÷ bandwidth."""
     n = (args.copy_mb * 2 ** 20) // 4
@@ -479,14 +528,16 @@ def run_bandwidth(args) -> dict:
 
 
 RUNNERS = {"latency": run_latency, "generate_batch": run_generate_batch, "prefix_cache": run_prefix_cache,
-           "scaling": run_scaling, "train_step": run_train_step, "bandwidth": run_bandwidth}
+           "scaling": run_scaling, "train_step": run_train_step, "bandwidth": run_bandwidth,
+           "nano_train": run_nano_train}
 
 
 # ---- command line ------------------------------------------------------------------------------------------
 def parser(name: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"benchmarks/{name}.py", description=RUNNERS[name].__doc__)
     p.add_argument("--tiny", action="store_true", help="the tiny random model, short runs (for tests)")
-    p.add_argument("--model", default=None, choices=["smol", "tiny"])
+    p.add_argument("--model", default=None, choices=["smol", "tiny", "nano"],
+                   help="default smol (nano_train: the installed nano model)")
     p.add_argument("--image-size", type=int, default=None, help="default 448 (smol; train_step 224)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
@@ -511,12 +562,14 @@ def script_main(name: str, argv=None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     i = 1 if a.tiny else 0
-    a.model = a.model or ("tiny" if a.tiny else "smol")
+    a.model = a.model or ("tiny" if a.tiny else "nano" if name == "nano_train" else "smol")
     for k, v in DEFAULTS.items():
         if getattr(a, k) is None:
             setattr(a, k, v[i])
     if name == "train_step" and a.batch == 16:
         a.batch = 4
+    if name == "nano_train" and a.batch == 16 and a.steps == 2:    # the recipe's batch, enough steps for a median
+        a.batch, a.steps = 32, 40
     if a.image_size is None and name == "train_step" and a.model == "smol":
         a.image_size = 224
     t = time.perf_counter()

@@ -65,6 +65,9 @@ class TrainConfig:
     seed: int = 42
     loss_per: str = "token"         # token: mean over the batch's answer tokens (official) | sample: mean of rows
     cache_vision: bool = False      # keep each image file's frozen-ViT output in RAM (VisionCache); needs vit frozen
+    # the LLM's attention while training: "sdpa" (PyTorch's fused kernel) | "eager" (transformers' matmul-softmax-
+    # matmul: the same function, faster at nano's size on CPU, where the fused kernel's backward is slow; README)
+    attention: str = "sdpa"
 
 
 # Paper §4 (facts §4.1, [paper-mem]) for stages 1–2; stage 3 = the released train_configs/minigptv2_finetune.yaml.
@@ -356,6 +359,8 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
     micro = tc.batch_size // (world * tc.grad_accum)
     if tc.loss_per not in ("token", "sample"):
         raise MiniGPTv2Error(f"loss_per must be 'token' or 'sample', got {tc.loss_per!r}")
+    if tc.attention not in ("sdpa", "eager"):
+        raise MiniGPTv2Error(f"attention must be 'sdpa' or 'eager', got {tc.attention!r}")
     # resolved once, so checkpoints record the precision the run really used
     asked, tc = tc.precision, dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))
     if asked == "auto" and rank == 0:
@@ -376,74 +381,79 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         elif cache.model is not model or cache.dtype != dtype or cache.device != device:
             raise MiniGPTv2Error("the vision cache was made for another model, dtype or device "
                                  f"({cache.dtype}, {cache.device}; this run: {dtype}, {device})")
-    wrapped = wrap(model, world, fsdp)
-    optimizer = torch.optim.AdamW(param_groups(wrapped, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "log.jsonl"
-    if rank == 0:
-        for name in ("checkpoint", "final"):
-            ckpt.recover(out / name)          # leftovers of a save that was killed
-    if world > 1:
-        dist.barrier()
-    step = 0
-    if resume:
-        step = load_checkpoint(out / "checkpoint", wrapped, optimizer, rank)
+    before = model.base_llm.config._attn_implementation
+    model.base_llm.set_attn_implementation(tc.attention)
+    try:
+        wrapped = wrap(model, world, fsdp)
+        optimizer = torch.optim.AdamW(param_groups(wrapped, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
+        out.mkdir(parents=True, exist_ok=True)
+        log_path = out / "log.jsonl"
         if rank == 0:
-            _cut_log(log_path, step)
-    elif rank == 0:
-        log_path.write_text("")
-    losses: list[float] = []
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, dynamic_ncols=True)
-    t_last = time.perf_counter()
-    while step < tc.steps:
-        lr = lr_at(step, tc)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        js = range(rank * micro * tc.grad_accum, (rank + 1) * micro * tc.grad_accum)
-        batches = make_batches(proc, [mixture.draw(step, j) for j in js], micro, tc.chat_template, vision_trains,
-                               cache)
-        batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
-        lab = [b["labels"][:, 1:] != IGNORE for b in batches]
-        n_tok = torch.tensor(sum(int(m.sum() if tc.loss_per == "token" else m.any(1).sum()) for m in lab),
-                             dtype=torch.float64, device=device)
+            for name in ("checkpoint", "final"):
+                ckpt.recover(out / name)          # leftovers of a save that was killed
         if world > 1:
-            dist.all_reduce(n_tok)
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        for b in batches:
-            s, _ = loss_sum(wrapped, b, dtype, tc.loss_per)
-            # gradients are averaged over processes: scale so the update is d(global token mean)
-            (s * world / n_tok.clamp(min=1).item()).backward()
-            total += s.detach().double()
-        if world > 1:
-            dist.all_reduce(total)
-        if tc.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], tc.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        loss = (total / n_tok.clamp(min=1)).item()
-        if not math.isfinite(loss):
-            raise MiniGPTv2Error(f"loss is {loss} at step {step}; lower the learning rate or check the data")
-        losses.append(loss)
-        step += 1
-        now = time.perf_counter()
-        sps = tc.batch_size / max(now - t_last, 1e-9)
-        t_last = now
-        if rank == 0:
-            with log_path.open("a") as f:
-                f.write(json.dumps({"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}) + "\n")
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
-            bar.update(1)
-        if step % tc.save_every == 0 or step == tc.steps:
-            save_checkpoint(out, model, wrapped, optimizer, proc.tokenizer, step, tc, world, rank)
-        if stop_after is not None and step >= stop_after:
-            break
-    bar.close()
-    if step == tc.steps:
-        msd, _ = full_state(wrapped)          # collective: every rank joins the gather
-        if rank == 0:
-            ckpt.save(model, proc.tokenizer, out / "final", overwrite=True, state_dict=msd)
-            plot_losses(log_path, out / "loss.png")
-    return losses
+            dist.barrier()
+        step = 0
+        if resume:
+            step = load_checkpoint(out / "checkpoint", wrapped, optimizer, rank)
+            if rank == 0:
+                _cut_log(log_path, step)
+        elif rank == 0:
+            log_path.write_text("")
+        losses: list[float] = []
+        bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, dynamic_ncols=True)
+        t_last = time.perf_counter()
+        while step < tc.steps:
+            lr = lr_at(step, tc)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            js = range(rank * micro * tc.grad_accum, (rank + 1) * micro * tc.grad_accum)
+            batches = make_batches(proc, [mixture.draw(step, j) for j in js], micro, tc.chat_template, vision_trains,
+                                   cache)
+            batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
+            lab = [b["labels"][:, 1:] != IGNORE for b in batches]
+            n_tok = torch.tensor(sum(int(m.sum() if tc.loss_per == "token" else m.any(1).sum()) for m in lab),
+                                 dtype=torch.float64, device=device)
+            if world > 1:
+                dist.all_reduce(n_tok)
+            total = torch.zeros((), dtype=torch.float64, device=device)
+            for b in batches:
+                s, _ = loss_sum(wrapped, b, dtype, tc.loss_per)
+                # gradients are averaged over processes: scale so the update is d(global token mean)
+                (s * world / n_tok.clamp(min=1).item()).backward()
+                total += s.detach().double()
+            if world > 1:
+                dist.all_reduce(total)
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for p in wrapped.parameters() if p.requires_grad], tc.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss = (total / n_tok.clamp(min=1)).item()
+            if not math.isfinite(loss):
+                raise MiniGPTv2Error(f"loss is {loss} at step {step}; lower the learning rate or check the data")
+            losses.append(loss)
+            step += 1
+            now = time.perf_counter()
+            sps = tc.batch_size / max(now - t_last, 1e-9)
+            t_last = now
+            if rank == 0:
+                with log_path.open("a") as f:
+                    f.write(json.dumps({"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}) + "\n")
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
+                bar.update(1)
+            if step % tc.save_every == 0 or step == tc.steps:
+                save_checkpoint(out, model, wrapped, optimizer, proc.tokenizer, step, tc, world, rank)
+            if stop_after is not None and step >= stop_after:
+                break
+        bar.close()
+        if step == tc.steps:
+            msd, _ = full_state(wrapped)          # collective: every rank joins the gather
+            if rank == 0:
+                ckpt.save(model, proc.tokenizer, out / "final", overwrite=True, state_dict=msd)
+                plot_losses(log_path, out / "loss.png")
+        return losses
+    finally:                                                  # the model leaves with the attention it came with
+        model.base_llm.set_attn_implementation(before)
 
 
 def plot_losses(log_path: Path, png: Path) -> None:
@@ -499,6 +509,9 @@ def main(argv=None) -> int:
                    help="average the loss over answer tokens (default, official) or over samples")
     p.add_argument("--cache-vision", action="store_true", default=None,
                    help="keep each image's frozen-ViT output in RAM after its first use (faster; vit frozen)")
+    p.add_argument("--attention", choices=["sdpa", "eager"],
+                   help="the LLM's attention kernel while training (default sdpa; eager is faster for tiny LLMs on "
+                   "CPU)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
@@ -506,7 +519,7 @@ def main(argv=None) -> int:
 
     tc = dataclasses.replace(STAGES[a.stage])
     for k in ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "precision",
-              "grad_clip", "save_every", "seed", "cache_vision", "loss_per"):
+              "grad_clip", "save_every", "seed", "cache_vision", "loss_per", "attention"):
         if getattr(a, k) is not None:
             setattr(tc, k, getattr(a, k))
     if a.resume:

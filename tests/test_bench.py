@@ -21,6 +21,7 @@ SMALL = {   # the tiniest runs of each script
     "scaling": ["--max-new-tokens", "3", "--batches", "1", "2", "--lengths", "2", "4"],
     "train_step": ["--batch", "2", "--steps", "1"],
     "bandwidth": ["--max-new-tokens", "3", "--copy-mb", "4", "--repeats", "1"],
+    "nano_train": ["--batch", "4", "--steps", "2"],
 }
 
 
@@ -35,6 +36,8 @@ def test_script_prints_one_json_line(name, capsys):
         assert d["same_token_ids"] is True
     if name == "train_step":
         assert d["max_abs_loss_diff"] < 1e-4        # the baseline builds the same sequences
+    if name == "nano_train":
+        assert d["sdpa_s_per_step"] > 0 and d["eager_s_per_step"] > 0 and d["max_abs_loss_diff"] < 0.05
     if name == "scaling":
         assert [(r["batch"], r["max_new_tokens"]) for r in d["rows"]] == [(1, 2), (1, 3), (1, 4), (2, 3)]
 

@@ -5,6 +5,7 @@ batch 4, a checkpoint every 3 steps) on a mixture where half the samples are tex
 micro-batches carry no image (the case that used to break DDP / FSDP).
 """
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -484,6 +485,24 @@ def test_loss_per_sample_weighs_every_answer_the_same(data, ref, tmp_path):
     run_main(args(data, b, "--loss-per", "sample", "--grad-accum", "2"))
     assert losses(a) == pytest.approx(losses(b), abs=1e-5) and losses(a) != losses(ref)
     assert_same_weights(a / "final", b / "final", atol=1e-5)
+
+
+def test_eager_attention_trains_the_same_function(data, ref, tmp_path):
+    """--attention eager (nano's recipe) computes what sdpa computes: the same losses and weights up to rounding,
+    and train() hands the model back with the attention it had."""
+    out = tmp_path / "run"
+    run_main(args(data, out, "--attention", "eager"))
+    assert losses(out) == pytest.approx(losses(ref), abs=1e-5)
+    assert_same_weights(out / "final", ref / "final", atol=1e-5)
+    assert json.loads((out / "checkpoint" / "train_state.json").read_text())["train_config"]["attention"] == "eager"
+    model, proc = ckpt.load(ref / "final")
+    mix = T.Mixture(load_mixture(data["mix"]), seed=0)
+    tc = T.TrainConfig(steps=1, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_lr=1e-4, warmup_steps=0,
+                       precision="fp32", attention="eager")
+    T.train(model, proc, mix, tc, tmp_path / "inproc", progress=False)
+    assert model.base_llm.config._attn_implementation == "sdpa"
+    with pytest.raises(MiniGPTv2Error, match="attention must be 'sdpa' or 'eager', got 'flash'"):
+        T.train(model, proc, mix, dataclasses.replace(tc, attention="flash"), tmp_path / "bad", progress=False)
 
 
 def test_bf16_runs_close_to_fp32(data, ref, tmp_path):
