@@ -138,7 +138,7 @@ RECIPE = dict(
     # grad_accum 2: each batch in two length-sorted halves (less padding, the same update). cache_vision: the frozen
     # ViT's output is kept per image (bit-identical losses, fewer seconds per step)
     # attention: the LLM's attention kernel (TrainConfig.attention). "eager" computes what "sdpa" does and takes
-    # ~0.7x the time a step here (PyTorch's fused CPU attention backward is slow at these sizes: benchmarks/
+    # ~0.75x the time a step here (PyTorch's fused CPU attention backward is slow at these sizes: benchmarks/
     # nano_train.py), but it rounds differently, and stage_all is fragile: rerun with eager it bound names to
     # places worse (150 scenes: refer 0.479, names differ 0.853, against 0.754 / 0.951; README). So the first
     # three stages stay on sdpa, as the model was found, and the later ones use eager to pay for the identify phases
@@ -160,7 +160,7 @@ RECIPE = dict(
                              "coco_caption": 16, "flickr_grounded_caption": 9, "flickr_caption_to_phrase": 2,
                              "llava_conversation": 2, "unnatural_instruction": 2}),
     # Identify-heavy mixed phases (refer and phrase -> box down), three, each its own warmup + cosine. Found with
-    # identify 40 % / VQA 12 %: on 150 scenes from the previous installed model identify 0.652 -> 0.689 -> 0.744
+    # identify 40 % / VQA 12 %: on 150 scenes from an earlier installed model identify 0.652 -> 0.689 -> 0.744
     # over two phases, the rest kept; with the eager tail, four such phases reached identify 0.900 on the test
     # scenes but left VQA at 0.895 and took ~60 min (README). So three, with identify 30 % and VQA 22 %
     mixed_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
