@@ -138,7 +138,7 @@ RECIPE = dict(
     # grad_accum 2: each batch in two length-sorted halves (less padding, the same update). cache_vision: the frozen
     # ViT's output is kept per image (bit-identical losses, fewer seconds per step)
     # attention: the LLM's attention kernel (TrainConfig.attention). "eager" computes what "sdpa" does and takes
-    # ~0.75x the time a step here (PyTorch's fused CPU attention backward is slow at these sizes: benchmarks/
+    # ~0.67x the time a step here (PyTorch's fused CPU attention backward is slow at these sizes: benchmarks/
     # nano_train.py), but it rounds differently, and stage_all is fragile: rerun with eager it bound names to
     # places worse (150 scenes: refer 0.479, names differ 0.853, against 0.754 / 0.951; README). So the first
     # three stages stay on sdpa, as the model was found, and the later ones use eager to pay for the identify phases
