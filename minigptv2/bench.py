@@ -33,8 +33,9 @@ from pathlib import Path
 import torch
 
 from minigptv2 import prompts
-from minigptv2.config import SMOLLM2_135M, LoraSettings, ModelConfig, VisionConfig, tiny
-from minigptv2.processor import IGNORE, Processor, Tokenizer
+from minigptv2.config import OFFICIAL_LORA, SMOLLM2_135M, MiniGPTv2Config, tiny
+from minigptv2.processor import IGNORE, build_processor
+from minigptv2.tokenizers import Tokenizer
 
 BENCHMARKS = ("latency", "generate_batch", "prefix_cache", "scaling", "train_step", "bandwidth", "nano_train")
 
@@ -69,19 +70,19 @@ def bench_tokenizer() -> Path:
     return f
 
 
-def smol_config(image_size: int = 448, lora: bool = False) -> ModelConfig:
-    return ModelConfig(
+def smol_config(image_size: int = 448, lora: bool = False) -> MiniGPTv2Config:
+    return MiniGPTv2Config(
         name="bench-smol",
-        vision=VisionConfig(image_size=image_size, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
-        llm=dict(SMOLLM2_135M),
-        lora=LoraSettings() if lora else None, max_context_len=2048, max_txt_len=128,
+        vision_config=dict(image_size=image_size, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
+        text_config=dict(SMOLLM2_135M),
+        lora=dict(OFFICIAL_LORA) if lora else None, max_context_len=2048, max_txt_len=128,
         trainable={"vit": "frozen", "projector": "full", "llm": "lora" if lora else "full"},
     )
 
 
 def build(kind: str = "smol", image_size: int | None = None, lora: bool = False, seed: int = 0):
     """(model, processor) with random weights, eval mode; "nano": the installed nano model, as trained."""
-    from minigptv2.model import MiniGPTv2
+    from minigptv2.model import MiniGPTv2ForConditionalGeneration
 
     if kind == "nano":
         from minigptv2 import NANO_DIR
@@ -96,16 +97,16 @@ def build(kind: str = "smol", image_size: int | None = None, lora: bool = False,
         cfg = smol_config(image_size or 448, lora)
     elif kind == "tiny":
         cfg = tiny()
-        cfg.llm["vocab_size"] = len(tok)
+        cfg.text_config.vocab_size = len(tok)
         if image_size:
-            cfg.vision.image_size = image_size
+            cfg.vision_config.image_size = image_size
         if not lora:
             cfg.lora = None
             cfg.trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
     else:
         raise ValueError(f"unknown bench model {kind!r}")
     torch.manual_seed(seed)
-    return MiniGPTv2(cfg).eval(), Processor(tok, cfg)
+    return MiniGPTv2ForConditionalGeneration(cfg).eval(), build_processor(tok, cfg)
 
 
 def images(n: int, size: int = 320, seed: int = 0):
@@ -128,14 +129,14 @@ def requests(n: int, seed: int = 0):
 # ---- the official-style baseline ---------------------------------------------------------------------------
 def _gen_kw(processor, max_new_tokens: int) -> dict:
     return dict(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=False, num_beams=1,
-                eos_token_id=processor.tokenizer.eos_id, pad_token_id=processor.config.llm.get("pad_token_id", 0))
+                eos_token_id=processor.tok.eos_id, pad_token_id=processor.config.text_config.pad_token_id or 0)
 
 
 def official_context_emb(model, processor, image, prompt: str) -> torch.Tensor:
     """`get_context_emb`: one sample's (L, D) embeddings, built piece by piece (facts §3.2)."""
     from minigptv2.images import load_image
 
-    tok, emb = processor.tokenizer, model.llm.get_input_embeddings()
+    tok, emb = processor.tok, model.language_model.get_input_embeddings()
     segs, piece = [], []
     for it in prompts.render_inference([prompt], [], has_image=True):
         if it.kind == "image":
@@ -160,9 +161,9 @@ def official_generate(model, processor, images_, prompts_, max_new_tokens: int, 
     for i, e in enumerate(embs):
         x[i, L - e.shape[0]:] = e
         mask[i, L - e.shape[0]:] = 1
-    out = model.llm.generate(inputs_embeds=x, attention_mask=mask, streamer=streamer,
+    out = model.language_model.generate(inputs_embeds=x, attention_mask=mask, streamer=streamer,
                              **_gen_kw(processor, max_new_tokens))
-    return [_cut(r, processor.tokenizer.eos_id) for r in out.tolist()]
+    return [_cut(r, processor.tok.eos_id) for r in out.tolist()]
 
 
 def _cut(row: list[int], eos: int) -> list[int]:
@@ -382,7 +383,7 @@ def official_loss_sum(model, proc, samples, dtype=torch.float32):
     image embeddings, right-pad with zeros; one LLM forward on inputs_embeds; CE on the answer tokens."""
     import torch.nn.functional as F
 
-    tok, emb = proc.tokenizer, model.llm.get_input_embeddings()
+    tok, emb = proc.tok, model.language_model.get_input_embeddings()
     pix = torch.stack([proc.image(s.image) for s in samples]).to(emb.weight.dtype)
     img = model.encode_images(pix)
     seqs, labs = [], []
@@ -409,7 +410,7 @@ def official_loss_sum(model, proc, samples, dtype=torch.float32):
         labels[i, : e.shape[0]] = torch.tensor(lab)
     labels[labels == tok.pad_id] = IGNORE
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        logits = model.llm(inputs_embeds=x, attention_mask=mask).logits
+        logits = model.language_model(inputs_embeds=x, attention_mask=mask).logits
     lg, lb = logits[:, :-1].float(), labels[:, 1:]
     return F.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1), ignore_index=IGNORE, reduction="sum"), \
         int((lb != IGNORE).sum())
@@ -510,7 +511,7 @@ def run_bandwidth(args) -> dict:
     bw = 2 * a.numel() * 4 / best            # read + write
     del a, b
     model, proc = build(args.model, args.image_size)
-    llm = model.base_llm
+    llm = model.language_model
     emb = llm.get_input_embeddings().weight
     # per decoded token every matrix is read once; the input embedding is one row (it is also lm_head when tied)
     weight_bytes = sum(p.numel() * p.element_size() for p in llm.parameters())

@@ -1,17 +1,17 @@
-"""Weights in and out: the official files (converted strictly) and our self-describing model folder.
+"""Weights in and out: our model folder (transformers' format), older folders, and the official files.
 
-Our folder:   config.json (ModelConfig) + model.safetensors (every tensor of MiniGPTv2) + the tokenizer
-              (tokenizer.model for SentencePiece, tokenizer/ for an HF tokenizer)
-    model, processor = load("path/to/folder")
-Exported:     config.json + llm/ (a standard HF folder, LoRA merged, safetensors) + vision.safetensors (ViT,
-              ln_vision, projector) + the tokenizer; `export(model, processor, out)` / `minigptv2 export`.
-              `load` reads it too; any HF tool reads llm/.
+Our folder = `save_pretrained` of MiniGPTv2ForConditionalGeneration + its processor:
+    config.json (MiniGPTv2Config) + model.safetensors (sharded at 5 GB with an index) + tokenizer files
+    (+ lora/: a peft adapter, when one is attached and not merged)
+    model, processor = load("path/to/folder", dtype="bf16", device="cuda")     # or transformers' Auto classes
+Older folders (config.json without model_type, a single model.safetensors with `llm.` keys, or the exported
+layout llm/ + vision.safetensors) are read transparently; `minigptv2 migrate OLD NEW` rewrites one.
 Official:     Llama-2 HF folder + EVA ViT .pth + MiniGPT-v2 training checkpoint (.pth, key "model")
-    minigptv2 convert --llm DIR --vit FILE --checkpoint FILE --out DIR
+    minigptv2 convert --llm DIR --vit FILE --checkpoint FILE --out DIR [--dtype fp16] [--merge-lora]
 
 Every .pth is read with torch.load(weights_only=True) (no pickled code runs). Loading is strict: a key that
 is missing from the files or that the map does not know raises MiniGPTv2Error naming it; the only keys
-allowed to be absent are ALLOWED_MISSING (ln_vision: the official checkpoints never hold it, facts §1.4).
+allowed to be absent from the official files are ALLOWED_MISSING (ln_vision: they never hold it).
 Folders are written to a temporary sibling, synced, and swapped into place in one atomic step (Linux
 renameat2 RENAME_EXCHANGE), so a crash at any moment leaves either the old or the new complete folder;
 `recover(path)` tidies what a killed save left behind (see `save`).
@@ -29,24 +29,26 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file, save_model
 
-from minigptv2.config import LoraSettings, ModelConfig, VisionConfig
+from minigptv2.config import MiniGPTv2Config, MiniGPTv2VisionConfig, from_legacy_dict
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.model import MiniGPTv2
-from minigptv2.processor import Processor, Tokenizer, load_tokenizer
+from minigptv2.model import MiniGPTv2ForConditionalGeneration, read_config
+from minigptv2.processor import MiniGPTv2Processor, build_processor
+from minigptv2.tokenizers import Tokenizer, load_tokenizer
 from minigptv2.vit import interpolate_pos_embed
 
 ALLOWED_MISSING = {"ln_vision.weight", "ln_vision.bias"}
+SHARD = "5GB"
 
-# official MiniGPT-v2 checkpoint key -> our key (peft 0.2 LoRA names have no adapter segment; facts §2.2)
+# official MiniGPT-v2 checkpoint key -> our key (peft 0.2 LoRA names have no adapter segment)
 CKPT_KEY_MAP = [
     (r"^llama_proj\.(weight|bias)$", r"llama_proj.\1"),
     (r"^ln_vision\.(weight|bias)$", r"ln_vision.\1"),
     (r"^llama_model\.base_model\.model\.(model\.layers\.\d+\.self_attn\.\w+)\.lora_([AB])\.weight$",
-     r"llm.base_model.model.\1.lora_\2.default.weight"),
+     r"language_model.\1.lora_\2.default.weight"),
 ]
 CKPT_IGNORED = [r"\.rotary_emb\.inv_freq$"]          # persistent buffer in transformers 4.30, recomputed here
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def torch_load(path) -> dict:
@@ -55,41 +57,58 @@ def torch_load(path) -> dict:
     if not path.is_file():
         raise MiniGPTv2Error(f"file not found: {path}")
     try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a zip file: the legacy format cannot be memory-mapped
+        pass
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - pickle / zip / unpickling errors of many types
         raise MiniGPTv2Error(f"refused to load {path}: not a plain weights file "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
+def dtype_of(name) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise MiniGPTv2Error(f"unknown dtype {name!r}; use one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
 # ---- our folder ----------------------------------------------------------------------------------------
-def save(model: MiniGPTv2, tokenizer, out_dir, overwrite: bool = False, state_dict: dict | None = None,
-         extra=None) -> Path:
-    """Write our model folder atomically (temp sibling + rename). `tokenizer`: a Tokenizer / HFTokenizer or a
-    SentencePiece file. `state_dict` overrides the model's own (e.g. a gathered FSDP state dict);
-    `extra(tmp_dir)` may add files before the rename."""
+def save(model: MiniGPTv2ForConditionalGeneration, processor, out_dir, overwrite: bool = False,
+         state_dict: dict | None = None, extra=None) -> Path:
+    """Write our model folder atomically (temp sibling + rename). `processor`: the model's processor, or its
+    prompt tokenizer (a Tokenizer / HFTokenizer or a SentencePiece file). `state_dict` overrides the model's own
+    (e.g. a gathered FSDP state dict); `extra(tmp_dir)` may add files before the rename."""
+    if isinstance(processor, (str, Path)):
+        processor = Tokenizer(processor)
+    if not isinstance(processor, MiniGPTv2Processor):
+        processor = build_processor(processor, model.config)
+
+    gc = model.generation_config           # transformers' generate stops and pads as our tokenizer does
+    gc.eos_token_id, gc.pad_token_id, gc.bos_token_id = processor.tok.eos_id, processor.tok.pad_id, processor.tok.bos_id
+
     def write(tmp: Path) -> None:
-        if state_dict is None:
-            save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        else:
-            save_file(_dedupe(model, state_dict), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        sd = _dedupe(model, state_dict) if state_dict is not None else None
+        model.save_pretrained(str(tmp), state_dict=sd, max_shard_size=SHARD)
+        processor.save_pretrained(str(tmp))
         if extra is not None:
             extra(tmp)
 
-    return _write_folder(model.config, tokenizer, out_dir, overwrite, write)
+    return write_folder(out_dir, overwrite, write)
 
 
-def _write_folder(config: ModelConfig, tokenizer, out_dir, overwrite: bool, write) -> Path:
-    """config.json + tokenizer + whatever `write(tmp)` adds, into a temp sibling swapped into place atomically."""
-    tokenizer = Tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
+def write_folder(out_dir, overwrite: bool, write) -> Path:
+    """Whatever `write(tmp)` puts in a temp sibling, swapped into place atomically. Files get the user's umask."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MiniGPTv2Error(f"output folder {out} exists and is not empty")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
-        (tmp / "config.json").write_text(config.to_json())
-        tokenizer.save(tmp)
         write(tmp)
+        _apply_umask(tmp)
         _fsync_dir(tmp, files=True)
         if not out.exists():
             os.replace(tmp, out)
@@ -105,6 +124,14 @@ def _write_folder(config: ModelConfig, tokenizer, out_dir, overwrite: bool, writ
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _apply_umask(d: Path) -> None:
+    """mkdtemp makes 0700 folders: give the tree the modes a plain mkdir / open would have."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [d, *d.rglob("*")]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
 
 
 def recover(out_dir) -> None:
@@ -179,169 +206,191 @@ def _tied_names(model):
             seen[id(t)] = name
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def load(model_dir, dtype: torch.dtype | str = torch.float32, device=None,
-         quantize: str | None = None) -> tuple[MiniGPTv2, Processor]:
-    """Load a folder written by `save`, `minigptv2 convert` or `export`. Strict: every tensor the model has
-    must be in the files and nothing else may be. `quantize` "8bit"/"4bit" loads the LLM with bitsandbytes
-    (CUDA only); `device` moves the model (default: CPU, or cuda:0 when quantized)."""
-    from minigptv2.llm import place_beside_quantized_llm, quantization_config
+def load(model_dir, dtype="fp32", device=None, quantize: str | None = None, merge_lora: bool | None = None,
+         device_map=None) -> tuple[MiniGPTv2ForConditionalGeneration, MiniGPTv2Processor]:
+    """(model, processor) from a model folder: `from_pretrained` in `dtype` ("fp32" | "bf16" | "fp16" | "auto" =
+    as stored) straight onto `device` (or `device_map`, e.g. "auto"), with no full-precision copy on the host.
+    `quantize` "8bit" / "4bit" quantizes the LM with bitsandbytes (CUDA only) while loading. A LoRA adapter in
+    the folder is merged unless `merge_lora=False` (kept apart to train on). Older folders are read too."""
+    from minigptv2.llm import quantization_config
 
     d = Path(model_dir)
-    dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-    if not isinstance(dtype, torch.dtype):
-        raise MiniGPTv2Error(f"unknown dtype {dtype!r}; use one of {sorted(DTYPES)}")
+    if not (d / "config.json").is_file():
+        raise MiniGPTv2Error(f"{d} is not a minigptv2 model folder: config.json is missing")
+    if _is_legacy(d):
+        return load_legacy(d, dtype, device, quantize, merge_lora)
+    config, processor = read_config(d), MiniGPTv2Processor.from_pretrained(d)
+    qc = quantization_config(quantize)
+    kw = {"dtype": "auto" if dtype == "auto" else dtype_of(dtype)}
+    if qc is not None:
+        kw.update(quantization_config=qc, device_map=device_map or {"": device or 0})
+        # the vision side stays in a half dtype beside the quantized LM (bitsandbytes keeps non-Linear layers)
+        kw["dtype"] = kw["dtype"] if kw["dtype"] in (torch.float16, torch.bfloat16) else torch.float16
+    elif device_map is not None:
+        kw["device_map"] = device_map
+    elif device is not None:
+        kw["device_map"] = {"": torch.device(device)}
+    if qc is not None:
+        kw["llm_int8_skip_modules"] = None
+    model = MiniGPTv2ForConditionalGeneration.from_pretrained(d, config=config, merge_lora=merge_lora,
+                                                              **{k: v for k, v in kw.items()
+                                                                 if k != "llm_int8_skip_modules"})
+    return model, processor
+
+
+def _is_legacy(d: Path) -> bool:
+    try:
+        return "model_type" not in json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, TypeError) as e:
+        raise MiniGPTv2Error(f"cannot read {d / 'config.json'}: {e}") from None
+
+
+def load_legacy(d: Path, dtype="fp32", device=None, quantize=None, merge_lora=None):
+    """A folder written before the transformers format: built on the meta device and filled from its file(s);
+    the LM keys `llm.` / `llm.base_model.model.` become `language_model.`, its LoRA an attached adapter."""
+    from safetensors import safe_open
+
+    if quantize is not None:
+        raise MiniGPTv2Error(f"{d} is in the older folder format: rewrite it first (minigptv2 migrate {d} NEW), "
+                             "then load it quantized")
+    try:
+        config = from_legacy_dict(json.loads((d / "config.json").read_text(encoding="utf-8")))
+    except (TypeError, KeyError, AttributeError) as e:
+        raise MiniGPTv2Error(f"bad {d / 'config.json'}: {e}") from None
     exported = (d / "llm" / "config.json").is_file()
-    if exported and (d / "model.safetensors").exists():
-        raise MiniGPTv2Error(f"{d} holds both llm/ (exported layout) and model.safetensors: which one is meant?")
-    weights = d / ("vision.safetensors" if exported else "model.safetensors")
-    for f in (d / "config.json", weights):
+    files = [d / "vision.safetensors", *sorted((d / "llm").glob("*.safetensors"))] if exported \
+        else [d / "model.safetensors"]
+    sd = {}
+    for f in files:
         if not f.is_file():
             raise MiniGPTv2Error(f"{d} is not a minigptv2 model folder: {f.name} is missing")
-    try:
-        cfg = ModelConfig.from_dict(json.loads((d / "config.json").read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
-        raise MiniGPTv2Error(f"bad {d / 'config.json'}: {e}") from None
-    tokenizer = load_tokenizer(d)
-    qc = quantization_config(quantize)
-    if exported or qc is not None:          # the LLM comes from an HF folder; the file holds the rest
-        model = MiniGPTv2(cfg, llm=_load_llm_part(d, cfg, dtype, qc, exported))
-        own = {k for k in model.state_dict() if not k.startswith("llm.") or "lora_" in k}
-    else:
-        with torch.device("meta"):
-            model = MiniGPTv2(cfg)
-        model = model.to_empty(device="cpu")
-        own = set(model.state_dict())
-    try:
-        if exported or qc is None:
-            sd = load_file(str(weights))
-        else:                                          # the LLM base weights were read by _load_llm_part
-            from safetensors import safe_open
+        try:
+            with safe_open(str(f), "pt") as fh:
+                for k in fh.keys():
+                    sd[("language_model." + k) if f.parent.name == "llm" else _legacy_key(k)] = fh.get_tensor(k)
+        except MiniGPTv2Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
+            raise MiniGPTv2Error(f"cannot read {f}: {e}") from None
+    base = {k: v for k, v in sd.items() if "lora_" not in k}
+    with torch.device("meta"):
+        model = MiniGPTv2ForConditionalGeneration(config)
+    _fill(model, base, d)
+    if any("lora_" in k for k in sd):
+        model.add_lora()
+        lora = {k: v for k, v in sd.items() if "lora_" in k}
+        missing, unexpected = model.load_state_dict(lora, strict=False)
+        bad = [k for k in missing if "lora_" in k]
+        if bad or unexpected:
+            raise MiniGPTv2Error(f"{d}: LoRA weights do not match config.json: missing {bad[:5]}, "
+                                 f"unexpected {unexpected[:5]}")
+        if merge_lora is None or merge_lora:
+            model.merge_lora()
+    model.to(dtype_of(dtype) if dtype != "auto" else next(iter(base.values())).dtype)
+    if device is not None:
+        model.to(device)
+    return model.eval(), build_processor(load_tokenizer(d), config)
 
-            with safe_open(str(weights), "pt") as f:
-                sd = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("llm.") or "lora_" in k}
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad file
-        raise MiniGPTv2Error(f"cannot read {weights}: {e}") from None
-    alias = {}                                        # tied tensors: the file holds one of the names
+
+def _legacy_key(k: str) -> str:
+    for old in ("llm.base_model.model.", "llm."):
+        if k.startswith(old):
+            return "language_model." + k[len(old):].replace(".base_layer.", ".")
+    return k
+
+
+def _fill(model, sd: dict, where) -> None:
+    """Strictly put `sd` into a model built on the meta device (tied tensors may appear under one name)."""
+    own = set(model.state_dict())
+    alias = {}
     for a, b in _tied_names(model):
         alias[a], alias[b] = b, a
-    missing = sorted(k for k in own - set(sd) if alias.get(k) not in sd)
+    missing = sorted(k for k in own - set(sd) if alias.get(k) not in sd and "rotary_emb" not in k)
     unexpected = sorted(set(sd) - own)
     if missing or unexpected:
-        raise MiniGPTv2Error(f"{weights} does not match config.json: missing {missing[:5]}, "
+        raise MiniGPTv2Error(f"{where} does not match its config.json: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
-    model.load_state_dict(sd, strict=False)          # strictness checked above against `own`
-    if not exported and qc is None:
-        _reset_buffers(model)
-    if qc is None:
-        model.to(dtype)
-        if device is not None:
-            model.to(device)
-    else:
-        place_beside_quantized_llm(model, dtype, device)
-    return model.eval(), Processor(tokenizer, cfg)
+    for k in list(sd):
+        if alias.get(k) in own and alias[k] not in sd:
+            sd[alias[k]] = sd[k]
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    bad = [k for k in sd if tuple(sd[k].shape) != shapes[k]]
+    if bad:
+        raise MiniGPTv2Error(f"{where}: shape mismatch for {bad[:5]}")
+    model.load_state_dict(sd, strict=False, assign=True)
+    model.tie_weights()
+    for m in model.modules():            # RoPE inverse frequencies are not stored: recompute them
+        if type(m).__name__.endswith("RotaryEmbedding"):
+            fn = m.rope_init_fn if getattr(m, "rope_type", "default") != "default" and hasattr(m, "rope_init_fn") \
+                else m.compute_default_rope_parameters
+            inv_freq, m.attention_scaling = fn(m.config)
+            m.register_buffer("inv_freq", inv_freq, persistent=False)
+            m.original_inv_freq = inv_freq.clone()
 
 
-def _load_llm_part(d: Path, cfg: ModelConfig, dtype, qc, exported: bool):
-    """The LLM of an exported folder (d/llm) or, to quantize it, of our single-file folder (its base weights
-    are written as a temporary HF folder that transformers quantizes while loading)."""
-    from minigptv2.llm import llm_config_dict, pretrained
-    from minigptv2.model import llm_hf_config
-
-    if exported:
-        src, tmp = d / "llm", None
-    else:
-        from safetensors import safe_open
-
-        tmp = Path(tempfile.mkdtemp(prefix="minigptv2-llm-"))
-        prefix = "llm.base_model.model." if cfg.lora is not None else "llm."
-        with safe_open(str(d / "model.safetensors"), "pt") as f:      # peft names base weights *.base_layer.*
-            part = {k[len(prefix):].replace(".base_layer.", "."): f.get_tensor(k)
-                    for k in f.keys() if k.startswith(prefix) and "lora_" not in k}
-        if "model.embed_tokens.weight" not in part and "lm_head.weight" in part:   # tied: the file kept one name
-            part["model.embed_tokens.weight"] = part.pop("lm_head.weight")
-        save_file(part, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        llm_hf_config(cfg).save_pretrained(tmp)
-        src = tmp
-    try:
-        llm = pretrained(src, dtype if qc is None else torch.float16, qc)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    core = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-            "num_attention_heads", "num_key_value_heads", "tie_word_embeddings")
-    have, want = llm_config_dict(llm.config), {"model_type": "llama", **cfg.llm}
-    diff = [k for k in core if k in want and have.get(k) != want[k]]
-    if diff:
-        raise MiniGPTv2Error(f"{src}/config.json does not match {d / 'config.json'} in {diff}")
-    return llm
+def migrate(src, dst, overwrite: bool = False) -> Path:
+    """Rewrite a folder of the older format in this one (same tensors, same dtype, LoRA kept as an adapter)."""
+    model, processor = load(src, dtype="auto", merge_lora=False)
+    return save(model, processor, dst, overwrite=overwrite)
 
 
-def export(model: MiniGPTv2, processor: Processor, out_dir, overwrite: bool = False) -> Path:
-    """Write the exported layout: LoRA merged into the LLM (a standard HF folder, safetensors) + ViT/projector
-    weights + config + tokenizer. The model passed in is not changed. Reload with `load(out_dir)`."""
+def export(model: MiniGPTv2ForConditionalGeneration, processor, out_dir, overwrite: bool = False) -> Path:
+    """The model with its LoRA merged, as our folder, plus `llm/`: the LM alone as a standard transformers
+    folder with its tokenizer (AutoModelForCausalLM / AutoTokenizer read it). The model passed in is unchanged."""
     import copy
 
-    cfg = ModelConfig.from_dict(model.config.to_dict())
-    llm = model.llm
-    if getattr(model.base_llm, "is_quantized", False):
+    if getattr(model.language_model, "is_quantized", False):
         raise MiniGPTv2Error("export needs a model loaded without quantize= (its weights are written in full)")
-    if cfg.lora is not None:
-        llm = copy.deepcopy(llm).merge_and_unload()      # peft: W + B·A·(alpha/r), adapters removed
-        cfg.lora = None
-        if cfg.trainable.get("llm") == "lora":
-            cfg.trainable = {**cfg.trainable, "llm": "frozen"}
-    rest = {k: v for k, v in model.state_dict().items() if not k.startswith("llm.")}
+    merged = copy.deepcopy(model)
+    merged.merge_lora()
+    merged.config.lora = None
+    if merged.config.trainable.get("llm") == "lora":
+        merged.config.trainable = {**merged.config.trainable, "llm": "frozen"}
 
     def write(tmp: Path) -> None:
-        llm.save_pretrained(str(tmp / "llm"), safe_serialization=True)
-        tok = processor.tokenizer                 # llm/ is complete for HF tools: tokenizer beside the weights
-        if hasattr(tok, "hf"):
-            tok.hf.save_pretrained(str(tmp / "llm"))
-        else:
-            tok.save(tmp / "llm")
-        save_file({k: v.contiguous() for k, v in rest.items()}, str(tmp / "vision.safetensors"),
-                  metadata={"format": "pt"})
+        merged.save_pretrained(str(tmp), max_shard_size=SHARD)
+        processor.save_pretrained(str(tmp))
+        merged.language_model.save_pretrained(str(tmp / "llm"), max_shard_size=SHARD)
+        processor.tokenizer.save_pretrained(str(tmp / "llm"))
 
-    return _write_folder(cfg, processor.tokenizer, out_dir, overwrite, write)
-
-
-def _reset_buffers(model: MiniGPTv2) -> None:
-    """Non-persistent buffers (RoPE inv_freq) are not in the file; recompute them after a meta-device build."""
-    for m in model.modules():
-        if hasattr(m, "rope_init_fn") or type(m).__name__.endswith("RotaryEmbedding"):
-            inv_freq, scaling = m.rope_init_fn(m.config) if hasattr(m, "rope_init_fn") and m.rope_type != "default" \
-                else m.compute_default_rope_parameters(m.config)
-            m.inv_freq = inv_freq
-            m.original_inv_freq = inv_freq.clone()
-            m.attention_scaling = scaling
-
+    return write_folder(out_dir, overwrite, write)
 
 # ---- official files ------------------------------------------------------------------------------------
-def vit_config_from_state(sd: dict, depth: int | None, heads: int, image_size: int) -> tuple[VisionConfig, int]:
+def _tensor_dict(obj, name) -> dict:
+    """A state dict of tensors, or a MiniGPTv2Error naming the file."""
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):
+        raise MiniGPTv2Error(f"{name} does not hold a state dict of tensors")
+    return obj
+
+
+def vit_config_from_state(sd: dict, depth: int | None, heads: int, image_size: int):
     """Read width, patch size, MLP size and block count from the EVA tensors. Returns (config, file_depth)."""
-    for k in ("patch_embed.proj.weight", "pos_embed", "cls_token"):
+    for k in ("patch_embed.proj.weight", "pos_embed", "cls_token", "blocks.0.mlp.fc1.weight"):
         if k not in sd:
             raise MiniGPTv2Error(f"the ViT file has no {k!r}: not an EVA ViT state dict")
     w = sd["patch_embed.proj.weight"]
-    blocks = {int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))}
-    file_depth = max(blocks) + 1 if blocks else 0
+    if w.dim() != 4 or w.shape[-1] != w.shape[-2] or sd["blocks.0.mlp.fc1.weight"].dim() != 2:
+        raise MiniGPTv2Error(f"the ViT file's patch_embed.proj.weight has shape {tuple(w.shape)}: not an EVA ViT")
+    blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
+    if blocks != list(range(len(blocks))):
+        raise MiniGPTv2Error(f"the ViT file's blocks are not numbered 0..n-1 (found {blocks[:3]}...{blocks[-3:]})")
+    file_depth = len(blocks)
     if depth is None:
-        depth = 39 if file_depth == 40 else file_depth   # the 40-block eva_vit_g.pth runs with 39 (facts §1.3)
+        depth = 39 if file_depth == 40 else file_depth   # the 40-block eva_vit_g.pth runs with 39 (docs/official-model.md)
     if not 0 < depth <= file_depth:
         raise MiniGPTv2Error(f"--vit-depth {depth} but the ViT file has {file_depth} blocks")
-    if w.shape[0] % heads:
+    if not isinstance(heads, int) or heads < 1 or w.shape[0] % heads:
         raise MiniGPTv2Error(f"ViT width {w.shape[0]} is not divisible by --vit-heads {heads}")
-    cfg = VisionConfig(image_size=image_size, patch_size=w.shape[-1], width=w.shape[0], depth=depth, heads=heads,
-                       mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in sd else 4 * w.shape[0])
+    cfg = MiniGPTv2VisionConfig(image_size=image_size, patch_size=w.shape[-1], width=w.shape[0], depth=depth,
+                                heads=heads, mlp_dim=sd["blocks.0.mlp.fc1.weight"].shape[0])
     return cfg, file_depth
 
 
 def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None = None, vit_heads: int = 16,
-                     image_size: int = 448, lora_alpha: float = 16) -> tuple[MiniGPTv2, Tokenizer]:
-    """Build our model from the official three inputs, strictly. LoRA rank and widths come from the tensors."""
+                     image_size: int = 448, lora_alpha: float = 16, dtype=None, merge_lora: bool = False):
+    """Build our model from the official three inputs, strictly, in `dtype` (default: the LLM folder's stored
+    dtype, fp16 for Llama-2; no full-precision copy is made). LoRA rank and targets come from the tensors; the
+    LoRA is attached as a peft adapter (`merge_lora=True`: folded into the LM). Returns (model, processor)."""
     from transformers import LlamaForCausalLM
 
     from minigptv2.llm import llm_config_dict, pretrained
@@ -350,18 +399,14 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
     if not (llm_dir / "config.json").is_file():
         raise MiniGPTv2Error(f"{llm_dir} is not a Hugging Face LLaMA folder (config.json missing)")
     tokenizer = Tokenizer(llm_dir / "tokenizer.model")
-
-    vit_sd = torch_load(vit_file)
-    if not isinstance(vit_sd, dict):
-        raise MiniGPTv2Error(f"{vit_file} does not hold a state dict")
-    vcfg, file_depth = vit_config_from_state(vit_sd, vit_depth, vit_heads, image_size)
+    vit_sd = _tensor_dict(torch_load(vit_file), vit_file)
+    vcfg, _ = vit_config_from_state(vit_sd, vit_depth, vit_heads, image_size)
 
     ckpt = torch_load(checkpoint_file)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise MiniGPTv2Error(f"{checkpoint_file} is not a MiniGPT-v2 training checkpoint (no 'model' key)")
-    ck = ckpt["model"]
     mapped: dict[str, torch.Tensor] = {}
-    for k, t in ck.items():
+    for k, t in _tensor_dict(ckpt["model"], f"{checkpoint_file} ['model']").items():
         if any(re.search(p, k) for p in CKPT_IGNORED):
             continue
         for pat, rep in CKPT_KEY_MAP:
@@ -372,45 +417,50 @@ def convert_official(llm_dir, vit_file, checkpoint_file, vit_depth: int | None =
             raise MiniGPTv2Error(f"{checkpoint_file}: unknown key {k!r} (not in the official key map)")
     if "llama_proj.weight" not in mapped:
         raise MiniGPTv2Error(f"{checkpoint_file}: no llama_proj.weight")
-    lora_a = [t for k, t in mapped.items() if k.endswith("lora_A.default.weight")]
     lora = None
+    lora_a = [t for k, t in mapped.items() if k.endswith("lora_A.default.weight")]
     if lora_a:
         targets = sorted({re.search(r"self_attn\.(\w+)\.lora_A", k).group(1) for k in mapped if "lora_A" in k})
-        lora = LoraSettings(r=lora_a[0].shape[0], alpha=lora_alpha, dropout=0.05, targets=tuple(targets))
+        lora = {"r": int(lora_a[0].shape[0]), "alpha": lora_alpha, "dropout": 0.05, "targets": targets}
 
-    llm = pretrained(llm_dir, torch.float32, cls=LlamaForCausalLM)
-
-    cfg = ModelConfig(name="converted", vision=vcfg, llm=llm_config_dict(llm.config), lora=lora)
-    if lora is None:
-        cfg.trainable = {"vit": "frozen", "projector": "full", "llm": "frozen"}
-    proj = mapped["llama_proj.weight"]
-    if proj.shape != (llm.config.hidden_size, vcfg.width * cfg.group):
-        raise MiniGPTv2Error(f"{checkpoint_file}: llama_proj.weight has shape {tuple(proj.shape)}, expected "
-                             f"{(llm.config.hidden_size, vcfg.width * cfg.group)} from the ViT and LLM")
-    model = MiniGPTv2(cfg, llm=llm)
-
-    sd = model.state_dict()
-    new: dict[str, torch.Tensor] = {}
+    llm = pretrained(llm_dir, dtype_of(dtype) if dtype is not None else "auto", cls=LlamaForCausalLM)
+    dtype = llm.dtype
+    cfg = MiniGPTv2Config(name="converted", vision_config=vcfg, text_config=llm_config_dict(llm.config), lora=lora,
+                          trainable={"vit": "frozen", "projector": "full", "llm": "lora" if lora else "frozen"})
+    with torch.device("meta"):
+        model = MiniGPTv2ForConditionalGeneration(cfg, language_model=llm)     # ViT, projector: empty
+    vision: dict[str, torch.Tensor] = {}
     for k, t in vit_sd.items():
         m = re.match(r"blocks\.(\d+)\.", k)
         if m and int(m.group(1)) >= vcfg.depth:
             continue                                              # blocks past --vit-depth are not used
-        if k == "pos_embed":
-            t = interpolate_pos_embed(t, vcfg.grid)
-        new[f"visual_encoder.{k}"] = t
-    new.update(mapped)
-    for k in list(new):
-        if k not in sd:
+        vision[f"visual_encoder.{k}"] = interpolate_pos_embed(t, vcfg.grid) if k == "pos_embed" else t
+    vision.update({k: v for k, v in mapped.items() if "lora_" not in k})
+    for k in ALLOWED_MISSING - set(vision):                       # a fresh identity LayerNorm
+        vision[k] = torch.ones(vcfg.width) if k.endswith("weight") else torch.zeros(vcfg.width)
+    want = {k: v for k, v in model.state_dict().items() if not k.startswith("language_model.")}
+    for k in vision:
+        if k not in want:
             raise MiniGPTv2Error(f"unexpected weight {k!r} (from the ViT file or checkpoint)")
-        if tuple(new[k].shape) != tuple(sd[k].shape):
-            raise MiniGPTv2Error(f"shape mismatch for {k}: file {tuple(new[k].shape)}, model {tuple(sd[k].shape)}")
-    llm_keys = {k for k in sd if k.startswith("llm.") and "lora_" not in k}
-    missing = [k for k in sd if k not in new and k not in llm_keys and k not in ALLOWED_MISSING]
+        if tuple(vision[k].shape) != tuple(want[k].shape):
+            raise MiniGPTv2Error(f"shape mismatch for {k}: file {tuple(vision[k].shape)}, model {tuple(want[k].shape)}")
+    missing = sorted(set(want) - set(vision))
     if missing:
         raise MiniGPTv2Error(f"weights missing from the official files: {missing[:8]}")
-    model.load_state_dict({**{k: sd[k] for k in llm_keys | ALLOWED_MISSING}, **new}, strict=True)
-    with torch.no_grad():
-        if "ln_vision.weight" not in new:                        # fresh identity LayerNorm (facts §1.4)
-            model.ln_vision.weight.fill_(1.0)
-            model.ln_vision.bias.zero_()
-    return model.float().eval(), tokenizer
+    model.load_state_dict({k: v.to(dtype) for k, v in vision.items()}, strict=False, assign=True)
+    if lora is not None:
+        model.add_lora()
+        lora_sd = {k: v for k, v in mapped.items() if "lora_" in k}
+        own = {k for k in model.state_dict() if "lora_" in k}
+        if set(lora_sd) != own:
+            raise MiniGPTv2Error(f"{checkpoint_file}: LoRA tensors do not cover the model's LoRA layers: missing "
+                                 f"{sorted(own - set(lora_sd))[:4]}, unexpected {sorted(set(lora_sd) - own)[:4]}")
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if k in own}
+        bad = [k for k in lora_sd if tuple(lora_sd[k].shape) != shapes[k]]
+        if bad:
+            raise MiniGPTv2Error(f"{checkpoint_file}: LoRA shape mismatch for {bad[:4]}")
+        model.load_state_dict(lora_sd, strict=False)
+        if merge_lora:
+            model.merge_lora()
+    return model.eval(), build_processor(tokenizer, cfg)
+

@@ -5,7 +5,8 @@
     minigptv2 generate --model m7b --image cat.jpg --prompt "[refer] the cat"
     minigptv2 generate --model m7b --input-jsonl requests.jsonl          # {"image": path, "prompt": text} per line
     minigptv2 generate --model m7b --quantize 8bit --image cat.jpg --prompt "[vqa] what is it?"   # CUDA only
-    minigptv2 export --model runs/small/final --out exported      # LoRA merged: llm/ (HF folder) + vision weights
+    minigptv2 export --model runs/small/final --out exported      # LoRA merged; llm/: the LM alone (HF folder)
+    minigptv2 migrate --model old_folder --out new_folder          # a folder of the older format -> this one
     minigptv2 synth --out data/synth --n 2000 --seed 0
     minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --out runs/nano
 """
@@ -22,16 +23,23 @@ from minigptv2.errors import MiniGPTv2Error
 def cmd_convert(a) -> None:
     from minigptv2.checkpoint import convert_official, save
 
-    model, tok = convert_official(a.llm, a.vit, a.checkpoint, vit_depth=a.vit_depth, vit_heads=a.vit_heads,
-                                  image_size=a.image_size, lora_alpha=a.lora_alpha)
-    out = save(model, tok, a.out)
+    model, proc = convert_official(a.llm, a.vit, a.checkpoint, vit_depth=a.vit_depth, vit_heads=a.vit_heads,
+                                   image_size=a.image_size, lora_alpha=a.lora_alpha, dtype=a.dtype,
+                                   merge_lora=a.merge_lora)
+    out = save(model, proc, a.out)
     print(f"wrote {out}")
+
+
+def cmd_migrate(a) -> None:
+    from minigptv2.checkpoint import migrate
+
+    print(f"wrote {migrate(a.model, a.out)}")
 
 
 def cmd_export(a) -> None:
     from minigptv2.checkpoint import export, load
 
-    model, proc = load(a.model)
+    model, proc = load(a.model, dtype="auto", merge_lora=False)
     print(f"wrote {export(model, proc, a.out)}")
 
 
@@ -80,15 +88,24 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("convert", help="official LLaMA folder + EVA .pth + MiniGPT-v2 checkpoint -> our folder")
-    c.add_argument("--llm", required=True)
-    c.add_argument("--vit", required=True)
-    c.add_argument("--checkpoint", required=True)
-    c.add_argument("--out", required=True)
+    c.add_argument("--llm", required=True, help="the Llama-2-7b-chat-hf folder (config.json, weights, tokenizer.model)")
+    c.add_argument("--vit", required=True, help="EVA ViT-g weights (eva_vit_g.pth)")
+    c.add_argument("--checkpoint", required=True, help="the MiniGPT-v2 training checkpoint (.pth, key 'model')")
+    c.add_argument("--out", required=True, help="the model folder to write")
+    c.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+                   help="weights dtype of the folder (default: the LLM folder's, fp16 for Llama-2)")
+    c.add_argument("--merge-lora", action="store_true", help="fold the LoRA into the LM (default: a peft adapter "
+                   "in lora/, merged at load time)")
     c.add_argument("--vit-depth", type=int, default=None, help="default: all blocks in the file, 39 if it has 40")
-    c.add_argument("--vit-heads", type=int, default=16)
-    c.add_argument("--image-size", type=int, default=448)
-    c.add_argument("--lora-alpha", type=float, default=16)
+    c.add_argument("--vit-heads", type=int, default=16, help="attention heads of the ViT (16 for ViT-g)")
+    c.add_argument("--image-size", type=int, default=448, help="input size; pos_embed is resized to it")
+    c.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha (not stored in the checkpoint)")
     c.set_defaults(fn=cmd_convert)
+
+    mg = sub.add_parser("migrate", help="rewrite a model folder of the older format in the transformers format")
+    mg.add_argument("--model", required=True, help="the older folder")
+    mg.add_argument("--out", required=True, help="the new folder")
+    mg.set_defaults(fn=cmd_migrate)
 
     g = sub.add_parser("generate", help="answer prompts about images")
     g.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
@@ -105,7 +122,7 @@ def main(argv=None) -> int:
     g.add_argument("--quantize", default=None, choices=["8bit", "4bit"], help="bitsandbytes LLM (needs CUDA)")
     g.set_defaults(fn=cmd_generate)
 
-    e = sub.add_parser("export", help="merge LoRA and write llm/ (a standard HF folder) + vision weights")
+    e = sub.add_parser("export", help="merge LoRA; also write llm/, the LM alone as a standard HF folder")
     e.add_argument("--model", required=True)
     e.add_argument("--out", required=True)
     e.set_defaults(fn=cmd_export)

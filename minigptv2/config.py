@@ -1,26 +1,31 @@
-"""Model configuration: dataclass presets with their sources.
+"""Model configuration: transformers configs and the presets, with their sources.
 
-    from minigptv2.config import PRESETS
-    cfg = PRESETS["official-7b"]
+    from minigptv2.config import preset
+    cfg = preset("official-7b")                    # a MiniGPTv2Config
+    cfg.vision_config.width, cfg.text_config.hidden_size
 
-A ModelConfig is saved as `config.json` in every model folder (see checkpoint.py) so a folder is
-self-describing. The LLM part is a plain dict of HF `LlamaConfig` fields: the LLM *is* an HF model.
+`MiniGPTv2Config` is saved as `config.json` in every model folder (`model_type: "minigptv2"`): the vision
+tower's sizes (`vision_config`), the language model's own transformers config (`text_config`: Llama-2,
+SmolLM2, Qwen2, Mistral ... anything `AutoModelForCausalLM` builds), and how the two are joined and prompted.
+Sources of the official values: docs/official-model.md.
 """
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass, field
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
 
 from minigptv2.errors import MiniGPTv2Error
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # blip_processors.py (BLIP-2 eval processor)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the BLIP-2 eval image processor (docs/official-model.md)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+LIMIT = 1 << 20     # any size above this in a config is an error, never an allocation (docs/security.md)
 
 
-@dataclass
-class VisionConfig:
-    """EVA ViT. Defaults = EVA ViT-g/14 as MiniGPT-v2 builds it (eva_vit.py `create_eva_vit_g`, facts §1.3)."""
+class MiniGPTv2VisionConfig(PreTrainedConfig):
+    """EVA ViT. Defaults = EVA ViT-g/14 as MiniGPT-v2 builds it (docs/official-model.md §vision)."""
+    model_type = "minigptv2_vision"
+    base_config_key = "vision_config"
+
     image_size: int = 448
     patch_size: int = 14
     width: int = 1408
@@ -28,80 +33,143 @@ class VisionConfig:
     heads: int = 16          # 1408 // 88
     mlp_dim: int = 6144      # int(1408 * 4.3637)
     eps: float = 1e-6        # block LayerNorms; ln_vision uses 1e-5
-    mean: tuple = CLIP_MEAN
-    std: tuple = CLIP_STD
+    mean: list | tuple = CLIP_MEAN
+    std: list | tuple = CLIP_STD
+
+    def __post_init__(self, **kwargs):
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        super().__post_init__(**kwargs)
+        self.check()
+
+    def check(self) -> None:
+        for k in ("image_size", "patch_size", "width", "depth", "heads", "mlp_dim"):
+            _check_int(f"vision_config.{k}", getattr(self, k), 1)
+        if self.image_size % self.patch_size:
+            raise MiniGPTv2Error(f"vision_config.image_size {self.image_size} is not a multiple of patch_size "
+                                 f"{self.patch_size}")
+        if self.width % self.heads:
+            raise MiniGPTv2Error(f"vision_config.width {self.width} is not divisible by heads {self.heads}")
+        for k in ("mean", "std"):
+            v = getattr(self, k)
+            if len(v) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise MiniGPTv2Error(f"vision_config.{k} must be three numbers, got {v!r}")
+        if not all(x > 0 for x in self.std):
+            raise MiniGPTv2Error(f"vision_config.std must be positive, got {self.std!r}")
 
     @property
     def grid(self) -> int:
         return self.image_size // self.patch_size
 
 
-@dataclass
-class LoraSettings:
-    """peft LoRA. Defaults = MiniGPT-v2 `init_llm` (r 64, alpha 16, dropout 0.05, q_proj/v_proj; facts §1.7)."""
-    r: int = 64
-    alpha: float = 16
-    dropout: float = 0.05
-    targets: tuple = ("q_proj", "v_proj")
-
-
 # Llama-2-7b-chat-hf config.json (meta-llama/Llama-2-7b-chat-hf)
-LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
+LLAMA2_7B = dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,
+                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
                  rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+# peft LoRA of MiniGPT-v2 `init_llm`: r 64, alpha 16, dropout 0.05 on q_proj / v_proj (docs/official-model.md)
+OFFICIAL_LORA = {"r": 64, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]}
+PARTS = {"vit": ("frozen", "full"), "projector": ("frozen", "full"), "llm": ("frozen", "full", "lora")}
 
 
-@dataclass
-class ModelConfig:
+class MiniGPTv2Config(PreTrainedConfig):
+    """EVA ViT -> ln_vision -> drop CLS -> `group` consecutive tokens concatenated -> Linear -> the LM.
+
+    template       "llama2": the official `[INST]` template; "chat": the tokenizer's own chat template (prompts.py)
+    prompt_form    "llama2" prompts at inference: "official" = as the official code (two BOS, one space before
+                   [/INST]); "training" = exactly the training form (models we trained from scratch, e.g. nano)
+    lora           the LoRA a training run puts on the LM (None: none); a saved adapter lives in `lora/`
+    trainable      which parts train: vit / projector frozen|full, llm frozen|full|lora
+    image_token_id the id at the image positions of input_ids (the unk id: SentencePiece with byte fallback never
+                   produces it from text, and the processor refuses text that would)
+    """
+    model_type = "minigptv2"
+    sub_configs_defaults = {"vision_config": MiniGPTv2VisionConfig,
+                            "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama")}
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
     name: str = "official-7b"
-    vision: VisionConfig = field(default_factory=VisionConfig)
-    llm: dict = field(default_factory=lambda: dict(LLAMA2_7B))   # HF LlamaConfig kwargs
-    lora: LoraSettings | None = field(default_factory=LoraSettings)
-    group: int = 4                  # visual tokens concatenated per LLM token (minigpt_v2.py encode_img)
-    template: str = "llama2"        # "llama2": the official [INST] template; "chat": the tokenizer's (prompts.py)
-    # "llama2" prompts at inference: "official" = as the official code (two BOS, one space before [/INST]), which
-    # differs from its training form; "training" = exactly the training form (prompts.render_inference as_trained)
+    group: int = 4                  # visual tokens concatenated per LM token (minigpt_v2.py encode_img)
+    image_token_id: int = 0
+    template: str = "llama2"
     prompt_form: str = "official"
     max_context_len: int = 3800     # minigpt_base.py
     max_txt_len: int = 1024         # train_configs/minigptv2_finetune.yaml
-    # which parts train: "frozen" | "full" | "lora" (llm only). Official: ViT frozen, projector full, LLM LoRA.
-    trainable: dict = field(default_factory=lambda: {"vit": "frozen", "projector": "full", "llm": "lora"})
+    lora: dict | None = None
+    trainable: dict | None = None
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.vision_config is None:
+            self.vision_config = MiniGPTv2VisionConfig()
+        elif isinstance(self.vision_config, dict):
+            self.vision_config = MiniGPTv2VisionConfig(**self.vision_config)
+        if self.text_config is None:
+            self.text_config = dict(LLAMA2_7B)
+        if isinstance(self.text_config, dict):
+            kw = dict(self.text_config)
+            try:
+                self.text_config = AutoConfig.for_model(kw.pop("model_type", "llama"), **kw)
+            except (ValueError, TypeError, KeyError) as e:
+                raise MiniGPTv2Error(f"config text_config: {str(e).splitlines()[0][:160]}") from None
+        if self.trainable is None:
+            self.trainable = {"vit": "frozen", "projector": "full", "llm": "lora" if self.lora else "frozen"}
+        if self.lora is not None:
+            self.lora = {**OFFICIAL_LORA, **self.lora}
+            self.lora["targets"] = list(self.lora["targets"])
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+        super().__post_init__(**kwargs)
+        self.check()
+
+    def check(self) -> None:
+        """Types and ranges of everything a model is built from: checked before any allocation."""
+        if not isinstance(self.name, str):
+            raise MiniGPTv2Error(f"config name must be a string, got {self.name!r}")
+        _check_int("group", self.group, 1)
+        _check_int("max_context_len", self.max_context_len, 1)
+        _check_int("max_txt_len", self.max_txt_len, 1)
+        if self.template not in ("llama2", "chat"):
+            raise MiniGPTv2Error(f"unknown template {self.template!r}; use 'llama2' or 'chat'")
+        if self.prompt_form not in ("official", "training"):
+            raise MiniGPTv2Error(f"unknown prompt_form {self.prompt_form!r}; use 'official' or 'training'")
+        v, t = self.vision_config, self.text_config
+        if v.grid ** 2 % self.group:
+            raise MiniGPTv2Error(f"{v.grid ** 2} patches do not split into groups of {self.group}")
+        for k in ("vocab_size", "hidden_size", "num_hidden_layers"):
+            _check_int(f"text_config.{k}", getattr(t, k, None), 1)
+        _check_int("image_token_id", self.image_token_id, 0, t.vocab_size - 1)
+        if not isinstance(self.trainable, dict) or set(self.trainable) - set(PARTS):
+            raise MiniGPTv2Error(f"trainable must be a dict with keys among {sorted(PARTS)}, got {self.trainable!r}")
+        for part, mode in self.trainable.items():
+            if mode not in PARTS[part]:
+                raise MiniGPTv2Error(f"trainable[{part!r}] must be one of {PARTS[part]}, got {mode!r}")
+        if self.lora is not None:
+            _check_int("lora.r", self.lora["r"], 1)
+            if not isinstance(self.lora["alpha"], (int, float)) or not 0 <= self.lora["dropout"] < 1:
+                raise MiniGPTv2Error(f"lora alpha / dropout out of range: {self.lora!r}")
 
     @property
     def num_image_tokens(self) -> int:
-        return self.vision.grid ** 2 // self.group
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise MiniGPTv2Error(f"unknown model config keys: {sorted(unknown)}")
-        vision = VisionConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.pop("vision", {}).items()})
-        lora = d.pop("lora", None)
-        lora = LoraSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in lora.items()}) if lora else None
-        return cls(vision=vision, lora=lora, **d)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        return self.vision_config.grid ** 2 // self.group
 
 
-def nano() -> ModelConfig:
-    """The embedded CPU model: 112 px tiny EVA ViT (8x8 patches -> 16 LLM tokens) + tiny LLaMA, all trained by us.
-    Sizes follow the CPU probe in environment-notes.md §4 (dim 192 x 6 ViT, 6-layer 384 LLaMA, small vocab).
-    Trained from scratch, so it is prompted at inference exactly as in training (prompt_form "training")."""
-    return ModelConfig(
+def _check_int(name: str, v, lo: int, hi: int = LIMIT) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise MiniGPTv2Error(f"config {name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def nano() -> MiniGPTv2Config:
+    """The embedded CPU model exactly as shipped in minigptv2/assets/nano: a 112 px tiny EVA ViT (8x8 patches ->
+    16 LM tokens) + a 4-layer 256-wide LLaMA with a 1,024-piece tokenizer, all trained by us (docs/nano.md).
+    Prompted at inference exactly as in training (prompt_form "training")."""
+    return MiniGPTv2Config(
         name="nano",
-        vision=VisionConfig(image_size=112, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
-        llm=dict(vocab_size=512, hidden_size=384, intermediate_size=1024, num_hidden_layers=6,
-                 num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-5,
-                 bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True),
-        lora=None, max_context_len=512, max_txt_len=128, prompt_form="training",
-        trainable={"vit": "full", "projector": "full", "llm": "full"},
+        vision_config=dict(image_size=112, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
+        text_config=dict(model_type="llama", vocab_size=1024, hidden_size=256, intermediate_size=768,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=0, tie_word_embeddings=True),
+        max_context_len=512, max_txt_len=128, prompt_form="training",
+        trainable={"vit": "frozen", "projector": "full", "llm": "full"},
     )
 
 
@@ -112,34 +180,53 @@ SMOLLM2_135M = dict(model_type="llama", vocab_size=49152, hidden_size=576, inter
                     "rope_type": "default"}, bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
 
 
-def small() -> ModelConfig:
-    """A real pretrained LLM on CPU: SmolLM2-135M-Instruct (its own tokenizer and chat template) with LoRA as
-    the official recipe (r 64, alpha 16, q/v), under a small EVA ViT at 224 px (16x16 patches -> 64 LLM
+def small() -> MiniGPTv2Config:
+    """A real pretrained LM on CPU: SmolLM2-135M-Instruct (its own tokenizer and chat template) with LoRA as
+    the official recipe (r 64, alpha 16, q/v), under a small EVA ViT at 224 px (16x16 patches -> 64 LM
     tokens) that must be trained (no pretrained ViT offline). Built with weights by `llm.from_llm`."""
-    return ModelConfig(
+    return MiniGPTv2Config(
         name="small",
-        vision=VisionConfig(image_size=224, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
-        llm=dict(SMOLLM2_135M), template="chat", max_context_len=2048, max_txt_len=256,
-        trainable={"vit": "full", "projector": "full", "llm": "lora"},
+        vision_config=dict(image_size=224, patch_size=14, width=192, depth=6, heads=3, mlp_dim=768),
+        text_config=dict(SMOLLM2_135M), template="chat", max_context_len=2048, max_txt_len=256,
+        lora=dict(OFFICIAL_LORA), trainable={"vit": "full", "projector": "full", "llm": "lora"},
     )
 
 
-def tiny() -> ModelConfig:
+def tiny() -> MiniGPTv2Config:
     """A random-weight toy for unit tests (seconds on CPU)."""
-    return ModelConfig(
+    return MiniGPTv2Config(
         name="tiny",
-        vision=VisionConfig(image_size=56, patch_size=14, width=32, depth=2, heads=2, mlp_dim=64),
-        llm=dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                 bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False),
-        lora=LoraSettings(r=8, alpha=16, dropout=0.0), max_context_len=512, max_txt_len=128,
+        vision_config=dict(image_size=56, patch_size=14, width=32, depth=2, heads=2, mlp_dim=64),
+        text_config=dict(model_type="llama", vocab_size=512, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+                         tie_word_embeddings=False),
+        lora={"r": 8, "alpha": 16, "dropout": 0.0}, max_context_len=512, max_txt_len=128,
     )
 
 
-PRESETS = {"official-7b": ModelConfig, "nano": nano, "small": small, "tiny": tiny}
+def official_7b() -> MiniGPTv2Config:
+    """MiniGPT-v2 as published: EVA ViT-g/14 at 448 px, Llama-2-7b-chat, LoRA r 64 on q/v (stage 3)."""
+    return MiniGPTv2Config(name="official-7b", lora=dict(OFFICIAL_LORA))
 
 
-def preset(name: str) -> ModelConfig:
+PRESETS = {"official-7b": official_7b, "nano": nano, "small": small, "tiny": tiny}
+
+
+def preset(name: str) -> MiniGPTv2Config:
     if name not in PRESETS:
         raise MiniGPTv2Error(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+def from_legacy_dict(d: dict) -> MiniGPTv2Config:
+    """The config.json of folders written before the transformers format (keys name / vision / llm / lora ...)."""
+    d = dict(d)
+    known = {"name", "vision", "llm", "lora", "group", "template", "prompt_form", "max_context_len", "max_txt_len",
+             "trainable"}
+    if set(d) - known:
+        raise MiniGPTv2Error(f"unknown model config keys: {sorted(set(d) - known)}")
+    lora = d.pop("lora", None)
+    if lora is not None:
+        lora = {"r": lora["r"], "alpha": lora["alpha"], "dropout": lora["dropout"], "targets": list(lora["targets"])}
+    return MiniGPTv2Config(vision_config=d.pop("vision", None), text_config=d.pop("llm", None), lora=lora, **d)

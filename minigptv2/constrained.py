@@ -198,7 +198,7 @@ class BoxConstraint(LogitsProcessor):
 
 def box_constraint(processor, max_new_tokens: int | None = None, single: bool = False) -> LogitsProcessorList:
     """A LogitsProcessorList with one BoxConstraint for `generate(..., logits_processor=...)`."""
-    tok = getattr(processor, "tokenizer", processor)
+    tok = getattr(processor, "tok", processor)
     return LogitsProcessorList([BoxConstraint(tok, max_new_tokens=max_new_tokens, single=single)])
 
 

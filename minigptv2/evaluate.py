@@ -430,8 +430,8 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
     from minigptv2.images import load_image
     from minigptv2.processor import IGNORE
 
-    tok = processor.tokenizer
-    dtype = next(model.llm.parameters()).dtype
+    tok = processor.tok
+    dtype = next(model.language_model.parameters()).dtype
     out: list[list[float]] = []
     with torch.inference_mode(), tqdm(total=len(items), desc=desc, unit="sample", disable=not progress,
                                       dynamic_ncols=True) as bar:
@@ -448,7 +448,7 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
                 batch = processor.collate([{"input_ids": p + a, "labels": [IGNORE] * len(p) + a,
                                             "pixel_values": None} for p, a in zip(prompts, ans)])
                 emb = model.embed(batch["input_ids"], image_embeds=image_embeds)
-                logits = model.llm(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits.float()
+                logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits.float()
                 nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
                                       ignore_index=IGNORE, reduction="none")
                 # official padded length: BOS + longest prompt + longest answer; our prompt ids hold both BOS

@@ -40,9 +40,9 @@ class Result:
 def _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor):
     if max_new_tokens < 1:
         raise MiniGPTv2Error(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    tok = processor.tokenizer
+    tok = processor.tok
     kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=1,
-              eos_token_id=tok.eos_id, pad_token_id=processor.config.llm.get("pad_token_id", 0),
+              eos_token_id=tok.eos_id, pad_token_id=processor.config.text_config.pad_token_id or 0,
               logits_processor=logits_processor)
     if repetition_penalty != 1.0:
         kw["repetition_penalty"] = repetition_penalty
@@ -65,7 +65,7 @@ def _prepare(model, processor, images, conversations, max_new_tokens):
         _check_context(processor, len(p), max_new_tokens)
         ids.append(p)
     batch = processor.generation_batch(ids, pil)
-    p = next(model.llm.parameters())                       # inputs go where the model is (CPU or GPU)
+    p = next(model.language_model.parameters())                       # inputs go where the model is (CPU or GPU)
     pv = batch["pixel_values"].to(p.device, p.dtype) if batch["pixel_values"] is not None else None
     embeds = model.embed(batch["input_ids"].to(p.device), pv)
     sizes = [im.size if im is not None else None for im in pil]
@@ -95,7 +95,7 @@ def generate(model, processor, images, prompts, *, max_new_tokens: int = 300, do
         raise MiniGPTv2Error(f"need one image (or None) per prompt, got {len(images)} images, {len(prompts)} prompts")
     kw = _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor)
     embeds, mask, sizes = _prepare(model, processor, images, _normalise(prompts), max_new_tokens)
-    out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
+    out = model.language_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
     return [_result(processor, row, size) for row, size in zip(out.tolist(), sizes)]
 
 
@@ -107,7 +107,7 @@ def _check_context(processor, n_prompt: int, max_new_tokens: int) -> None:
 
 def _result(processor, row: list[int], size) -> Result:
     """Generated ids (cut after the first EOS) -> Result with the cleaned text and parsed boxes."""
-    eos = processor.tokenizer.eos_id
+    eos = processor.tok.eos_id
     if eos in row:
         row = row[: row.index(eos) + 1]
     text = processor.decode_answer(row)
@@ -116,7 +116,7 @@ def _result(processor, row: list[int], size) -> Result:
 
 def stream(model, processor, image, prompt, **kw):
     """Yield the answer text piece by piece as it is generated (one request)."""
-    streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=False, timeout=600)
+    streamer = TextIteratorStreamer(processor.tok, skip_prompt=False, timeout=600)
     err: list[BaseException] = []
 
     def run():
@@ -199,30 +199,28 @@ def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_
 
     from transformers import DynamicCache
 
-    from minigptv2.processor import IMAGE_TOKEN_ID
-
     gkw = _gen_kwargs(processor, max_new_tokens, kw.pop("do_sample", False), kw.pop("temperature", 1.0),
                       kw.pop("top_p", 0.9), kw.pop("repetition_penalty", 1.0), kw.pop("logits_processor", None))
     [(qs, ans)] = _normalise([prompt])
     img = load_image(image)
     ids = processor.prompt_ids(qs, ans, has_image=True)
     _check_context(processor, len(ids), max_new_tokens)
-    n = max(i for i, t in enumerate(ids) if t == IMAGE_TOKEN_ID) + 1     # the prefix ends with the image
+    n = max(i for i, t in enumerate(ids) if t == processor.image_token_id) + 1     # the prefix ends with the image
     key = hashlib.sha256(f"{img.mode}{img.size}".encode() + img.tobytes()).hexdigest()
     hit = cache.get(key)
     if hit is None or hit[0] != ids[:n]:
-        dtype = next(model.llm.parameters()).dtype
-        img_emb = model.encode_images(processor.image(img)[None].to(dtype))
-        kv = DynamicCache(config=model.llm.config)
+        dtype = next(model.language_model.parameters()).dtype
+        img_emb = model.get_image_features(processor.image(img)[None].to(dtype))
+        kv = DynamicCache(config=model.language_model.config)
         with warnings.catch_warnings():   # `past_key_values` is renamed `cache` in newer transformers
             warnings.simplefilter("ignore", FutureWarning)
-            model.llm(inputs_embeds=model.embed(torch.tensor([ids[:n]]), image_embeds=img_emb),
+            model.language_model(inputs_embeds=model.embed(torch.tensor([ids[:n]]), image_embeds=img_emb),
                       past_key_values=kv, use_cache=True)
         hit = (ids[:n], img_emb, kv)
         cache.put(key, hit)
     embeds = model.embed(torch.tensor([ids]), image_embeds=hit[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        out = model.llm.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        out = model.language_model.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                  past_key_values=copy.deepcopy(hit[2]), **gkw, **kw)
     return _result(processor, out[0].tolist(), img.size)

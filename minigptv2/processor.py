@@ -1,198 +1,211 @@
-"""Where strings and images become tensors: the tokenizers, image preprocessing and batch collation.
+"""Where strings and images become tensors: the image processor and the processor (transformers classes).
 
-Two tokenizer back-ends with one interface (bos_id, eos_id, pad_id, special_ids, encode, decode, token_text,
-save); `load_tokenizer(folder)` picks by the files present:
-  tokenizer.model   Tokenizer: SentencePiece, for the official `[INST]` template ("llama2")
-  tokenizer/        HFTokenizer: any HF tokenizer folder (tokenizer.json ...), for `template = "chat"`
+    from transformers import AutoProcessor
+    processor = AutoProcessor.from_pretrained(folder)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "[refer] red circle"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(images=[image], text=[prompt], return_tensors="pt")
 
-Tokenizer: the LLaMA SentencePiece model used directly, which reproduces the legacy (transformers 4.30)
-slow-tokenizer ids MiniGPT-v2 was trained with: every separately tokenized piece gets the dummy-prefix `▁`,
-specials are only ever inserted structurally (prompts.py), so `<s>`, `</s>` or `<ImageHere>` typed by a
-user stay plain text. The pad id is the id of the piece `$$` (official `pad_token = "$$"`, facts §1.6).
+Image: resize to image_size×image_size with PIL bicubic (aspect not kept), /255, -mean, /std (docs/images.md).
 
-HFTokenizer: user text is encoded with `split_special_tokens=True` (typed `<|im_end|>` stays text); only text
-the chat template itself produced is encoded with special-token parsing (prompts.py marks it).
+Text: the official prompt is built from structure (prompts.py), and every text piece is tokenized on its own
+as the official code does (tokenizers.py). `apply_chat_template` returns a `Prompt`: a str that keeps that
+structure, so `processor(text=prompt)` encodes user text as text (it never becomes BOS/EOS or an image slot).
+A plain str is split at the markers `<s>`, `</s>` and `<ImageHere>` (what a rendered prompt shows), which is
+then structure by definition.
 
-Image: resize to image_size×image_size with PIL bicubic (aspect not kept), /255, -mean, /std (facts §1.2).
+`processor.tokenizer` is a transformers tokenizer (AutoTokenizer loads it from the folder); `processor.tok`
+is the one that builds our prompts (tokenizers.Tokenizer for "llama2", HFTokenizer for "chat").
 """
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from transformers import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.processing_utils import ProcessorMixin
 
 from minigptv2 import prompts
-from minigptv2.config import ModelConfig
+from minigptv2.config import CLIP_MEAN, CLIP_STD, MiniGPTv2Config
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.images import load_image
+from minigptv2.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
 
-IMAGE_TOKEN_ID = -200   # placeholder id in input_ids; the model scatters visual embeddings there
 IGNORE = -100
+IMAGE_MARK, BOS_MARK, EOS_MARK = "<ImageHere>", "<s>", "</s>"
 
 
-class Tokenizer:
-    def __init__(self, model_file: str | Path):
-        import sentencepiece as spm
+class MiniGPTv2ImageProcessor(BaseImageProcessor):
+    """The official BLIP-2 eval transform: PIL bicubic resize to a square, /255, normalise by mean / std."""
+    model_input_names = ["pixel_values"]
 
-        path = Path(model_file)
-        if not path.is_file():
-            raise MiniGPTv2Error(f"tokenizer model not found: {path}")
-        self.path = path
-        try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(path))
-        except Exception as e:  # noqa: BLE001 - sentencepiece raises bare RuntimeError/OSError
-            raise MiniGPTv2Error(f"not a SentencePiece model: {path} ({e})") from None
-        self.bos_id, self.eos_id, self.unk_id = self.sp.bos_id(), self.sp.eos_id(), self.sp.unk_id()
-        self.pad_id = self.sp.piece_to_id("$$")   # == unk_id when the piece is absent, as in the official code
-        self.special_ids = {self.bos_id, self.eos_id, self.unk_id, self.pad_id}
+    def __init__(self, image_size: int = 448, image_mean=CLIP_MEAN, image_std=CLIP_STD, **kwargs):
+        super().__init__(**kwargs)
+        self.image_size, self.image_mean, self.image_std = int(image_size), list(image_mean), list(image_std)
 
-    def __len__(self):
-        return self.sp.get_piece_size()
+    @classmethod
+    def from_config(cls, config: MiniGPTv2Config) -> "MiniGPTv2ImageProcessor":
+        v = config.vision_config
+        return cls(image_size=v.image_size, image_mean=v.mean, image_std=v.std)
 
-    def encode(self, text: str, template: bool = False) -> list[int]:
-        """One separately tokenized piece: dummy prefix added, no special-token parsing (`template` is
-        ignored: SentencePiece never parses specials)."""
-        if not text:
-            return []
-        _check_unicode(text)
-        return self.sp.encode(text)
-
-    def decode(self, ids, **_) -> str:
-        """Skip special ids (bos, eos, unk, pad) as `skip_special_tokens=True`; no space clean-up."""
-        return self.sp.decode([int(i) for i in ids if int(i) not in self.special_ids and 0 <= int(i) < len(self)])
-
-    def id_to_piece(self, i: int) -> str:
-        return self.sp.id_to_piece(int(i))
-
-    def token_text(self, i: int) -> str | None:
-        """The text token i spells (None for special ids); byte pieces <0xNN> give that character."""
-        if i in self.special_ids:
-            return None
-        piece = self.sp.id_to_piece(int(i))
-        m = re.fullmatch(r"<0x([0-9A-Fa-f]{2})>", piece)
-        return chr(int(m.group(1), 16)) if m else piece.replace("\u2581", " ")
-
-    def save(self, folder: Path) -> None:
-        shutil.copyfile(self.path, Path(folder) / "tokenizer.model")
-
-
-class HFTokenizer:
-    """A Hugging Face tokenizer (any folder AutoTokenizer reads, or a GGUF file) behind our interface.
-
-    `eos_id` is the token that ends an assistant turn in the chat template (found by rendering a probe
-    conversation: `<|im_end|>` for ChatML, `<|eot_id|>` for Llama-3, `<end_of_turn>` for Gemma); generation
-    stops there and training targets it. Without a chat template it is the tokenizer's eos."""
-
-    def __init__(self, source: str | Path, gguf_file: str | None = None, hf=None):
-        import threading
-
-        if hf is None:
-            from transformers import AutoTokenizer
-
-            try:
-                hf = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file) if gguf_file else \
-                    AutoTokenizer.from_pretrained(str(source))
-            except (OSError, ValueError, ImportError) as e:
-                raise MiniGPTv2Error(f"cannot load a tokenizer from {source}: {str(e).splitlines()[0]}") from None
-        self.hf = hf
-        self.path = Path(source)
-        self._lock = threading.Lock()        # split_special_tokens is state on the shared Rust tokenizer
-        self.chat_template = hf.chat_template
-        self.eos_text = self._end_of_turn() if self.chat_template else hf.eos_token
-        if self.eos_text is None:
-            raise MiniGPTv2Error(f"the tokenizer from {source} has no eos token")
-        self.eos_id = hf.convert_tokens_to_ids(self.eos_text)
-        self.bos_id, self.unk_id = hf.bos_token_id, hf.unk_token_id
-        self.pad_id = hf.pad_token_id if hf.pad_token_id is not None else hf.eos_token_id
-        self.special_ids = set(hf.all_special_ids) | {self.pad_id, self.eos_id}
-
-    def _end_of_turn(self) -> str:
-        """The special token the chat template writes right after an assistant message."""
-        probe = "\ue000answer\ue001"
-        text = self.hf.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}],
-                                           tokenize=False)
-        after = text.split(probe, 1)[1].lstrip() if probe in text else ""
-        for t in sorted(self.hf.all_special_tokens + [str(a) for a in self.hf.added_tokens_decoder.values()
-                                                      if getattr(a, "special", False)], key=len, reverse=True):
-            if t and after.startswith(t):
-                return t
-        raise MiniGPTv2Error(f"the chat template of {self.path} does not end an assistant turn with a special "
-                             f"token (after the answer it writes {after[:30]!r}); use template 'llama2' or fix it")
-
-    def __len__(self):
-        return len(self.hf)
-
-    def encode(self, text: str, template: bool = False) -> list[int]:
-        """`template=True`: text the chat template produced (special tokens parsed); else user text (not)."""
-        if not text:
-            return []
-        _check_unicode(text)
-        with self._lock:
-            return self.hf(text, add_special_tokens=False, split_special_tokens=not template).input_ids
-
-    def decode(self, ids, **_) -> str:
-        return self.hf.decode([int(i) for i in ids if 0 <= int(i) < len(self)], skip_special_tokens=True)
-
-    def token_text(self, i: int) -> str | None:
-        return None if i in self.special_ids else self.hf.decode([int(i)])
-
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
-        if not self.chat_template:
-            raise MiniGPTv2Error(f"the tokenizer from {self.path} has no chat template; use template 'llama2'")
-        return self.hf.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
-
-    def save(self, folder: Path) -> None:
-        self.hf.save_pretrained(str(Path(folder) / "tokenizer"))
-
-
-def load_tokenizer(folder: str | Path):
-    """Our model folder's tokenizer: `tokenizer/` (HF) or `tokenizer.model` (SentencePiece)."""
-    d = Path(folder)
-    if (d / "tokenizer").is_dir():
-        return HFTokenizer(d / "tokenizer")
-    if (d / "tokenizer.model").is_file():
-        return Tokenizer(d / "tokenizer.model")
-    raise MiniGPTv2Error(f"{d} has no tokenizer (tokenizer.model or tokenizer/)")
-
-
-def _check_unicode(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:   # a lone surrogate (e.g. JSON "\ud800"): tokenizers cannot take it
-        raise MiniGPTv2Error(f"the text is not valid Unicode ({e.reason} at position {e.start})") from None
-
-
-class Processor:
-    def __init__(self, tokenizer: Tokenizer, config: ModelConfig):
-        self.tokenizer = tokenizer
-        self.config = config
-        if config.template not in ("llama2", "chat"):
-            raise MiniGPTv2Error(f"unknown template {config.template!r}; use 'llama2' or 'chat'")
-        if config.prompt_form not in ("official", "training"):
-            raise MiniGPTv2Error(f"unknown prompt_form {config.prompt_form!r}; use 'official' or 'training'")
-        if config.template == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
-            raise MiniGPTv2Error("template 'chat' needs a tokenizer with a chat template (an HF tokenizer folder)")
-        v = config.vision
-        self.mean = torch.tensor(v.mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(v.std, dtype=torch.float32).view(3, 1, 1)
-
-    # ---- images -------------------------------------------------------------------------------------
-    def image(self, image) -> torch.Tensor:
+    def tensor(self, image) -> torch.Tensor:
         """Path / bytes / PIL -> (3, S, S) float32."""
         img = image if isinstance(image, Image.Image) and image.mode == "RGB" else load_image(image)
-        s = self.config.vision.image_size
+        s = self.image_size
         img = img.resize((s, s), resample=Image.BICUBIC)
         x = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-        return ((x / 255.0) - self.mean) / self.std
+        mean = torch.tensor(self.image_mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.image_std, dtype=torch.float32).view(3, 1, 1)
+        return ((x / 255.0) - mean) / std
+
+    def preprocess(self, images, return_tensors="pt", **kwargs) -> BatchFeature:
+        images = images if isinstance(images, (list, tuple)) else [images]
+        return BatchFeature({"pixel_values": torch.stack([self.tensor(im) for im in images])},
+                            tensor_type=return_tensors)
+
+    def __call__(self, images, *args, **kwargs) -> BatchFeature:
+        return self.preprocess(images, *args, **kwargs)
+
+
+class Prompt(str):
+    """A rendered prompt that remembers its structure (the prompt items of prompts.py)."""
+    items: tuple = ()
+
+
+class MiniGPTv2Processor(ProcessorMixin):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, config: MiniGPTv2Config = None,
+                 tok=None):
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        if config is None or tok is None:
+            raise MiniGPTv2Error("MiniGPTv2Processor needs the model config and its prompt tokenizer: use "
+                                 "MiniGPTv2Processor.from_pretrained(folder) or build_processor(tok, config)")
+        self.config, self.tok = config, tok
+        if config.template == "chat" and not getattr(tok, "chat_template", None):
+            raise MiniGPTv2Error("template 'chat' needs a tokenizer with a chat template (an HF tokenizer folder)")
+        if config.template == "llama2" and not isinstance(tok, Tokenizer):
+            raise MiniGPTv2Error("template 'llama2' needs the SentencePiece tokenizer.model")
+        if len(tok) > config.text_config.vocab_size:
+            raise MiniGPTv2Error(f"the tokenizer has {len(tok)} tokens but the model's vocab_size is "
+                                 f"{config.text_config.vocab_size}")
+        self.image_token_id = config.image_token_id
+        # padding (attention 0) never reads as an image position, even where the pad id is the unk id
+        self._fill_id = tok.pad_id if tok.pad_id != self.image_token_id else tok.eos_id
+
+    # ---- folders --------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"processor_class": type(self).__name__}
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """The prompt tokenizer's files (tokenizer.model or tokenizer/) and the transformers tokenizer's."""
+        d = Path(save_directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.tok.save(d)
+        if isinstance(self.tok, Tokenizer):
+            self.tokenizer.save_pretrained(str(d))
+        (d / "processor_config.json").write_text(self.to_json_string())
+        return [str(d / "processor_config.json")]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MiniGPTv2Processor":
+        from minigptv2.model import read_config
+
+        d = Path(pretrained_model_name_or_path)
+        return build_processor(load_tokenizer(d), read_config(d))
+
+    # ---- the transformers surface ---------------------------------------------------------------------------
+    def apply_chat_template(self, conversation, add_generation_prompt: bool = True, tokenize: bool = False,
+                            return_dict: bool = False, return_tensors="pt", **kwargs):
+        """OpenAI / transformers messages ({"type": "image"} and {"type": "text"} parts, or str contents) -> the
+        prompt the official code builds (config.template / prompt_form). The last message must be the user's."""
+        if conversation and isinstance(conversation[0], (list, tuple)):
+            out = [self.apply_chat_template(c, add_generation_prompt, tokenize, return_dict, return_tensors)
+                   for c in conversation]
+            return out if not tokenize else self._pad([o["input_ids"][0].tolist() for o in out], None)
+        questions, answers, has_image = _turns(conversation)
+        items = tuple(self._render(questions, answers, has_image))
+        prompt = Prompt("".join(self._mark(it) for it in items))
+        prompt.items = items
+        if not tokenize:
+            return prompt
+        return self(text=[prompt], images=None, return_tensors=return_tensors, _allow_missing_images=True)
+
+    def __call__(self, images=None, text=None, return_tensors="pt", padding_side: str = "left", **kwargs):
+        """text: a prompt (a `Prompt` from apply_chat_template, or a str with the markers) or a list of them;
+        images: one per prompt that has an image slot. -> input_ids, attention_mask, pixel_values."""
+        allow_missing = kwargs.pop("_allow_missing_images", False)
+        texts = [text] if isinstance(text, str) else list(text or [])
+        if not texts:
+            raise MiniGPTv2Error("the processor needs text: a prompt from apply_chat_template")
+        imgs = [] if images is None else list(images) if isinstance(images, (list, tuple)) else [images]
+        imgs = [im for im in imgs if im is not None]
+        rows = []
+        for t in texts:
+            items = t.items if isinstance(t, Prompt) and t.items else self._parse(t)
+            rows.append(self.encode_items(items)[0])
+        n_slots = sum(1 for r in rows if self.image_token_id in r)
+        if n_slots != len(imgs) and not (allow_missing and not imgs):
+            raise MiniGPTv2Error(f"{n_slots} prompt(s) with an image slot but {len(imgs)} image(s)")
+        out = self._pad(rows, imgs or None, padding_side)
+        return out
+
+    def _pad(self, rows, images, padding_side: str = "left") -> BatchFeature:
+        batch = self.generation_batch(rows, images or [], padding_side)
+        if batch["pixel_values"] is None:
+            batch.pop("pixel_values")
+        return BatchFeature(batch)
+
+    def decode(self, ids, skip_special_tokens: bool = True, **kwargs) -> str:
+        ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        return self.tok.decode([i for i in ids if i != self.image_token_id])
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
+        return [self.decode(s) for s in sequences]
+
+    def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens=True, **kwargs) -> list[str]:
+        rows = generated_outputs.tolist() if hasattr(generated_outputs, "tolist") else generated_outputs
+        rows = [rows] if rows and isinstance(rows[0], int) else rows
+        return [self.decode_answer(r) for r in rows]
+
+    def post_process_generation(self, text: str, image_size=None) -> dict:
+        """Answer text -> {"text", "boxes": [{"phrase", "box" (0-100 grid), "box_pixels" (when image_size=(W, H))}]}."""
+        from minigptv2.boxes import parse_boxes
+
+        W, H = image_size or (None, None)
+        clean = prompts.clean_answer(text)
+        return {"text": clean, "boxes": [g.to_dict(W, H) for g in parse_boxes(clean)]}
+
+    # ---- structure <-> text ---------------------------------------------------------------------------------
+    def _mark(self, it) -> str:
+        return {"bos": BOS_MARK, "eos": EOS_MARK, "image": IMAGE_MARK}.get(it.kind, it.text)
+
+    def _parse(self, text: str) -> list:
+        """A plain prompt string -> items: the markers are structure, the rest is text (for "chat" prompts the
+        text is the template's, so its special tokens are parsed)."""
+        if not isinstance(text, str):
+            raise MiniGPTv2Error(f"a prompt must be a string, got {type(text).__name__}")
+        items = []
+        chat = self.config.template == "chat"
+        for part in re.split(f"({re.escape(IMAGE_MARK)}|{re.escape(BOS_MARK)}|{re.escape(EOS_MARK)})", text):
+            if part == IMAGE_MARK:
+                items.append(prompts.IMAGE)
+            elif part in (BOS_MARK, EOS_MARK) and not chat:
+                items.append(prompts.BOS if part == BOS_MARK else prompts.EOS)
+            elif part:
+                items.append(prompts.Text(part, template=chat))
+        return items
+
+    def image(self, image) -> torch.Tensor:
+        """Path / bytes / PIL -> (3, S, S) float32 (the image processor's transform)."""
+        return self.image_processor.tensor(image)
 
     # ---- text ---------------------------------------------------------------------------------------
     def encode_items(self, items) -> tuple[list[int], list[int]]:
         """Prompt items -> (ids, labels); image items expand to num_image_tokens placeholders."""
-        tok = self.tokenizer
+        tok = self.tok
         ids: list[int] = []
         labels: list[int] = []
         for it in items:
@@ -201,9 +214,12 @@ class Processor:
             elif it.kind == "eos":
                 new = [tok.eos_id]
             elif it.kind == "image":
-                new = [IMAGE_TOKEN_ID] * self.config.num_image_tokens
+                new = [self.image_token_id] * self.config.num_image_tokens
             else:
                 new = tok.encode(it.text, template=it.template)
+                if self.image_token_id in new:
+                    raise MiniGPTv2Error(f"the text {it.text[:40]!r} encodes to the image token id "
+                                         f"{self.image_token_id}, which marks image positions")
             ids += new
             labels += new if it.target else [IGNORE] * len(new)
         return ids, labels
@@ -217,18 +233,18 @@ class Processor:
 
     def _render(self, questions, answers, has_image):
         if self.config.template == "chat":
-            return prompts.render_chat_inference(self.tokenizer, questions, answers, has_image)
+            return prompts.render_chat_inference(self.tok, questions, answers, has_image)
         return prompts.render_inference(questions, answers, has_image, self.config.prompt_form == "training")
 
-    def generation_batch(self, prompt_ids: list[list[int]], images: list) -> dict:
-        """Left-pad prompts (pad id, attention 0) and stack the images that appear in them."""
+    def generation_batch(self, prompt_ids: list[list[int]], images: list, padding_side: str = "left") -> dict:
+        """Pad prompts (pad id, attention 0; left for generation) and stack the images that appear in them."""
         L = max(len(p) for p in prompt_ids)
-        pad = self.tokenizer.pad_id
-        input_ids = torch.full((len(prompt_ids), L), pad, dtype=torch.long)
+        input_ids = torch.full((len(prompt_ids), L), self._fill_id, dtype=torch.long)
         mask = torch.zeros((len(prompt_ids), L), dtype=torch.long)
         for i, p in enumerate(prompt_ids):
-            input_ids[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, L - len(p):] = 1
+            at = slice(L - len(p), L) if padding_side == "left" else slice(0, len(p))
+            input_ids[i, at] = torch.tensor(p, dtype=torch.long)
+            mask[i, at] = 1
         pix = [self.image(im) for im in images if im is not None]
         return {"input_ids": input_ids, "attention_mask": mask,
                 "pixel_values": torch.stack(pix) if pix else None}
@@ -242,7 +258,7 @@ class Processor:
             if not chat_template:
                 raise MiniGPTv2Error("chat_template=False (the official un-wrapped stage-1/2 format) needs "
                                      "template 'llama2'; a 'chat' model always uses its chat template")
-            items = prompts.render_chat_training(self.tokenizer, list(turns), image is not None)
+            items = prompts.render_chat_training(self.tok, list(turns), image is not None)
         else:
             items = prompts.render_training(list(turns), image is not None, chat_template)
         ids, labels = self.encode_items(items)
@@ -253,14 +269,14 @@ class Processor:
         return {"input_ids": ids, "labels": labels, "pixel_values": pv}
 
     def truncate(self, answer: str) -> str:
-        ids = self.tokenizer.encode(answer)
-        return answer if len(ids) <= self.config.max_txt_len else self.tokenizer.decode(ids[: self.config.max_txt_len])
+        ids = self.tok.encode(answer)
+        return answer if len(ids) <= self.config.max_txt_len else self.tok.decode(ids[: self.config.max_txt_len])
 
     def collate(self, examples: list[dict]) -> dict:
         """Right-pad a list of training examples (pad id, mask 0, label -100)."""
         L = max(len(e["input_ids"]) for e in examples)
         B = len(examples)
-        input_ids = torch.full((B, L), self.tokenizer.pad_id, dtype=torch.long)
+        input_ids = torch.full((B, L), self._fill_id, dtype=torch.long)
         labels = torch.full((B, L), IGNORE, dtype=torch.long)
         mask = torch.zeros((B, L), dtype=torch.long)
         for i, e in enumerate(examples):
@@ -269,13 +285,63 @@ class Processor:
             labels[i, :n] = torch.tensor(e["labels"])
             mask[i, :n] = 1
         if self.config.template == "llama2":   # official: pad-id answer tokens are not trained on. Not for chat
-            labels[labels == self.tokenizer.pad_id] = IGNORE   # templates, whose pad may be the eos (SmolLM2)
+            labels[labels == self.tok.pad_id] = IGNORE   # templates, whose pad may be the eos (SmolLM2)
         pix = [e["pixel_values"] for e in examples if e["pixel_values"] is not None]
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
                 "pixel_values": torch.stack(pix) if pix else None}
 
     def decode_answer(self, ids) -> str:
-        return prompts.clean_answer(self.tokenizer.decode(ids))
+        return prompts.clean_answer(self.tok.decode(ids))
 
     def decode_answer_text(self, text: str) -> str:
         return prompts.clean_answer(text)
+
+
+def build_processor(tok, config: MiniGPTv2Config) -> MiniGPTv2Processor:
+    """The processor of a model: its prompt tokenizer `tok` (tokenizers.py) and config."""
+    return MiniGPTv2Processor(MiniGPTv2ImageProcessor.from_config(config), hf_tokenizer(tok), config=config,
+                              tok=tok)
+
+
+def hf_tokenizer(tok):
+    """The transformers tokenizer beside our prompt tokenizer (a LlamaTokenizer read from tokenizer.model)."""
+    if isinstance(tok, HFTokenizer):
+        return tok.hf
+    from transformers import LlamaTokenizer
+
+    try:
+        hf = LlamaTokenizer(vocab_file=str(tok.path), legacy=True, add_bos_token=True, add_eos_token=False)
+    except Exception as e:  # noqa: BLE001 - the sentencepiece -> tokenizers conversion raises several types
+        raise MiniGPTv2Error(f"cannot build a transformers tokenizer from {tok.path}: {e}") from None
+    if tok.pad_id != tok.unk_id:
+        hf.pad_token = tok.id_to_piece(tok.pad_id)
+    return hf
+
+
+def _turns(conversation) -> tuple[list[str], list[str], bool]:
+    """transformers / OpenAI messages -> (questions, answers, has_image)."""
+    questions, answers, has_image = [], [], False
+    if not isinstance(conversation, (list, tuple)) or not conversation:
+        raise MiniGPTv2Error("messages must be a non-empty list of {'role', 'content'} dicts")
+    for i, m in enumerate(conversation):
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise MiniGPTv2Error(f"message {i}: role must be 'user' or 'assistant' (MiniGPT-v2 has no system prompt)")
+        content = m.get("content")
+        parts = [{"type": "text", "text": content}] if isinstance(content, str) else content
+        if not isinstance(parts, list):
+            raise MiniGPTv2Error(f"message {i}: content must be a string or a list of parts")
+        texts = []
+        for p in parts:
+            kind = p.get("type") if isinstance(p, dict) else None
+            if kind in ("image", "image_url"):
+                if m["role"] != "user" or questions or has_image:
+                    raise MiniGPTv2Error(f"message {i}: MiniGPT-v2 takes one image, in the first user message")
+                has_image = True
+            elif kind == "text" and isinstance(p.get("text"), str):
+                texts.append(p["text"])
+            else:
+                raise MiniGPTv2Error(f"message {i}: unknown content part {p!r:.80}")
+        (questions if m["role"] == "user" else answers).append(" ".join(texts))
+    if conversation[-1]["role"] != "user" or len(answers) != len(questions) - 1:
+        raise MiniGPTv2Error("messages must alternate user / assistant, starting and ending with the user")
+    return questions, answers, has_image

@@ -163,7 +163,7 @@ class Engine:
     def stream(self, image, conversation, settings: GenSettings):
         """Blocking generator for the web demo: yields text pieces, then the final `Result`."""
         pieces: queue.Queue = queue.Queue()
-        fut = self.submit(image, conversation, settings, TokenStreamer(self.processor.tokenizer, pieces.put))
+        fut = self.submit(image, conversation, settings, TokenStreamer(self.processor.tok, pieces.put))
         while (piece := pieces.get()) is not None:
             yield piece
         yield fut.result()
@@ -474,7 +474,7 @@ async def _read_json(request: Request, max_bytes: int) -> dict:
 
 
 def _finish_reason(result: Result, processor) -> str:
-    return "stop" if processor.tokenizer.eos_id in result.token_ids else "length"
+    return "stop" if processor.tok.eos_id in result.token_ids else "length"
 
 
 def _boxes(result: Result) -> list[dict]:
@@ -538,7 +538,7 @@ def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True)
                     "usage": _usage(req, result), "boxes": _boxes(result)}
 
         loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
-        streamer = TokenStreamer(processor.tokenizer, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
+        streamer = TokenStreamer(processor.tok, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
         fut = submit(req, streamer)
         first = await pieces.get()          # wait for generation to start, so that its errors are still a 4xx
         if first is None:

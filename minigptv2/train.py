@@ -42,8 +42,9 @@ from safetensors.torch import load_file, save_file
 from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.model import MiniGPTv2
-from minigptv2.processor import IGNORE, IMAGE_TOKEN_ID, Processor, Tokenizer
+from minigptv2.model import MiniGPTv2ForConditionalGeneration
+from minigptv2.processor import IGNORE, MiniGPTv2Processor, build_processor
+from minigptv2.tokenizers import Tokenizer
 
 
 @dataclass
@@ -141,7 +142,7 @@ class VisionCache:
     its batch, and the features are kept in the autocast dtype that the projector casts them to anyway.
     RAM: P × Wv values per image (nano: 64 × 192 × 2 B = 24 KiB), so for image sets that fit in memory."""
 
-    def __init__(self, model: MiniGPTv2, proc: Processor, dtype: torch.dtype, device: torch.device):
+    def __init__(self, model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, dtype: torch.dtype, device: torch.device):
         self.model, self.proc, self.dtype, self.device = model, proc, dtype, device
         self.store: dict[str, torch.Tensor] = {}
 
@@ -162,7 +163,7 @@ class VisionCache:
                             for i, k in enumerate(keys)])
 
 
-def make_batches(proc: Processor, samples, micro: int, chat_template: bool, vision_trains: bool = False,
+def make_batches(proc: MiniGPTv2Processor, samples, micro: int, chat_template: bool, vision_trains: bool = False,
                  cache: VisionCache | None = None) -> list[dict]:
     """Tokenize `samples` and collate them into micro-batches of `micro` rows, shortest first: rows of similar
     length share a micro-batch, so gradient accumulation pads less and sums the same gradient. With a `cache`,
@@ -182,8 +183,8 @@ def make_batches(proc: Processor, samples, micro: int, chat_template: bool, visi
             # A text-only micro-batch would leave the projector (and a trainable ViT) without a gradient, and
             # DDP / FSDP then disagree across ranks on which gradients to reduce. One unlabelled all-image row
             # keeps them in the graph with an exactly-zero gradient; it adds no loss and no token to the count.
-            n, size = proc.config.num_image_tokens, proc.config.vision.image_size
-            part = part + [{"input_ids": [IMAGE_TOKEN_ID] * n, "labels": [IGNORE] * n,
+            n, size = proc.config.num_image_tokens, proc.config.vision_config.image_size
+            part = part + [{"input_ids": [proc.image_token_id] * n, "labels": [IGNORE] * n,
                             "pixel_values": torch.zeros(3, size, size)}]
         if cache is None:
             batches.append(proc.collate(part))
@@ -195,7 +196,7 @@ def make_batches(proc: Processor, samples, micro: int, chat_template: bool, visi
     return batches
 
 
-def make_batch(proc: Processor, samples, chat_template: bool, vision_trains: bool = False) -> dict:
+def make_batch(proc: MiniGPTv2Processor, samples, chat_template: bool, vision_trains: bool = False) -> dict:
     return make_batches(proc, samples, len(samples), chat_template, vision_trains)[0]
 
 
@@ -213,13 +214,13 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def wrap(model: MiniGPTv2, world: int, fsdp: bool):
+def wrap(model: MiniGPTv2ForConditionalGeneration, world: int, fsdp: bool):
     if world == 1:
         return model
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        for layer in model.base_llm.model.layers:
+        for layer in model.language_model.model.layers:
             fully_shard(layer)
         for blk in model.visual_encoder.blocks:
             fully_shard(blk)
@@ -274,7 +275,7 @@ def _rng_states(world: int) -> dict:
     return {f"{k}.{r}": v for r, st in enumerate(every) for k, v in st.items()}
 
 
-def save_checkpoint(out: Path, model: MiniGPTv2, wrapped, optimizer, tokenizer, step: int, tc: TrainConfig,
+def save_checkpoint(out: Path, model: MiniGPTv2ForConditionalGeneration, wrapped, optimizer, tokenizer, step: int, tc: TrainConfig,
                     world: int, rank: int) -> None:
     msd, osd = full_state(wrapped, optimizer)
     rng = _rng_states(world)
@@ -299,7 +300,7 @@ def load_checkpoint(d: Path, wrapped, optimizer, rank: int) -> int:
     if not (d / "train_state.json").is_file():
         raise MiniGPTv2Error(f"--resume: no checkpoint in {d} (train_state.json is missing)")
     st = json.loads((d / "train_state.json").read_text())
-    loaded, _ = ckpt.load(d)
+    loaded, _ = ckpt.load(d, merge_lora=False)
     osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
     set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
                    options=StateDictOptions(full_state_dict=True))
@@ -344,7 +345,7 @@ def loss_sum(model, batch, dtype, per: str = "token") -> tuple[torch.Tensor, int
     return (tok.sum(1) / n.clamp(min=1)).sum(), int((n > 0).sum())
 
 
-def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, out: Path, resume: bool = False,
+def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mixture: Mixture, tc: TrainConfig, out: Path, resume: bool = False,
           fsdp: bool = False, progress: bool = True, stop_after: int | None = None,
           cache: VisionCache | None = None) -> list[float]:
     """Train in place; returns this process's per-step losses (global-batch token means). With
@@ -381,8 +382,8 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
         elif cache.model is not model or cache.dtype != dtype or cache.device != device:
             raise MiniGPTv2Error("the vision cache was made for another model, dtype or device "
                                  f"({cache.dtype}, {cache.device}; this run: {dtype}, {device})")
-    before = model.base_llm.config._attn_implementation
-    model.base_llm.set_attn_implementation(tc.attention)
+    before = model.language_model.config._attn_implementation
+    model.language_model.set_attn_implementation(tc.attention)
     try:
         wrapped = wrap(model, world, fsdp)
         optimizer = torch.optim.AdamW(param_groups(wrapped, tc.weight_decay), lr=tc.lr, betas=tuple(tc.betas))
@@ -442,18 +443,18 @@ def train(model: MiniGPTv2, proc: Processor, mixture: Mixture, tc: TrainConfig, 
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
                 bar.update(1)
             if step % tc.save_every == 0 or step == tc.steps:
-                save_checkpoint(out, model, wrapped, optimizer, proc.tokenizer, step, tc, world, rank)
+                save_checkpoint(out, model, wrapped, optimizer, proc, step, tc, world, rank)
             if stop_after is not None and step >= stop_after:
                 break
         bar.close()
         if step == tc.steps:
             msd, _ = full_state(wrapped)          # collective: every rank joins the gather
             if rank == 0:
-                ckpt.save(model, proc.tokenizer, out / "final", overwrite=True, state_dict=msd)
+                ckpt.save(model, proc, out / "final", overwrite=True, state_dict=msd)
                 plot_losses(log_path, out / "loss.png")
         return losses
     finally:                                                  # the model leaves with the attention it came with
-        model.base_llm.set_attn_implementation(before)
+        model.language_model.set_attn_implementation(before)
 
 
 def plot_losses(log_path: Path, png: Path) -> None:
@@ -528,7 +529,7 @@ def main(argv=None) -> int:
             tc = TrainConfig(**json.loads(st.read_text())["train_config"])
     torch.manual_seed(tc.seed)
     if a.init:
-        model, proc = ckpt.load(a.init)
+        model, proc = ckpt.load(a.init, merge_lora=False)
     elif a.preset and (a.llm or a.preset == "small"):
         from minigptv2.llm import from_llm, smollm2_gguf
 
@@ -538,9 +539,9 @@ def main(argv=None) -> int:
             raise MiniGPTv2Error("--preset needs --tokenizer (a SentencePiece model) or use --init DIR")
         cfg = preset(a.preset)
         tok = Tokenizer(a.tokenizer)
-        if len(tok) != cfg.llm["vocab_size"]:
-            cfg.llm["vocab_size"] = len(tok)
-        model, proc = MiniGPTv2(cfg), Processor(tok, cfg)
+        if len(tok) != cfg.text_config.vocab_size:
+            cfg.text_config.vocab_size = len(tok)
+        model, proc = MiniGPTv2ForConditionalGeneration(cfg), build_processor(tok, cfg)
     else:
         raise MiniGPTv2Error("give --preset NAME (fresh model) or --init DIR (existing model)")
     if a.trainable:
@@ -550,7 +551,7 @@ def main(argv=None) -> int:
     model.config.trainable = dict(tc.trainable)
     model.visual_encoder.gradient_checkpointing = a.grad_checkpointing
     if a.grad_checkpointing:
-        model.base_llm.gradient_checkpointing_enable()
+        model.language_model.gradient_checkpointing_enable()
     mixture = Mixture(load_mixture(a.data), tc.seed)
     train(model, proc, mixture, tc, Path(a.out), resume=a.resume, fsdp=a.fsdp, progress=not a.no_progress)
     if dist.is_initialized():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from minigptv2.config import VisionConfig
+from minigptv2.config import MiniGPTv2VisionConfig as VisionConfig
 
 
 class Attention(nn.Module):

@@ -4,9 +4,10 @@ from pathlib import Path
 import torch
 
 from minigptv2.config import tiny
-from minigptv2.model import MiniGPTv2
+from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.nano import build_tokenizer
-from minigptv2.processor import Processor, Tokenizer
+from minigptv2.processor import build_processor
+from minigptv2.tokenizers import Tokenizer
 
 WORDS = ("what color is the red green blue yellow purple circle square triangle shape object how many shapes are "
          "there a an and of in this image where locate describe location give me one two three yes no it").split()
@@ -27,9 +28,10 @@ def tiny_tokenizer(tmp: Path) -> Path:
 def tiny_model(tmp: Path, seed: int = 0, **cfg_overrides):
     tok = Tokenizer(tiny_tokenizer(tmp))
     cfg = tiny()
-    cfg.llm["vocab_size"] = len(tok)
+    cfg.text_config.vocab_size = len(tok)
     for k, v in cfg_overrides.items():
         setattr(cfg, k, v)
     torch.manual_seed(seed)
-    model = MiniGPTv2(cfg).eval()
-    return model, Processor(tok, cfg)
+    model = MiniGPTv2ForConditionalGeneration(cfg).eval()
+    model.set_trainable(cfg.trainable)              # tiny has LoRA: attached as a training run would
+    return model, build_processor(tok, cfg)

@@ -19,7 +19,7 @@ F = FIXTURES
 
 def test_save_load_round_trip_identical_outputs(tmp_path):
     model, proc = tiny_model(tmp_path)
-    out = save(model, proc.tokenizer.path, tmp_path / "m")
+    out = save(model, proc.tok.path, tmp_path / "m")
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.model"]
     m2, p2 = load(out)
     for (k, a), (k2, b) in zip(model.state_dict().items(), m2.state_dict().items()):
@@ -30,12 +30,12 @@ def test_save_load_round_trip_identical_outputs(tmp_path):
     assert [r.token_ids for r in generate(model, proc, imgs, q, max_new_tokens=6)] == \
            [r.token_ids for r in generate(m2, p2, imgs, q, max_new_tokens=6)]
     with pytest.raises(MiniGPTv2Error, match="not empty"):
-        save(model, proc.tokenizer.path, out)
+        save(model, proc.tok.path, out)
 
 
 def test_load_is_strict(tmp_path):
     model, proc = tiny_model(tmp_path)
-    out = save(model, proc.tokenizer.path, tmp_path / "m")
+    out = save(model, proc.tok.path, tmp_path / "m")
     sd = load_file(str(out / "model.safetensors"))
     sd.pop("llama_proj.bias")
     save_file(sd, str(out / "model.safetensors"))
@@ -55,7 +55,7 @@ def test_failed_save_leaves_nothing(tmp_path):
         assert (d / "model.safetensors").is_file()      # fails after the weights were written
         raise OSError(28, "No space left on device")
     with pytest.raises(OSError, match="No space"):
-        save(model, proc.tokenizer, tmp_path / "m", extra=disk_full)
+        save(model, proc.tok, tmp_path / "m", extra=disk_full)
     assert not (tmp_path / "m").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".m")] == []
 
@@ -154,7 +154,7 @@ def test_cli_errors_are_clear(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
     model, proc = tiny_model(tmp_path)
-    save(model, proc.tokenizer.path, tmp_path / "m")
+    save(model, proc.tok.path, tmp_path / "m")
     r = _cli("generate", "--model", tmp_path / "m", "--input-jsonl", bad)
     assert r.returncode == 2 and "bad.jsonl:1" in r.stderr
     r = _cli("generate", "--model", tmp_path / "m", "--image", tmp_path / "missing.png", "--prompt", "[vqa] hi")

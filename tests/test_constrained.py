@@ -118,7 +118,7 @@ def test_tiny_model_box_prefixed_answers_parse_with_the_constraint(tmp_path):
     model, proc = tiny_model(tmp_path, seed=3)
     images = [Image.new("RGB", (64, 48), c) for c in ((200, 30, 30), (30, 200, 30), (30, 30, 200), (90, 90, 90))]
     prompts = ["[refer] red circle", "[detection] square", "[grounding] describe", "[refer] the blue one"]
-    tok = proc.tokenizer
+    tok = proc.tok
     free = generate(model, proc, images, prompts, max_new_tokens=24, logits_processor=LogitsProcessorList([Chaos(tok)]))
     assert all(r.text.startswith("{") for r in free)
     assert any(not well_formed(r.text) for r in free)

@@ -11,7 +11,7 @@ from minigptv2.checkpoint import save
 
 def test_demo_cli_runs_every_task_and_writes_png(tmp_path):
     model, proc = tiny_model(tmp_path)
-    save(model, proc.tokenizer.path, tmp_path / "m")
+    save(model, proc.tok.path, tmp_path / "m")
     out = tmp_path / "demo.png"
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-m", "minigptv2.cli", "demo", "--model", str(tmp_path / "m"), "--seed", "3",

@@ -26,7 +26,7 @@ def mp(tmp_path_factory):
 @pytest.fixture(scope="module")
 def model_dir(mp, tmp_path_factory):
     model, proc = mp
-    return save(model, proc.tokenizer.path, tmp_path_factory.mktemp("evm") / "tiny")
+    return save(model, proc.tok.path, tmp_path_factory.mktemp("evm") / "tiny")
 
 
 class FakeGenerate:
@@ -231,7 +231,7 @@ def test_iconvqa_loss_is_official_padded_mean(tmp_path, mp):
     assert items[0].prompt == "[vqa] Based on the image, respond to this question with a short answer: which shape?"
     # one question alone: the divisor is its own length - 1, so loss = HF token-mean loss * n_answer / (L - 1)
     [single] = ev.choice_losses(model, proc, items[:1], batch_size=1, progress=False)
-    tok = proc.tokenizer
+    tok = proc.tok
     p = proc.prompt_ids([items[0].prompt])
     a = tok.encode("circle") + [tok.eos_id]
     batch = proc.collate([{"input_ids": p + a, "labels": [-100] * len(p) + a,

@@ -10,11 +10,11 @@ from helpers import tiny_tokenizer
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 from minigptv2.checkpoint import export, load, save
-from minigptv2.config import LoraSettings, VisionConfig, tiny
+from minigptv2.config import MiniGPTv2VisionConfig, tiny
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import generate
 from minigptv2.llm import from_llm, smollm2_gguf
-from minigptv2.processor import HFTokenizer, Tokenizer
+from minigptv2.tokenizers import HFTokenizer, Tokenizer
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -61,18 +61,18 @@ def noise(seed=0):
 
 def small_vision_config():
     cfg = tiny()
-    cfg.lora = LoraSettings(r=8, alpha=16, dropout=0.0)
-    cfg.vision = VisionConfig(image_size=56, patch_size=14, width=32, depth=2, heads=2, mlp_dim=64)
+    cfg.lora = {"r": 8, "alpha": 16, "dropout": 0.0, "targets": ["q_proj", "v_proj"]}
+    cfg.vision_config = MiniGPTv2VisionConfig(image_size=56, patch_size=14, width=32, depth=2, heads=2, mlp_dim=64)
     return cfg
 
 
 def test_other_architecture_folder_uses_its_chat_template(tmp_path):
     d = hf_folder(tmp_path, "qwen2")
     model, proc = from_llm(d, small_vision_config())
-    assert proc.config.template == "chat" and proc.config.llm["model_type"] == "qwen2"
-    assert isinstance(proc.tokenizer, HFTokenizer)
-    assert type(model.base_llm).__name__ == "Qwen2ForCausalLM"
-    hf = proc.tokenizer.hf
+    assert proc.config.template == "chat" and proc.config.text_config.model_type == "qwen2"
+    assert isinstance(proc.tok, HFTokenizer)
+    assert type(model.language_model).__name__ == "Qwen2ForCausalLM"
+    hf = proc.tok.hf
     q = "where is the blue square <|im_end|>"            # typed special token: stays text in our prompt
     ids = proc.prompt_ids([q], has_image=False)
     ref = hf.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
@@ -85,13 +85,13 @@ def test_other_architecture_folder_uses_its_chat_template(tmp_path):
                                               tokenize=True, return_dict=True)["input_ids"])
     # greedy through our stack == plain transformers generate on the same LLM
     [r] = generate(model, proc, [None], [plain], max_new_tokens=8)
-    out = model.base_llm.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False,
+    out = model.language_model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False,
                                   pad_token_id=hf.pad_token_id)
     ref_new = out[0, len(ids):].tolist()
     assert r.token_ids == ref_new[: len(r.token_ids)] and len(r.token_ids) > 0
     # with an image: <Img> IMAGE </Img> inside the first user message; training marks answer + <|im_end|>
     img_ids = proc.prompt_ids(["[refer] the red circle"], has_image=True)
-    assert img_ids.count(-200) == proc.config.num_image_tokens
+    assert img_ids.count(proc.image_token_id) == proc.config.num_image_tokens
     ex = proc.training_example([("[refer] the red circle", "{<12><40><38><71>}")], image=torch.zeros(3, 56, 56))
     targets = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
     assert hf.decode(targets) == "{<12><40><38><71>}<|im_end|>"
@@ -114,7 +114,7 @@ def test_llama2_chat_folder_gets_the_official_template(tmp_path):
     LlamaForCausalLM(LlamaConfig(vocab_size=len(sp), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                  num_attention_heads=4, num_key_value_heads=2)).save_pretrained(d)
     model, proc = from_llm(d, small_vision_config())
-    assert proc.config.template == "llama2" and isinstance(proc.tokenizer, Tokenizer)
+    assert proc.config.template == "llama2" and isinstance(proc.tok, Tokenizer)
     # the official layout: BOS BOS "[INST] {q} [/INST]", each piece tokenized with its own dummy prefix
     assert proc.prompt_ids(["hi"], has_image=False) == [sp.bos_id, sp.bos_id] + sp.encode("[INST] hi [/INST]")
     with pytest.raises(MiniGPTv2Error, match="chat template"):
@@ -125,7 +125,7 @@ def test_llama2_chat_folder_gets_the_official_template(tmp_path):
                          "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
     tok.save_pretrained(d)
     model, proc = from_llm(d, small_vision_config())
-    assert proc.config.template == "chat" and isinstance(proc.tokenizer, HFTokenizer)
+    assert proc.config.template == "chat" and isinstance(proc.tok, HFTokenizer)
     ids = proc.prompt_ids(["hi", "more"], ["yes"], has_image=False)
     assert tok.decode(ids) == "[INST] hi [/INST]yes<|im_end|>[INST] more [/INST]"
     tok.chat_template = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
@@ -151,7 +151,7 @@ def test_end_of_turn_token_other_than_eos(tmp_path):
     m.save_pretrained(d)
     model, proc = from_llm(d, small_vision_config())
     eot = tok.convert_tokens_to_ids("<|eot_id|>")
-    assert proc.tokenizer.eos_id == eot and proc.tokenizer.eos_text == "<|eot_id|>"
+    assert proc.tok.eos_id == eot and proc.tok.eos_text == "<|eot_id|>"
     ex = proc.training_example([("hi", "a red circle"), ("and?", "two")], image=None)
     targets = [i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
     assert tok.decode(targets) == "a red circle<|eot_id|>two<|eot_id|>"
@@ -161,10 +161,10 @@ def test_end_of_turn_token_other_than_eos(tmp_path):
 
 def test_hf_tokenizer_model_saves_and_reloads(tmp_path):
     model, proc = from_llm(hf_folder(tmp_path, "mistral"), small_vision_config())
-    out = save(model, proc.tokenizer, tmp_path / "m")
+    out = save(model, proc.tok, tmp_path / "m")
     assert (out / "tokenizer" / "tokenizer.json").is_file() and not (out / "tokenizer.model").exists()
     model2, proc2 = load(out)
-    assert proc2.config.template == "chat" and proc2.config.llm["model_type"] == "mistral"
+    assert proc2.config.template == "chat" and proc2.config.text_config.model_type == "mistral"
     img = noise()
     a = generate(model, proc, [img], ["[caption] describe"], max_new_tokens=6)
     b = generate(model2, proc2, [img], ["[caption] describe"], max_new_tokens=6)
@@ -174,15 +174,19 @@ def test_hf_tokenizer_model_saves_and_reloads(tmp_path):
 def test_export_merges_lora_and_round_trips(tmp_path):
     model, proc = from_llm(hf_folder(tmp_path, "llama"), small_vision_config())
     with torch.no_grad():                                       # a trained-looking adapter (B is zero at init)
-        for n, p in model.llm.named_parameters():
+        for n, p in model.language_model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.2)
     out = export(model, proc, tmp_path / "exported")
-    assert (out / "llm" / "model.safetensors").is_file() and (out / "vision.safetensors").is_file()
+    assert (out / "llm" / "model.safetensors").is_file() and (out / "model.safetensors").is_file()
+    assert not (out / "lora").exists()
     assert "lora" not in (out / "llm" / "model.safetensors").read_bytes()[:20000].decode("latin1")
     assert any("lora_" in n for n, _ in model.named_parameters())           # the model passed in is untouched
     plain = AutoModelForCausalLM.from_pretrained(out / "llm")              # a standard HF folder
     assert type(plain).__name__ == "LlamaForCausalLM"
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(out / "llm")("red circle").input_ids
     model2, proc2 = load(out)
     assert model2.config.lora is None
     imgs = [noise(), None]
@@ -201,7 +205,7 @@ def test_export_merges_lora_and_round_trips(tmp_path):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU message")
 def test_quantized_loading_needs_cuda(tmp_path):
     model, proc = from_llm(hf_folder(tmp_path, "llama"), small_vision_config())
-    out = save(model, proc.tokenizer, tmp_path / "m")
+    out = save(model, proc.tok, tmp_path / "m")
     for q in ("8bit", "4bit"):
         with pytest.raises(MiniGPTv2Error, match="needs a CUDA GPU"):
             load(out, quantize=q)
@@ -209,30 +213,30 @@ def test_quantized_loading_needs_cuda(tmp_path):
         load(out, quantize="3bit")
 
 
-@pytest.mark.parametrize("lora", [True, False])
-def test_quantize_route_rebuilds_the_base_llm(tmp_path, lora):
-    """What quantize= does before bitsandbytes (run here without it): the base LLM weights of our folder go
-    through a temporary HF folder (peft's *.base_layer.* names and tied embeddings mapped back)."""
-    from minigptv2.checkpoint import _load_llm_part
+def test_lora_is_saved_as_a_peft_adapter_beside_plain_base_weights(tmp_path):
+    """save: the LM's base weights under their plain names (what transformers quantizes while loading) and the
+    LoRA as a standard peft adapter in lora/; load keeps it apart (merge_lora=False) or merges it (default)."""
+    from safetensors import safe_open
 
-    cfg = small_vision_config()
-    if not lora:
-        cfg.lora, cfg.trainable = None, {"vit": "frozen", "projector": "full", "llm": "full"}
-    model, proc = from_llm(hf_folder(tmp_path, "llama"), cfg)
+    model, proc = from_llm(hf_folder(tmp_path, "llama"), small_vision_config())
     with torch.no_grad():
-        for n, p in model.llm.named_parameters():
+        for n, p in model.language_model.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.2)
-    out = save(model, proc.tokenizer, tmp_path / "m")
-    llm = _load_llm_part(out, model.config, torch.float32, None, False)
-    x = torch.randint(3, 300, (1, 9))
+    out = save(model, proc, tmp_path / "m")
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and not any("lora_" in k or "base_layer" in k for k in keys)
+    assert (out / "lora" / "adapter_config.json").is_file()
+    apart, _ = load(out, merge_lora=False)
+    assert apart.has_lora
+    ref = model.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in apart.state_dict().items())
+    merged, _ = load(out)
+    assert not merged.has_lora and not any("lora_" in k for k in merged.state_dict())
+    batch = proc.generation_batch([proc.prompt_ids(["[refer] the red circle"])], [noise()])
     with torch.no_grad():
-        if lora:
-            with model.llm.disable_adapter():
-                ref = model.llm(input_ids=x).logits
-        else:
-            ref = model.llm(input_ids=x).logits
-        torch.testing.assert_close(llm(input_ids=x).logits, ref)
+        torch.testing.assert_close(merged(**batch).logits, model(**batch).logits, atol=1e-4, rtol=1e-4)
 
 
 def test_bad_llm_sources(tmp_path):
@@ -251,18 +255,18 @@ def smol():
 def test_smollm2_text_chat_matches_transformers(smol):
     model, proc = smol
     assert proc.config.name == "small" and proc.config.template == "chat"
-    hf = proc.tokenizer.hf
+    hf = proc.tok.hf
     for q in ("What is the capital of France?", "Name three colours."):
         ids = proc.prompt_ids([q], has_image=False)
         ref = hf.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True,
                                      return_dict=True)["input_ids"]
         assert ids == list(ref)
         [r] = generate(model, proc, [None], [q], max_new_tokens=24)
-        out = model.base_llm.generate(torch.tensor([ref]), max_new_tokens=24, do_sample=False)
+        out = model.language_model.generate(torch.tensor([ref]), max_new_tokens=24, do_sample=False)
         assert r.token_ids == out[0, len(ref):].tolist()
     assert "Paris" in generate(model, proc, [None], ["What is the capital of France?"], max_new_tokens=24)[0].text
     # training targets keep the end-of-turn token although SmolLM2's pad id is its eos id
-    assert proc.tokenizer.pad_id == proc.tokenizer.eos_id
+    assert proc.tok.pad_id == proc.tok.eos_id
     batch = proc.collate([proc.training_example([("[vqa] what color?", "red")], image=None)])
     assert hf.decode(batch["labels"][batch["labels"] != -100]) == "red<|im_end|>"
 
@@ -293,7 +297,7 @@ def test_cli_export_and_quantize_message(tmp_path, capsys):
     from minigptv2.cli import main
 
     model, proc = from_llm(hf_folder(tmp_path, "llama"), small_vision_config())
-    m = save(model, proc.tokenizer, tmp_path / "m")
+    m = save(model, proc.tok, tmp_path / "m")
     assert main(["export", "--model", str(m), "--out", str(tmp_path / "e")]) == 0
     model2, proc2 = load(tmp_path / "e")
     [a] = generate(model, proc, [noise()], ["[vqa] what is it"], max_new_tokens=5)

@@ -2,28 +2,57 @@ import pytest
 import torch
 
 from helpers import tiny_model
-from minigptv2.config import PRESETS, ModelConfig, preset
+from minigptv2.config import PRESETS, MiniGPTv2Config, from_legacy_dict, preset
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.vit import interpolate_pos_embed
 
 
 def test_presets():
     c = preset("official-7b")
-    assert (c.vision.width, c.vision.depth, c.vision.heads, c.vision.mlp_dim, c.vision.image_size) == (1408, 39, 16, 6144, 448)
-    assert c.num_image_tokens == 256 and c.vision.width * c.group == 5632
-    assert (c.lora.r, c.lora.alpha, c.lora.dropout, c.lora.targets) == (64, 16, 0.05, ("q_proj", "v_proj"))
+    v = c.vision_config
+    assert (v.width, v.depth, v.heads, v.mlp_dim, v.image_size) == (1408, 39, 16, 6144, 448)
+    assert c.num_image_tokens == 256 and v.width * c.group == 5632
+    assert c.lora == {"r": 64, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]}
     assert c.trainable == {"vit": "frozen", "projector": "full", "llm": "lora"}
-    assert ModelConfig.from_dict(c.to_dict()) == c
+    t = c.text_config
+    assert (t.model_type, t.vocab_size, t.hidden_size, t.num_hidden_layers) == ("llama", 32000, 4096, 32)
+    assert MiniGPTv2Config.from_dict(c.to_dict()).to_dict() == c.to_dict()
     assert preset("nano").lora is None and set(PRESETS) >= {"official-7b", "nano"}
     with pytest.raises(MiniGPTv2Error):
         preset("huge")
     with pytest.raises(MiniGPTv2Error, match="unknown model config keys"):
-        ModelConfig.from_dict({"bogus": 1})
+        from_legacy_dict({"bogus": 1})
+
+
+def test_nano_preset_is_the_shipped_model():
+    import json
+
+    from minigptv2 import NANO_DIR
+
+    shipped = json.loads((NANO_DIR / "config.json").read_text())
+    ours = preset("nano").to_dict()
+    for part in ("vision_config", "text_config"):
+        assert {k: shipped[part][k] for k in ours[part] if k in shipped[part]} == \
+            {k: v for k, v in ours[part].items() if k in shipped[part]}, part
+    assert {k: shipped[k] for k in ("group", "template", "prompt_form", "max_context_len", "max_txt_len")} == \
+        {k: ours[k] for k in ("group", "template", "prompt_form", "max_context_len", "max_txt_len")}
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(group="4"), "group"), (dict(group=0), "group"), (dict(vision_config=dict(heads=0)), "heads"),
+    (dict(vision_config=dict(width=100, heads=3)), "divisible"), (dict(text_config=dict(hidden_size=10 ** 9)),
+    "hidden_size"), (dict(template="x"), "template"), (dict(prompt_form="train"), "prompt_form"),
+    (dict(trainable={"llm": "lora2"}), "trainable"), (dict(text_config=dict(model_type="nope")), "text_config"),
+    (dict(image_token_id=10 ** 6), "image_token_id"), (dict(max_context_len="512"), "max_context_len"),
+])
+def test_config_is_typed_and_range_checked_before_any_allocation(bad, match):
+    with pytest.raises(MiniGPTv2Error, match=match):
+        MiniGPTv2Config(**bad)
 
 
 def test_grouping_is_raster_order_strips(tmp_path):
     model, proc = tiny_model(tmp_path)
-    v = model.config.vision
+    v = model.config.vision_config
     W = v.width
     feats = torch.randn(1, 1 + v.grid ** 2, W)
     with torch.no_grad():
@@ -32,7 +61,7 @@ def test_grouping_is_raster_order_strips(tmp_path):
         model.llama_proj.bias.zero_()
         model.llama_proj.weight[:W * 4, :W * 4] = torch.eye(W * 4)[: model.llama_proj.weight.shape[0]]
         normed = model.ln_vision(feats)[:, 1:]
-        out = model.encode_images(torch.zeros(1, 3, v.image_size, v.image_size))
+        out = model.get_image_features(torch.zeros(1, 3, v.image_size, v.image_size))
     d = min(out.shape[-1], 4 * W)
     # LLM token j = concat(patch 4j, 4j+1, 4j+2, 4j+3): a 1x4 horizontal strip
     expect = normed.reshape(1, -1, 4 * W)[..., :d]
@@ -44,10 +73,10 @@ def test_trainable_parts(tmp_path):
     model, _ = tiny_model(tmp_path)
     n = lambda part: sum(p.numel() for p in part.parameters() if p.requires_grad)  # noqa: E731
     assert n(model.visual_encoder) == 0 and n(model.ln_vision) == 0 and n(model.llama_proj) > 0
-    lora = sum(p.numel() for k, p in model.llm.named_parameters() if p.requires_grad)
-    cfg = model.config
-    L, D, r = cfg.llm["num_hidden_layers"], cfg.llm["hidden_size"], cfg.lora.r
-    kv = D // cfg.llm["num_attention_heads"] * cfg.llm["num_key_value_heads"]
+    lora = sum(p.numel() for k, p in model.language_model.named_parameters() if p.requires_grad)
+    t = model.config.text_config
+    L, D, r = t.num_hidden_layers, t.hidden_size, model.config.lora["r"]
+    kv = D // t.num_attention_heads * t.num_key_value_heads
     assert lora == L * ((D * r + r * D) + (D * r + r * kv))               # q_proj + v_proj LoRA A/B
     model.set_trainable({"vit": "full", "projector": "frozen", "llm": "full"})
     assert n(model.visual_encoder) > 0 and n(model.llama_proj) == 0

@@ -65,7 +65,7 @@ def test_dense_vit_pretraining_learns_classes_and_boxes():
         return sc.image, [(o.name, o.box) for o in sc.objects]
 
     img, objs = scenes(0)
-    cls, box = patch_targets(objs, img.width, img.height, cfg.vision.grid, classes)
+    cls, box = patch_targets(objs, img.width, img.height, cfg.vision_config.grid, classes)
     assert (cls > 0).any() and ((box >= 0) & (box <= 1)).all()
     logs = []
     losses = pretrain_vit(vit, Processor(None, cfg), scenes, classes, steps=40, batch_size=8, lr=2e-3,

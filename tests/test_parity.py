@@ -12,7 +12,6 @@ import torch
 from conftest import FIXTURES
 from minigptv2.generate import generate
 from minigptv2.checkpoint import convert_official
-from minigptv2.processor import IMAGE_TOKEN_ID, Processor
 
 F = FIXTURES
 
@@ -22,9 +21,8 @@ def official():
     torch.manual_seed(0)
     flags = json.loads((F / "bar.json").read_text())
     assert flags["flags"] == ["--vit-depth", "2", "--vit-heads", "4", "--image-size", "448", "--lora-alpha", "16"]
-    model, tok = convert_official(F / "tiny_llama", F / "eva_vit_tiny_224.pth", F / "minigptv2_tiny_ckpt.pth",
-                                  vit_depth=2, vit_heads=4, image_size=448, lora_alpha=16)
-    proc = Processor(tok, model.config)
+    model, proc = convert_official(F / "tiny_llama", F / "eva_vit_tiny_224.pth", F / "minigptv2_tiny_ckpt.pth",
+                                   vit_depth=2, vit_heads=4, image_size=448, lora_alpha=16, dtype="fp32")
     vo = torch.load(F / "outputs/vision_outputs.pt", weights_only=True)
     names = vo["image_names"]
     pix = torch.stack([torch.load(F / f"inputs/preprocessed/{n[:-4]}.pt", weights_only=True) for n in names])
@@ -35,7 +33,7 @@ def test_state_dict_matches_official(official):
     model = official[0]
     ref = torch.load(F / "reference/full_state_dict.pth", weights_only=True)
     ours = model.state_dict()
-    mapping = {"llama_model.base_model.model.": "llm.base_model.model.", "visual_encoder.": "visual_encoder.",
+    mapping = {"llama_model.base_model.model.": "language_model.", "visual_encoder.": "visual_encoder.",
                "ln_vision.": "ln_vision.", "llama_proj.": "llama_proj."}
     n = 0
     for k, t in ref.items():
@@ -73,17 +71,17 @@ def test_vision_embeddings(official):
     assert torch.equal(model.visual_encoder.pos_embed.data, vo["interpolated_pos_embed"])
     with torch.no_grad():
         assert (model.visual_encoder(pix) - vo["vit_out"]).abs().max() < 1e-5
-        assert (model.encode_images(pix) - vo["img_embeds"]).abs().max() < 1e-5
+        assert (model.get_image_features(pix) - vo["img_embeds"]).abs().max() < 1e-5
 
 
 def test_prompt_strings_and_token_ids(official):
     proc = official[1]
     P = json.loads((F / "inputs/prompts.json").read_text())
-    assert proc.tokenizer.pad_id == P["tokenizer"]["pad_token_id"]
+    assert proc.tok.pad_id == P["tokenizer"]["pad_token_id"]
     for p in P["prompts"]:
         ids = proc.prompt_ids([p["instruction"]])
         seg0, seg1 = p["segment_token_ids"]
-        assert ids == seg0 + [IMAGE_TOKEN_ID] * 256 + seg1, p["instruction"]
+        assert ids == seg0 + [proc.image_token_id] * 256 + seg1, p["instruction"]
 
 
 def _pair_inputs(proc, pix, i, j):
@@ -99,7 +97,7 @@ def test_logits(official):
         for k, (i, j) in enumerate(lo["pair_keys"]):
             ids, pv = _pair_inputs(proc, pix, i, j)
             emb = model.embed(ids, pv)
-            logits = model.llm(inputs_embeds=emb).logits[0]
+            logits = model.language_model(inputs_embeds=emb).logits[0]
             assert (logits[-1] - lo["last_logits"][k]).abs().max() <= 1e-4, (i, j)
             key = f"{i}_{j}"
             if key in lo["context_embeddings"]:
@@ -183,3 +181,33 @@ def test_conversation_loss(official):
     with torch.no_grad():
         out = model(**batch)
     assert abs(out.loss.item() - L["loss_mean"]) <= 1e-5
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_auto_classes_and_processor_reproduce_official_ids(official, tmp_path, merge):
+    """The converted model saved in the transformers format (LoRA as a peft adapter in lora/), read back with
+    the Auto classes; the prompt built with the processor's chat template; transformers' generate (input_ids +
+    pixel_values, batched with left padding). Merging the LoRA at load keeps the official greedy ids here."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from minigptv2.checkpoint import save
+
+    model, proc, vo, names, pix = official
+    save(model, proc, tmp_path / "m")
+    assert (tmp_path / "m" / "lora" / "adapter_config.json").is_file()
+    m = AutoModelForImageTextToText.from_pretrained(tmp_path / "m", dtype=torch.float32, merge_lora=merge)
+    p = AutoProcessor.from_pretrained(tmp_path / "m")
+    assert m.has_lora != merge and type(p).__name__ == "MiniGPTv2Processor"
+    gen = json.loads((F / "outputs/generation.json").read_text())
+    instr = json.loads((F / "inputs/prompts.json").read_text())["instructions"]
+    images = [PIL.Image.open(F / "inputs/images" / n) for n in names]
+    for b in gen["batched"]:
+        prompts = [p.apply_chat_template([{"role": "user", "content": [{"type": "image"},
+                                                                        {"type": "text", "text": instr[j]}]}])
+                   for j in b["prompt_indices"]]
+        inputs = p(images=[images[i] for i in b["image_indices"]], text=prompts, return_tensors="pt")
+        out = m.generate(**inputs, max_new_tokens=20, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+        for row, ids, text in zip(out.tolist(), b["generated_ids"], b["generated_text"]):
+            want = _official_new_ids(ids)
+            assert row[: len(want)] == want and all(t == p.tok.pad_id for t in row[len(want):])
+            assert p.post_process_image_text_to_text([row[: len(want)]]) == [text]

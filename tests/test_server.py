@@ -37,7 +37,7 @@ class ForceText(LogitsProcessor):
     """Test-only: every row answers `text` then EOS (all other tokens are masked out)."""
 
     def __init__(self, processor, text):
-        self.ids = processor.tokenizer.encode(text) + [processor.tokenizer.eos_id]
+        self.ids = processor.tok.encode(text) + [processor.tok.eos_id]
 
     def __call__(self, input_ids, scores):
         step = min(input_ids.shape[1], len(self.ids) - 1)   # inputs_embeds generation: input_ids = new tokens

@@ -29,7 +29,7 @@ from minigptv2 import train as T
 from minigptv2.config import preset
 from minigptv2.data import load_mixture
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.model import MiniGPTv2
+from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import Tokenizer
 from minigptv2.synthetic import write_synthetic
 
@@ -140,9 +140,9 @@ def test_end_to_end_cli_stage3_tiny(data, tmp_path, capsys):
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []   # no temp folders left
 
     cfg = preset("tiny")
-    cfg.llm["vocab_size"] = len(Tokenizer(data["tok"]))
+    cfg.text_config.vocab_size = len(Tokenizer(data["tok"]))
     torch.manual_seed(42)                                       # what main() does before building the model
-    initial = MiniGPTv2(cfg)
+    initial = MiniGPTv2ForConditionalGeneration(cfg)
 
     # the objective on a fixed set of 20 samples (the first 5 steps' draws) went clearly down
     mix = T.Mixture(load_mixture(data["synth"] / "mixture.json"), seed=42)
@@ -216,14 +216,14 @@ def test_vision_cache_carries_over_between_stages(data, tmp_path):
     from minigptv2.processor import Processor
 
     cfg = preset("tiny")
-    cfg.llm["vocab_size"] = len(Tokenizer(data["tok"]))
+    cfg.text_config.vocab_size = len(Tokenizer(data["tok"]))
     tc = T.TrainConfig(steps=3, batch_size=4, lr=3e-3, min_lr=1e-4, warmup_lr=1e-4, warmup_steps=1, seed=1,
                        precision="fp32", save_every=10**6, cache_vision=True)
     mix = load_mixture(data["mix"])
 
     def two_stages(shared: bool):
         torch.manual_seed(0)
-        model = MiniGPTv2(cfg)
+        model = MiniGPTv2ForConditionalGeneration(cfg)
         proc = Processor(Tokenizer(data["tok"]), cfg)
         cache = T.VisionCache(model, proc, torch.float32, torch.device("cpu")) if shared else None
         T.train(model, proc, T.Mixture(mix, 1), tc, tmp_path / f"{shared}1", progress=False, cache=cache)
@@ -238,7 +238,7 @@ def test_vision_cache_carries_over_between_stages(data, tmp_path):
     assert seen > 0 and shared_calls == total - seen < own_calls
     assert losses(tmp_path / "True2") == losses(tmp_path / "False2")
     assert_same_weights(tmp_path / "True2" / "final", tmp_path / "False2" / "final")
-    other = T.VisionCache(MiniGPTv2(cfg), proc, torch.float32, torch.device("cpu"))
+    other = T.VisionCache(MiniGPTv2ForConditionalGeneration(cfg), proc, torch.float32, torch.device("cpu"))
     with pytest.raises(MiniGPTv2Error, match="made for another model"):
         T.train(shared, proc, T.Mixture(mix, 3), tc, tmp_path / "x", progress=False, cache=other)
 
@@ -500,7 +500,7 @@ def test_eager_attention_trains_the_same_function(data, ref, tmp_path):
     tc = T.TrainConfig(steps=1, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_lr=1e-4, warmup_steps=0,
                        precision="fp32", attention="eager")
     T.train(model, proc, mix, tc, tmp_path / "inproc", progress=False)
-    assert model.base_llm.config._attn_implementation == "sdpa"
+    assert model.language_model.config._attn_implementation == "sdpa"
     with pytest.raises(MiniGPTv2Error, match="attention must be 'sdpa' or 'eager', got 'flash'"):
         T.train(model, proc, mix, dataclasses.replace(tc, attention="flash"), tmp_path / "bad", progress=False)
 
