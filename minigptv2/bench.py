@@ -143,7 +143,7 @@ def official_context_emb(model, processor, image, prompt: str) -> torch.Tensor:
             segs.append(emb(torch.tensor(piece)))
             piece = []
             pv = processor.image(load_image(image))[None].to(emb.weight.dtype)
-            segs.append(model.encode_images(pv)[0])
+            segs.append(model.get_image_features(pv)[0])
         else:
             piece += {"bos": [tok.bos_id], "eos": [tok.eos_id]}.get(it.kind) or tok.encode(it.text)
     if piece:
@@ -385,7 +385,7 @@ def official_loss_sum(model, proc, samples, dtype=torch.float32):
 
     tok, emb = proc.tok, model.language_model.get_input_embeddings()
     pix = torch.stack([proc.image(s.image) for s in samples]).to(emb.weight.dtype)
-    img = model.encode_images(pix)
+    img = model.get_image_features(pix)
     seqs, labs = [], []
     for i, s in enumerate(samples):
         turns = [(q, proc.truncate(a)) for q, a in s.turns]

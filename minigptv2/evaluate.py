@@ -438,7 +438,7 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
         for s in range(0, len(items), batch_size):
             chunk = items[s: s + batch_size]
             pv = torch.stack([processor.image(load_image(it.image)) for it in chunk]).to(dtype)
-            image_embeds = model.encode_images(pv)
+            image_embeds = model.get_image_features(pv)
             prompts = [processor.prompt_ids([it.prompt]) for it in chunk]
             choices = [it.gt["choices"] for it in chunk]
             losses = [[9999.0] * max(len(c), 1) for c in choices]

@@ -20,8 +20,12 @@ F = FIXTURES
 def test_save_load_round_trip_identical_outputs(tmp_path):
     model, proc = tiny_model(tmp_path)
     out = save(model, proc.tok.path, tmp_path / "m")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.model"]
-    m2, p2 = load(out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "generation_config.json", "lora",
+                                                     "model.safetensors", "processor_config.json", "tokenizer.json",
+                                                     "tokenizer.model", "tokenizer_config.json"]
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_umask())          # not mkdtemp's 0700
+    assert oct((out / "model.safetensors").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    m2, p2 = load(out, merge_lora=False)
     for (k, a), (k2, b) in zip(model.state_dict().items(), m2.state_dict().items()):
         assert k == k2 and torch.equal(a, b), k
     q = ["[refer] red circle", "[vqa] what color?"]
@@ -31,6 +35,65 @@ def test_save_load_round_trip_identical_outputs(tmp_path):
            [r.token_ids for r in generate(m2, p2, imgs, q, max_new_tokens=6)]
     with pytest.raises(MiniGPTv2Error, match="not empty"):
         save(model, proc.tok.path, out)
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_sharded_save_and_dtype_auto(tmp_path):
+    """Shards with an index; dtype "auto" keeps the stored dtype; the Auto classes read the folder."""
+    from transformers import AutoModelForImageTextToText
+
+    model, proc = tiny_model(tmp_path)
+    model.merge_lora()
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "s", max_shard_size="100KB")
+    proc.save_pretrained(tmp_path / "s")
+    shards = sorted(p.name for p in (tmp_path / "s").glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "s" / "model.safetensors.index.json").is_file()
+    m2, _ = load(tmp_path / "s", dtype="auto")
+    assert m2.dtype == torch.bfloat16
+    m3 = AutoModelForImageTextToText.from_pretrained(tmp_path / "s", dtype="auto")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m3.state_dict().values()))
+
+
+def test_older_folders_are_read_and_migrated(tmp_path):
+    """A folder of the format before transformers (legacy config.json, one file, `llm.` keys with peft names)."""
+    from safetensors.torch import save_file as sf
+
+    model, proc = tiny_model(tmp_path)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    old = tmp_path / "old"
+    old.mkdir()
+    c = model.config
+    legacy = {"name": c.name, "vision": {k: getattr(c.vision_config, k) for k in
+                                         ("image_size", "patch_size", "width", "depth", "heads", "mlp_dim", "eps")},
+              "llm": {k: v for k, v in c.text_config.to_dict().items() if k in (
+                  "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                  "num_attention_heads", "num_key_value_heads", "max_position_embeddings", "bos_token_id",
+                  "eos_token_id", "pad_token_id", "tie_word_embeddings")},
+              "lora": {"r": c.lora["r"], "alpha": c.lora["alpha"], "dropout": c.lora["dropout"],
+                       "targets": c.lora["targets"]}, "group": 4, "template": "llama2", "prompt_form": "official",
+              "max_context_len": c.max_context_len, "max_txt_len": c.max_txt_len, "trainable": c.trainable}
+    (old / "config.json").write_text(json.dumps(legacy))
+    sf({k.replace("language_model.", "llm.base_model.model.", 1): v.contiguous() for k, v in model.state_dict().items()},
+       str(old / "model.safetensors"))
+    proc.tok.save(old)
+    m2, p2 = load(old, merge_lora=False)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in m2.state_dict().items())
+    q, imgs = ["[refer] red circle"], [torch.zeros(3, 56, 56)]
+    from PIL import Image
+    imgs = [Image.new("RGB", (60, 40), "red")]
+    want = [r.token_ids for r in generate(model, proc, imgs, q, max_new_tokens=6)]
+    r = _cli("migrate", "--model", old, "--out", tmp_path / "new")
+    assert r.returncode == 0, r.stderr
+    m3, p3 = load(tmp_path / "new")
+    assert [r.token_ids for r in generate(m3, p3, imgs, q, max_new_tokens=6)] == want
 
 
 def test_load_is_strict(tmp_path):
@@ -93,7 +156,7 @@ def test_convert_errors_name_the_key(tmp_path):
     ck = torch.load(d / "minigptv2_tiny_ckpt.pth", weights_only=True)
     ck["model"]["llama_proj.weight"] = torch.zeros(64, 100)
     torch.save(ck, d / "shape.pth")
-    with pytest.raises(MiniGPTv2Error, match="llama_proj.weight has shape"):
+    with pytest.raises(MiniGPTv2Error, match="shape mismatch for llama_proj.weight"):
         convert_official(d / "tiny_llama", d / "eva_vit_tiny_224.pth", d / "shape.pth", vit_depth=2, vit_heads=4)
     vit = torch.load(d / "eva_vit_tiny_224.pth", weights_only=True)
     vit.pop("blocks.1.mlp.fc2.bias")
