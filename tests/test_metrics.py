@@ -216,6 +216,9 @@ def test_refcoco_iou_official_formula():
     assert refcoco_iou((0, 0, 9, 9), (5, 0, 14, 9)) == pytest.approx(1 / 3)
     # zero union (two boxes of signed area 0, disjoint): the official division fails -> None, a miss
     assert refcoco_iou((1, 1, 0, 0), (10, 10, 9, 9)) is None
+    # areas are not clamped: (10,0)-(8,9) has signed area (8-10+1)*(9-0+1) = -10, the GT 10*1 = 10, no overlap ->
+    # union 0 -> None (with clamped areas it would be 0/10)
+    assert refcoco_iou((10, 0, 8, 9), (20, 0, 29, 0)) is None
     assert not refcoco_hit("{<1><1><0><0>}", [10, 10, -1, -1], 100, 100)
 
 
