@@ -44,11 +44,13 @@ A missing annotation file or image is a MiniGPTv2Error naming the file(s) and wh
 Protocols (facts §5): greedy, max_new_tokens 20 (--max-new-tokens overrides; captions 30, detection 100,
 grounding 200), batched (--batch-size, left padding as the official generate).
   * RefCOCO: prompt `[refer] give me the location of {sents}`, scored per expression by
-    metrics.refcoco_accuracy (box rescaled to the original W,H, inclusive-pixel IoU > 0.5). No `--resample`
+    metrics.refcoco_accuracy (the official parsing: the answer must start with the box; rescaled to the original
+    W,H; inclusive-pixel IoU > 0.5; docs/evaluation-semantics.md §4). No `--resample`
     re-asking (the official one re-asks with a Python list repr in the prompt); unparsable answers count as misses
     and their number is reported (`parse_failures`).
   * OKVQA / GQA: `[vqa] Based on the image, respond to this question with a short answer: {q}`; VizWiz, VSR, HM with
-    their own prompts (facts §5.3, typo "writting" kept); scored by metrics.{vqa,gqa,vizwiz,vsr,hm}_score.
+    their own prompts (facts §5.3, typo "writting" kept); scored by metrics.{vqa,gqa,vizwiz,vsr,hm}_score with
+    the official per-sample semantics, quirks included (docs/evaluation-semantics.md §1-2).
   * IconVQA: likelihood ranking. Each choice is scored by the model's forward pass on the official instruction
     string `<s>[INST] <Img><ImageHere></Img> [vqa] ... {q} [/INST]` + choice + `</s>` (chat_template off, so the
     sequence is the model's inference prompt: for the official prompt_form two BOS, one space before [/INST];
@@ -59,7 +61,7 @@ grounding 200), batched (--batch-size, left padding as the official generate).
     official 10 to match).
   * coco_caption: `[caption] Briefly describe this image.` -> metrics.caption_scores (BLEU, METEOR, ROUGE-L, CIDEr).
   * detection: `[detection] {phrase}`; grounding: `[grounding] please describe this image in details`. Boxes are
-    compared on the 0..100 grid (IoU is unchanged by scaling both axes): greedy one-to-one matching at IoU 0.5
+    compared on the 0..100 grid (IoU is unchanged by scaling both axes): COCOeval's matching at IoU 0.5
     (metrics.box_recall_precision, micro-averaged) and COCO AP / AP50 / AP75 (metrics.coco_map, boxes ranked by
     generation order).
   * synthetic: see `synthetic_benchmark`.
@@ -478,8 +480,8 @@ def score_refcoco(items, preds):
     for it, p in zip(items, preds):
         g = it.gt
         x, y, w, h = g["bbox"]
-        box, reason = metrics.refcoco_parse(p, int(g["width"]), int(g["height"]))
-        hit = metrics.refcoco_hit(p, g["bbox"], int(g["width"]), int(g["height"]))
+        box, reason = metrics.refcoco_parse(p, g["width"], g["height"])
+        hit = metrics.refcoco_hit(p, g["bbox"], g["width"], g["height"])
         rows.append({"id": it.id, "img_id": g["img_id"], "sents": g["sents"], "image": it.image,
                      "prompt": it.prompt, "prediction": p, "gt_bbox_xywh": g["bbox"],
                      "pred_box_xyxy": [round(v, 2) for v in box] if box else None, "hit": hit,
@@ -496,35 +498,45 @@ def _rows(items, preds, correct, **extra):
 
 
 def score_vqa(bench: str, items, preds):
+    """Per-sample scores exactly as the official eval_vqa.py (docs/evaluation-semantics.md §1-2). The rows'
+    "prediction" is the text the official script saves (OKVQA: lowercased; VizWiz: "<unk>" removed, stripped)."""
     if bench == "okvqa":
-        preds = [_clean(p).lower() for p in preds]
+        preds = [metrics.okvqa_prediction(p) for p in preds]
         answers = [it.gt["answers"] for it in items]
         acc = metrics.vqa_score(preds, answers)
         per = [metrics.vqa_accuracy(p, a) for p, a in zip(preds, answers)]
     elif bench == "vizwiz":
-        preds = [_clean(p) for p in preds]
         answers = [it.gt["answers"] for it in items]
-        acc = metrics.vizwiz_score(preds, answers)
+        acc = metrics.vizwiz_score(preds, answers)          # scored on the raw answer, as officially
         per = [metrics.vizwiz_accuracy(p, a) for p, a in zip(preds, answers)]
+        preds = [_clean(p) for p in preds]
     elif bench == "gqa":
         answers = [it.gt["answer"] for it in items]
         acc = metrics.gqa_score(preds, answers)
-        per = [float(metrics.exact_match(p, a)) for p, a in zip(preds, answers)]
+        per = [float(metrics.gqa_correct(p, a)) for p, a in zip(preds, answers)]
     elif bench == "vsr":
         labels = [it.gt["label"] for it in items]
         acc = metrics.vsr_score(preds, labels)
-        per = [metrics.vsr_score([p], [y]) / 100 for p, y in zip(preds, labels)]
+        per = [float(metrics.vsr_correct(p, y)) for p, y in zip(preds, labels)]
     elif bench == "hm":
         labels = [it.gt["label"] for it in items]
         acc = metrics.hm_score(preds, labels)
-        per = [metrics.hm_score([p], [y]) / 100 for p, y in zip(preds, labels)]
+        per = [float(metrics.hm_correct(p, y)) for p, y in zip(preds, labels)]
     else:
         raise MiniGPTv2Error(f"no VQA scorer for {bench!r}")
     return {"accuracy": acc, "total": len(items)}, _rows(items, preds, per)
 
 
-def score_iconvqa(items, losses):
-    picks = [metrics.iconvqa_choice(ls) for ls in losses]
+def score_iconvqa(items, losses, batch_size: int | None = None):
+    """Likelihood ranking (docs/evaluation-semantics.md §3). With the batch size the losses were computed with,
+    each row is padded with loss 9999 to its batch's largest number of choices, as the official multi_select
+    (it matters only when real losses are NaN or above 9999); None scores every row unpadded."""
+    step = batch_size or 1
+    picks = []
+    for s in range(0, len(losses), step):
+        chunk = losses[s: s + step]
+        width = max(len(ls) for ls in chunk)
+        picks += [metrics.iconvqa_choice(ls, n_slots=width) for ls in chunk]
     correct = [p == it.gt["answer"] for p, it in zip(picks, items)]
     rows = [{"id": it.id, "image": it.image, "prompt": it.prompt, "choices": it.gt["choices"],
              "answer": it.gt["answer"], "losses": [round(v, 6) for v in ls], "prediction": it.gt["choices"][p]
@@ -585,7 +597,8 @@ def run_bench(model, processor, bench: str, root: Path, limit=None, batch_size: 
     items = load_bench(root, bench, limit)
     t0 = time.time()
     if bench == "iconvqa":
-        return _timed(score_iconvqa(items, choice_losses(model, processor, items, batch_size, progress)), t0)
+        return _timed(score_iconvqa(items, choice_losses(model, processor, items, batch_size, progress), batch_size),
+                      t0)
     preds = run_prompts(model, processor, items, batch_size, max_new_tokens, constrained, bench, progress)
     m, rows = score_bench(bench, items, preds)
     m["constrained"] = constrained and items[0].task in BOX_TASKS

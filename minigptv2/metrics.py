@@ -1,8 +1,13 @@
 """Benchmark metrics of MiniGPT-v2 as pure functions (no model code).
 
-Protocols (facts §5): VQA accuracy (OKVQA, official VQA eval), VizWiz / GQA / VSR / Hateful-Memes scorers of
-`eval_vqa.py`, IconVQA likelihood ranking, RefCOCO/+/g accuracy of `eval_ref.py`, plus generic box
-recall/precision, COCO box mAP (pycocotools) and COCO caption scores (pycocoevalcap).
+Every metric of an official benchmark gives the same per-sample score as MiniGPT-v2's official evaluation code,
+quirks included; docs/evaluation-semantics.md writes those semantics down and names each quirk. Deliberate
+improvements exist only as documented, non-default options.
+
+  * VQA family (metrics_vqa.py, re-exported here): VQA accuracy (OKVQA / VQAv2), VizWiz, GQA, VSR, Hateful
+    Memes, IconVQA ranking.
+  * here: RefCOCO/+/g accuracy (§4), detection / grounding recall and precision with COCOeval's matching (§5),
+    COCO box mAP (pycocotools) and COCO caption scores (pycocoevalcap).
 
 Per-item functions return a value in [0, 1] (or a bool); the `*_score` aggregates return a percentage (×100,
 not rounded — the official VQA tool rounds its overall number to 2 decimals). Bad input (length mismatch, empty
@@ -12,263 +17,66 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import re
 import shutil
 from collections.abc import Mapping, Sequence
 
-from minigptv2.boxes import iou, parse_boxes, to_pixels
+from minigptv2.boxes import iou
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.metrics_vqa import (ICONVQA_PAD_LOSS, VQA_CONTRACTIONS, _check_pairs, _text,  # noqa: F401
+                                   exact_match, gqa_correct, gqa_score, hm_correct, hm_label, hm_score,
+                                   iconvqa_choice, okvqa_prediction, vizwiz_accuracy, vizwiz_score, vqa_accuracy,
+                                   vqa_normalize, vqa_process_digit_article, vqa_process_punctuation, vqa_score,
+                                   vsr_correct, vsr_label, vsr_score)
 
 # ---------------------------------------------------------------------------------------------------------------
-# small helpers
-
-
-def _check_pairs(preds, gts, what: str) -> None:
-    if isinstance(preds, (str, bytes)) or isinstance(gts, (str, bytes)):
-        raise MiniGPTv2Error(f"{what}: predictions and ground truth must be sequences, not single strings")
-    if len(preds) != len(gts):
-        raise MiniGPTv2Error(f"{what}: {len(preds)} predictions but {len(gts)} ground-truth items")
-    if len(preds) == 0:
-        raise MiniGPTv2Error(f"{what}: nothing to score (empty lists)")
-
-
-def _text(pred) -> str:
-    """Model output as text; None (no prediction) becomes '' so it simply never matches."""
-    if pred is None:
-        return ""
-    if not isinstance(pred, str):
-        raise MiniGPTv2Error(f"prediction must be a string, got {type(pred).__name__}: {pred!r}")
-    return pred
-
-
-def exact_match(pred, gt) -> bool:
-    """Exact match after stripping, lowercasing and collapsing runs of whitespace on both sides."""
-    norm = lambda s: " ".join(_text(s).lower().split())  # noqa: E731
-    return norm(pred) == norm(gt)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# VQA accuracy (OKVQA / VQAv2) — the official VQA evaluation (GT-Vision-Lab `vqaEval.py`, LAVIS copy used by
-# MiniGPT-v2's `eval_vqa.py` with VQAEval(n=2)).
-
-# Punctuation that is removed, or turned into a space (the official list: no apostrophe, no colon, no period).
-_VQA_PUNCT = ';/[]"{}()=+\\_-><@`,?!'
-_DIGIT_COMMA = re.compile(r"\d,\d")
-# A period is dropped unless a digit follows ("3.5" stays, "dog." -> "dog"). The official regex
-# "(?!<=\d)(\.)(?!\d)" has a malformed look-behind that never triggers, so this is its actual behaviour.
-_PERIOD = re.compile(r"\.(?!\d)")
-_NUMBER_WORDS = {"none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
-                 "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10"}
-_ARTICLES = {"a", "an", "the"}
-
-
-def _contractions() -> dict[str, str]:
-    """Apostrophe-less spellings -> the contraction (the official VQA contraction table, built by rule).
-
-    One-apostrophe forms are reached from the fully stripped spelling ("dont" -> "don't"); forms with several
-    apostrophes from each spelling that misses exactly one ("couldnt've", "couldn'tve" -> "couldn't've").
-    Words whose stripped spelling is a real word ("we'll" -> "well", "it's" -> "its") are not listed. Same key set
-    as the official table except: its capitalised "Im"/"Ive"/"Id've" keys (unreachable after lowercasing) and
-    identity entries are dropped, and its reversed entry "somebody'd" -> "somebodyd" is "somebodyd" ->
-    "somebody'd" here.
-    """
-    one = ("ain't aren't can't could've couldn't didn't doesn't don't hadn't hasn't haven't he'd he's how'd how'll "
-           "how's isn't it'd it'll ma'am mightn't might've mustn't must've needn't not've o'clock oughtn't shan't "
-           "should've shouldn't somebody'd somebody'll somebody's someone'd someone'll someone's something'd "
-           "something'll that's there'd there're there's they'd they'll they're they've 'twas wasn't we've "
-           "weren't what'll what're what's what've when's where'd where's where've who'd who'll who's who've "
-           "why'll why're why's won't would've wouldn't y'all you'd you'll you're you've")
-    several = ("couldn't've hadn't've he'd've it'd've mightn't've she'd've shouldn't've somebody'd've "
-               "someone'd've something'd've there'd've they'd've we'd've who'd've wouldn't've y'all'll "
-               "y'all'd've you'd've 'ow's'at")
-    table = {w.replace("'", ""): w for w in one.split()}
-    for w in several.split():
-        for i, ch in enumerate(w):
-            if ch == "'":
-                table[w[:i] + w[i + 1:]] = w
-    return table
-
-
-_CONTRACTIONS = _contractions()
-
-
-def vqa_normalize(answer: str) -> str:
-    """Normalise an answer as the official VQA evaluation does.
-
-    1. newlines/tabs -> spaces, strip;
-    2. punctuation: each character of ``;/[]"{}()=+\\_-><@`,?!`` is *deleted* if it touches a space anywhere in the
-       answer (e.g. "red, white") or if the answer contains a digit-comma-digit ("1,000" -> "1000"; this rule then
-       deletes every punctuation character), otherwise it becomes a space ("red/white" -> "red white");
-       a period is removed unless a digit follows it ("3.5" stays, "yes." -> "yes");
-    3. lowercase, split on whitespace, number words zero..ten (and "none") -> digits, drop the articles
-       a/an/the, expand apostrophe-less contractions ("dont" -> "don't"), join with single spaces.
-    """
-    text = _text(answer).replace("\n", " ").replace("\t", " ").strip()
-    delete = _DIGIT_COMMA.search(text) is not None
-    out = text
-    for p in _VQA_PUNCT:
-        touches_space = (p + " ") in text or (" " + p) in text
-        out = out.replace(p, "" if (delete or touches_space) else " ")
-    out = _PERIOD.sub("", out)
-    words = []
-    for w in out.lower().split():
-        w = _NUMBER_WORDS.get(w, w)
-        if w not in _ARTICLES:
-            words.append(_CONTRACTIONS.get(w, w))
-    return " ".join(words)
-
-
-def vqa_accuracy(prediction, answers: Sequence[str]) -> float:
-    """Standard VQA accuracy of one answer against the human answers (normally 10), in [0, 1].
-
-    accuracy = mean over the n leave-one-out subsets (10 choose 9) of min(#answers in the subset equal to the
-    prediction / 3, 1), after `vqa_normalize` of the prediction and of every human answer. With 10 answers and m
-    of them matching: m=0 -> 0, 1 -> 0.3, 2 -> 0.6, 3 -> 0.9, >=4 -> 1.0.
-
-    Deviation from the official script (deliberate): it normalises the human answers only by the punctuation step
-    and only when they disagree, relying on the annotation files being pre-normalised; here both sides always get
-    the full normalisation, so e.g. prediction "none" (-> "0") still matches a human "none". On the cleaned
-    OKVQA / VQAv2 annotations the two agree. With a single human answer there is no subset to leave out; this
-    returns min(matches / 3, 1) (the official loop would always give 0).
-    """
-    if isinstance(answers, (str, bytes)) or len(answers) == 0:
-        raise MiniGPTv2Error(f"vqa_accuracy needs a non-empty list of human answers, got {answers!r}")
-    pred = vqa_normalize(prediction)
-    matches = [vqa_normalize(a) == pred for a in answers]
-    total = sum(matches)
-    n = len(answers)
-    if n == 1:
-        return min(total / 3.0, 1.0)
-    # leaving out answer i keeps total - matches[i] matching answers among the other n - 1
-    return sum(min((total - int(m)) / 3.0, 1.0) for m in matches) / n
-
-
-def vqa_score(preds: Sequence, answer_lists: Sequence[Sequence[str]]) -> float:
-    """Mean `vqa_accuracy` × 100 (the official tool prints this rounded to 2 decimals)."""
-    _check_pairs(preds, answer_lists, "vqa_score")
-    return 100.0 * sum(vqa_accuracy(p, a) for p, a in zip(preds, answer_lists)) / len(preds)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# VizWiz, GQA, VSR, Hateful Memes, IconVQA — `eval_vqa.py` (facts §5.3)
-
-
-def vizwiz_accuracy(prediction, answers: Sequence[str]) -> float:
-    """VizWiz as MiniGPT-v2 scores it: min(#annotator answers equal to the prediction / 3, 1).
-
-    Equality is case-insensitive exact string match (surrounding whitespace ignored); no VQA normalisation and
-    no leave-one-out averaging (facts §5.3). So 3 of 10 annotators matching already gives 1.0.
-    """
-    if isinstance(answers, (str, bytes)) or len(answers) == 0:
-        raise MiniGPTv2Error(f"vizwiz_accuracy needs a non-empty list of annotator answers, got {answers!r}")
-    pred = _text(prediction).strip().lower()
-    count = sum(1 for a in answers if _text(a).strip().lower() == pred)
-    return min(count / 3.0, 1.0)
-
-
-def vizwiz_score(preds: Sequence, answer_lists: Sequence[Sequence[str]]) -> float:
-    """Mean `vizwiz_accuracy` × 100."""
-    _check_pairs(preds, answer_lists, "vizwiz_score")
-    return 100.0 * sum(vizwiz_accuracy(p, a) for p, a in zip(preds, answer_lists)) / len(preds)
-
-
-def gqa_score(preds: Sequence, answers: Sequence[str]) -> float:
-    """GQA: exact-match accuracy × 100 (`exact_match`: lowercase, strip, collapse whitespace).
-
-    The official script compares `prediction.lower() == answer` without lowercasing the answer; GQA answers are
-    lowercase already, so that is the same on the real data.
-    """
-    _check_pairs(preds, answers, "gqa_score")
-    return 100.0 * sum(exact_match(p, a) for p, a in zip(preds, answers)) / len(preds)
-
-
-def _binary_label(label, true_word: str, false_word: str) -> int:
-    """Ground-truth label as 0/1: accepts 0/1, bool, or the words ('true'/'false', 'yes'/'no')."""
-    if isinstance(label, str):
-        word = label.strip().lower()
-        if word in (true_word, "1"):
-            return 1
-        if word in (false_word, "0"):
-            return 0
-    elif isinstance(label, (bool, int)) or hasattr(label, "item"):  # ints, bools, numpy/torch scalars
-        value = int(label)
-        if value in (0, 1):
-            return value
-    raise MiniGPTv2Error(f"label must be 0/1 or '{true_word}'/'{false_word}', got {label!r}")
-
-
-def vsr_label(prediction) -> int | None:
-    """VSR answer -> 1 ('true'), 0 ('false'), None (anything else, scored wrong). Case-insensitive, stripped."""
-    word = _text(prediction).strip().lower()
-    return {"true": 1, "false": 0}.get(word)
-
-
-def vsr_score(preds: Sequence, labels: Sequence) -> float:
-    """VSR: accuracy × 100 of `vsr_label(pred)` against the 0/1 label (official: lowercase compare with
-    'true'/'false')."""
-    _check_pairs(preds, labels, "vsr_score")
-    return 100.0 * sum(vsr_label(p) == _binary_label(y, "true", "false") for p, y in zip(preds, labels)) / len(preds)
-
-
-def hm_label(prediction) -> int | None:
-    """Hateful-Memes answer -> 1 ('yes'), 0 ('no'), None (anything else).
-
-    Matching is exact after lower()/strip(), as the official script ("Yes." is not "yes"). Unlike the official
-    script, which keeps an unrecognised answer as a raw string in its results, anything that is not yes/no is
-    simply None and is always scored wrong.
-    """
-    word = _text(prediction).strip().lower()
-    return {"yes": 1, "no": 0}.get(word)
-
-
-def hm_score(preds: Sequence, labels: Sequence) -> float:
-    """Hateful Memes: accuracy × 100 of `hm_label(pred)` against the 0/1 label (1 = hateful)."""
-    _check_pairs(preds, labels, "hm_score")
-    return 100.0 * sum(hm_label(p) == _binary_label(y, "yes", "no") for p, y in zip(preds, labels)) / len(preds)
-
-
-def iconvqa_choice(losses: Sequence[float]) -> int:
-    """IconVQA likelihood ranking: index of the candidate answer with the lowest loss (first one on ties).
-
-    The official `multi_select` pads missing candidate slots with a loss of 9999, so they never win; NaN losses
-    are treated as +inf here. Accuracy = #(choice == answer index) / N × 100.
-    """
-    values = [float(v) for v in losses]
-    if not values:
-        raise MiniGPTv2Error("iconvqa_choice needs at least one candidate loss")
-    values = [math.inf if math.isnan(v) else v for v in values]
-    return min(range(len(values)), key=values.__getitem__)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# RefCOCO / RefCOCO+ / RefCOCOg — `eval_ref.py` (facts §5.1)
+# RefCOCO / RefCOCO+ / RefCOCOg: docs/evaluation-semantics.md §4
 
 REFCOCO_RES = 100  # grid resolution of the answer's coordinates (`--res 100`)
+# The answer must *start* with this (re.match); each coordinate is 1-3 digits (any Unicode decimal digit).
+REFCOCO_BOX_START = re.compile(r"\{<\d{1,3}><\d{1,3}><\d{1,3}><\d{1,3}>\}")
+_NUMBER = re.compile(r"\d+")
 
 
-def refcoco_parse(pred_text, width: int, height: int):
-    """Parse a referring answer into a pixel box of the original W×H image.
+def refcoco_clean(pred_text) -> str:
+    """The official cleanup of a referring answer: remove "<unk>", then every space " " (only that character),
+    then strip the ends."""
+    return _text(pred_text).replace("<unk>", "").replace(" ", "").strip()
 
-    Returns ``(box_xyxy, None)`` or ``(None, reason)``. The answer (after removing ``<unk>``) must contain exactly
-    one well-formed ``{<x1><y1><x2><y2>}`` box with coordinates in 0..100 and no other number (the official
-    scorer takes *all* integer runs of the answer and needs exactly four). Coordinates -> pixels as
-    ``x / 100 * W``, ``y / 100 * H`` (relative to the original image, not the 448 input).
+
+def refcoco_parse(pred_text, width, height):
+    """Parse a referring answer into a pixel box of the original W×H image, as the official scorer does (§4.1).
+
+    Returns ``(box_xyxy, None)`` or ``(None, reason)``. After `refcoco_clean`, the answer must start with
+    ``{<x1><y1><x2><y2>}`` (1-3 digits each, so 101..999 pass and are not clipped); text may follow, but the whole
+    answer must hold exactly four digit runs (the official scorer takes all of them and fails on a fifth).
+    Coordinates -> pixels as ``x / 100 * W``, ``y / 100 * H`` (of the original image, not the 448 input).
     """
     if width <= 0 or height <= 0:
         raise MiniGPTv2Error(f"image size must be positive, got {width}x{height}")
     if pred_text is None:
         return None, "no prediction"
-    text = _text(pred_text).replace("<unk>", "")
-    boxes = parse_boxes(text)
-    if not boxes:
-        return None, f"no {{<x1><y1><x2><y2>}} box with coordinates 0..{REFCOCO_RES} in {pred_text!r}"
-    if len(boxes) > 1:
-        return None, f"{len(boxes)} boxes, expected one, in {pred_text!r}"
-    n_numbers = len(re.findall(r"\d+", text))
-    if n_numbers != 4:
-        return None, f"{n_numbers} numbers, expected exactly the 4 box coordinates, in {pred_text!r}"
-    return to_pixels(boxes[0].box, width, height), None
+    text = refcoco_clean(pred_text)
+    if not REFCOCO_BOX_START.match(text):
+        return None, (f"the answer does not start with a box {{<x1><y1><x2><y2>}} of 1-3 digit coordinates "
+                      f"(after removing spaces and <unk>): {pred_text!r}")
+    numbers = _NUMBER.findall(text)
+    if len(numbers) != 4:
+        return None, f"{len(numbers)} numbers, the official scorer needs exactly the 4 box coordinates: {pred_text!r}"
+    x1, y1, x2, y2 = (int(v) for v in numbers)
+    return (x1 / REFCOCO_RES * width, y1 / REFCOCO_RES * height,
+            x2 / REFCOCO_RES * width, y2 / REFCOCO_RES * height), None
+
+
+def refcoco_iou(box, gt) -> float | None:
+    """The official RefCOCO IoU of two xyxy boxes (§4.2): inclusive pixels (+1 on every width and height), no
+    clamping of the box areas (an inverted box has a signed area). None where the union is 0 (the official
+    script's division fails and the answer counts as a miss)."""
+    x1, y1, x2, y2 = box
+    x3, y3, x4, y4 = gt
+    inter = max(0, min(x2, x4) - max(x1, x3) + 1) * max(0, min(y2, y4) - max(y1, y3) + 1)
+    union = (x2 - x1 + 1) * (y2 - y1 + 1) + (x4 - x3 + 1) * (y4 - y3 + 1) - inter
+    return None if union == 0 else inter / union
 
 
 def _gt_xyxy(gt_bbox_xywh) -> tuple[float, float, float, float]:
@@ -279,71 +87,83 @@ def _gt_xyxy(gt_bbox_xywh) -> tuple[float, float, float, float]:
     return (x, y, x + w, y + h)
 
 
-def refcoco_hit(pred_text, gt_bbox_xywh, width: int, height: int) -> bool:
+def _hit(box, gt) -> bool:
+    v = None if box is None else refcoco_iou(box, gt)
+    return v is not None and v > 0.5
+
+
+def refcoco_hit(pred_text, gt_bbox_xywh, width, height) -> bool:
     """One referring expression: True if the parsed answer box has IoU > 0.5 (strict) with the ground truth.
 
-    GT is COCO [x, y, w, h] -> (x, y, x+w, y+h); IoU uses the official inclusive-pixel convention (+1 on widths
-    and heights). An unparsable answer is a miss (use `refcoco_parse` / `refcoco_accuracy` for the reason).
+    GT is COCO [x, y, w, h] -> (x, y, x+w, y+h); IoU is `refcoco_iou`. An unparsable answer is a miss (use
+    `refcoco_parse` / `refcoco_accuracy` for the reason).
     """
-    gt = _gt_xyxy(gt_bbox_xywh)
     box, _ = refcoco_parse(pred_text, width, height)
-    return box is not None and iou(box, gt, inclusive=True) > 0.5
+    return _hit(box, _gt_xyxy(gt_bbox_xywh))
 
 
 def refcoco_accuracy(predictions: Sequence, entries: Sequence[Mapping]) -> dict:
-    """RefCOCO/+/g accuracy, scored per referring expression (one prediction per entry, in order).
+    """RefCOCO/+/g accuracy, scored per referring expression (one prediction per entry, in order; §4.3).
 
-    `entries` are the eval-file records (facts §5.2): each needs ``bbox`` ([x, y, w, h] pixels), ``width`` and
-    ``height`` (original image). A prediction may be None (never produced). Returns
-    ``{"accuracy": hits / total × 100, "hits", "total", "parse_failures", "parse_failure_rate" (0..1),
-    "failures": [(index, reason), ...]}`` — unparsable answers count as misses and are reported, not hidden.
+    `entries` are the eval-file records: each needs ``bbox`` ([x, y, w, h] pixels), ``width`` and ``height``
+    (original image). A prediction may be None (never produced). Returns ``{"accuracy": hits / total × 100,
+    "hits", "total", "parse_failures", "parse_failure_rate" (0..1), "failures": [(index, reason), ...]}`` —
+    unparsable answers count as misses and are reported, not hidden. (The official `--resample` re-asking is
+    not done: §4.4.)
     """
     _check_pairs(predictions, entries, "refcoco_accuracy")
     hits, failures = 0, []
     for i, (pred, entry) in enumerate(zip(predictions, entries)):
         try:
-            gt, width, height = _gt_xyxy(entry["bbox"]), int(entry["width"]), int(entry["height"])
+            gt, width, height = _gt_xyxy(entry["bbox"]), float(entry["width"]), float(entry["height"])
         except (KeyError, TypeError, ValueError) as e:
             raise MiniGPTv2Error(f"refcoco entry {i} needs bbox, width and height: {entry!r}") from e
         box, reason = refcoco_parse(pred, width, height)
         if box is None:
             failures.append((i, reason))
-        elif iou(box, gt, inclusive=True) > 0.5:
-            hits += 1
+        hits += _hit(box, gt)
     total = len(entries)
     return {"accuracy": 100.0 * hits / total, "hits": hits, "total": total, "parse_failures": len(failures),
             "parse_failure_rate": len(failures) / total, "failures": failures}
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Detection: greedy recall / precision and COCO mAP
+# Detection / grounding: COCOeval matching (docs/evaluation-semantics.md §5) and COCO mAP
 
 
-def box_recall_precision(pred_boxes: Sequence, gt_boxes: Sequence, thr: float = 0.5,
-                         inclusive: bool = False) -> dict:
-    """Recall and precision of one image's predicted boxes (xyxy) against its GT boxes (xyxy).
+def box_recall_precision(pred_boxes: Sequence, gt_boxes: Sequence, thr: float = 0.5, inclusive: bool = False,
+                         scores: Sequence[float] | None = None) -> dict:
+    """Recall and precision of one image's predicted boxes (xyxy) against its GT boxes (xyxy), matched as
+    COCOeval matches one image at one IoU threshold (§5).
 
-    Matching is greedy and one-to-one: all (prediction, GT) pairs with IoU >= `thr` are sorted by IoU (highest
-    first; ties by prediction then GT index) and a pair is accepted when neither box is matched yet. So a duplicate
-    prediction of an already matched object is a false positive, and one prediction can cover only one object.
-    recall = tp / #GT, precision = tp / #pred; an empty denominator gives 1.0 (nothing to find / nothing wrong).
-    For a data set, sum the returned counts and divide (micro average) rather than averaging the ratios.
-    Returns ``{"recall", "precision", "tp", "n_pred", "n_gt", "matches": [(pred_idx, gt_idx, iou), ...]}``.
+    Predictions are taken in order of descending `scores` (stable; None = the given order, i.e. generation
+    order). Each takes, among the GT boxes not matched yet, the one with the highest IoU, provided that IoU is
+    >= min(thr, 1 - 1e-10); among equal IoUs the later GT box wins, as in COCOeval. A GT box is matched at most
+    once, so a duplicate prediction is a false positive. IoU: areas (x2 - x1) * (y2 - y1), no +1 (COCO's);
+    `inclusive=True` adds +1 to widths and heights (not COCO's, off by default). COCOeval's maxDets cap (100) is
+    not applied. recall = tp / #GT, precision = tp / #pred; an empty denominator gives 1.0. For a data set, sum
+    the counts and divide (micro average). Returns ``{"recall", "precision", "tp", "n_pred", "n_gt", "matches":
+    [(pred_idx, gt_idx, iou), ...]}`` with the matches in matching order.
     """
-    pairs = []
-    for i, p in enumerate(pred_boxes):
+    n_pred, n_gt = len(pred_boxes), len(gt_boxes)
+    if scores is not None and len(scores) != n_pred:
+        raise MiniGPTv2Error(f"box_recall_precision: {len(scores)} scores for {n_pred} predicted boxes")
+    order = range(n_pred) if scores is None else sorted(range(n_pred), key=lambda i: -float(scores[i]))
+    floor = min(thr, 1 - 1e-10)
+    gt_taken = [False] * n_gt
+    matches = []
+    for i in order:
+        best, best_j = floor, None
         for j, g in enumerate(gt_boxes):
-            v = iou(p, g, inclusive=inclusive)
-            if v >= thr and v > 0:
-                pairs.append((-v, i, j))
-    pairs.sort()
-    used_p, used_g, matches = set(), set(), []
-    for neg_v, i, j in pairs:
-        if i not in used_p and j not in used_g:
-            used_p.add(i)
-            used_g.add(j)
-            matches.append((i, j, -neg_v))
-    tp, n_pred, n_gt = len(matches), len(pred_boxes), len(gt_boxes)
+            if gt_taken[j]:
+                continue
+            v = iou(pred_boxes[i], g, inclusive=inclusive)
+            if v >= best:
+                best, best_j = v, j
+        if best_j is not None:
+            gt_taken[best_j] = True
+            matches.append((i, best_j, best))
+    tp = len(matches)
     return {"recall": tp / n_gt if n_gt else 1.0, "precision": tp / n_pred if n_pred else 1.0,
             "tp": tp, "n_pred": n_pred, "n_gt": n_gt, "matches": matches}
 

@@ -5,10 +5,10 @@ import pytest
 
 from minigptv2 import metrics
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.metrics import (box_recall_precision, caption_scores, coco_map, exact_match, gqa_score, hm_label,
-                               hm_score, iconvqa_choice, refcoco_accuracy, refcoco_hit, refcoco_parse,
-                               vizwiz_accuracy, vizwiz_score, vqa_accuracy, vqa_normalize, vqa_score, vsr_label,
-                               vsr_score)
+from minigptv2.metrics import (box_recall_precision, caption_scores, coco_map, exact_match, gqa_correct, gqa_score,
+                               hm_label, hm_score, iconvqa_choice, okvqa_prediction, refcoco_accuracy, refcoco_hit,
+                               refcoco_iou, refcoco_parse, vizwiz_accuracy, vizwiz_score, vqa_accuracy,
+                               vqa_normalize, vqa_score, vsr_label, vsr_score)
 
 # ---------------------------------------------------------------------------------------------------------------
 # VQA accuracy
@@ -45,22 +45,53 @@ def test_vqa_accuracy_leave_one_out(m, expected):
     ("it's", "it's"),             # apostrophes are not punctuation
     ("its", "its"),               # "its" is a word: not in the table
     ("  on\tthe\nleft ", "on left"),
+    ("." * 40 + "x", "." * 8 + "x"),  # only the first 32 periods are removed (count=re.UNICODE=32)
+    ("somebody'd", "somebodyd"),  # the official table maps this one backwards
+    ("Im", "im"),                 # capitalised table keys never match a lowercased word
+    ("1.", "1"),                  # the period is followed by the end, not a digit
 ])
 def test_vqa_normalize(raw, norm):
     assert vqa_normalize(raw) == norm
 
 
-def test_vqa_accuracy_uses_normalisation():
-    assert vqa_accuracy("Two", ["2"] * 10) == 1.0
-    assert vqa_accuracy("a dog", ["dog"] * 10) == 1.0
-    assert vqa_accuracy("dont", ["don't"] * 10) == 1.0
-    assert vqa_accuracy("1,000", ["1000"] * 10) == 1.0
-    assert vqa_accuracy("its", ["it's"] * 10) == 0.0
-    assert vqa_accuracy("3.5", ["35"] * 10) == 0.0
+def test_vqa_accuracy_identical_answers_skip_processing():
+    # ten identical human answers: neither side is processed beyond newline/tab -> space and strip; the final
+    # comparison is case-insensitive
+    assert vqa_accuracy("yes.", ["yes"] * 10) == 0.0
+    assert vqa_accuracy("two", ["2"] * 10) == 0.0
+    assert vqa_accuracy("the dog", ["dog"] * 10) == 0.0
+    assert vqa_accuracy("Yes", ["yes"] * 10) == 1.0
+    assert vqa_accuracy(" yes\n", ["yes\t"] * 10) == 1.0
+    # identical only up to case: the answers disagree as strings -> full processing of both sides
+    assert vqa_accuracy("yes.", ["Yes"] * 5 + ["yes"] * 5) == 1.0
+    # the lenient option normalises always
+    assert vqa_accuracy("two", ["2"] * 10, lenient=True) == 1.0
+    assert vqa_accuracy("the dog", ["dog"] * 10, lenient=True) == 1.0
+
+
+def test_vqa_accuracy_disagreeing_answers_are_processed():
+    other = ["something else"]
+    assert vqa_accuracy("Two", ["2"] * 9 + other) == 1.0
+    assert vqa_accuracy("a dog", ["dog"] * 9 + other) == 1.0
+    assert vqa_accuracy("dont", ["don't"] * 9 + other) == 1.0
+    assert vqa_accuracy("1,000", ["1000"] * 9 + other) == 1.0
+    assert vqa_accuracy("its", ["it's"] * 9 + other) == 0.0
+    assert vqa_accuracy("3.5", ["35"] * 9 + other) == 0.0
     # "two" matches 3 of 10 ("2", "two", "Two") -> 0.9 as in the table above
     assert vqa_accuracy("two", ["2", "two", "Two"] + ["3"] * 7) == pytest.approx(0.9)
     assert vqa_accuracy(None, ["2"] * 10) == 0.0  # no prediction never matches
-    assert vqa_accuracy("2", ["2"]) == pytest.approx(1 / 3)  # single answer: min(1/3, 1)
+
+
+def test_vqa_accuracy_single_answer():
+    # leaving the only answer out leaves nothing to match: always 0, as officially; lenient: min(1/3, 1)
+    assert vqa_accuracy("2", ["2"]) == 0.0
+    assert vqa_accuracy("2", ["2"], lenient=True) == pytest.approx(1 / 3)
+
+
+def test_okvqa_prediction():
+    # lowercase first, then "<unk>" removed (so "<UNK>" goes too), then strip
+    assert okvqa_prediction("<UNK> Dog <unk>") == "dog"
+    assert okvqa_prediction(None) == ""
 
 
 def test_vqa_score():
@@ -84,7 +115,10 @@ def test_vizwiz():
     assert vizwiz_accuracy("red", answers + ["red"]) == 1.0              # 3 matches -> capped at 1
     assert vizwiz_accuracy("unanswerable", answers) == 1.0               # 7 matches, no leave-one-out
     assert vizwiz_accuracy("a red", ["red"] * 10) == 0.0                 # no VQA normalisation
-    assert vizwiz_accuracy("Blue ", answers) == pytest.approx(1 / 3)     # surrounding spaces ignored
+    assert vizwiz_accuracy("Blue", answers) == pytest.approx(1 / 3)
+    assert vizwiz_accuracy("Blue ", answers) == 0.0                      # raw answer: no strip
+    # answers are joined with "_" and split again: "red_blue" counts as "red" and "blue"
+    assert vizwiz_accuracy("blue", ["red_blue", "blue", "x"]) == pytest.approx(2 / 3)
     # (2/3 + 0) / 2 * 100 = 33.33
     assert vizwiz_score(["red", "green"], [answers, answers]) == pytest.approx(100 / 3)
 
@@ -92,12 +126,14 @@ def test_vizwiz():
 def test_exact_match_and_gqa():
     assert exact_match("  The   Cat ", "the cat")
     assert not exact_match("the cats", "the cat")
-    # 2 of 3 correct -> 66.67
-    assert gqa_score(["Yes", "left ", "red"], ["yes", "left", "blue"]) == pytest.approx(200 / 3)
+    # prediction.lower() == answer as it is: "left " != "left", 1 of 3 correct -> 33.33
+    assert gqa_score(["Yes", "left ", "red"], ["yes", "left", "blue"]) == pytest.approx(100 / 3)
+    assert not gqa_correct("yes", "Yes")       # the answer is not lowercased
 
 
 def test_vsr():
-    assert vsr_label(" True") == 1 and vsr_label("FALSE") == 0 and vsr_label("true.") is None
+    assert vsr_label("True") == 1 and vsr_label("FALSE") == 0 and vsr_label("true.") is None
+    assert vsr_label(" true") is None          # lower() only, no strip
     # labels may be ints or words; "maybe" is wrong -> 2 of 3 correct
     assert vsr_score(["true", "false", "maybe"], [1, "false", 0]) == pytest.approx(200 / 3)
     with pytest.raises(MiniGPTv2Error):
@@ -114,9 +150,18 @@ def test_hateful_memes_non_yes_no_is_wrong():
 def test_iconvqa_choice():
     assert iconvqa_choice([2.3, 1.1, 9999.0]) == 1        # argmin; padded slots have loss 9999
     assert iconvqa_choice([1.0, 1.0, 2.0]) == 0           # first on ties
-    assert iconvqa_choice([float("nan"), 3.0]) == 1       # NaN never wins
+    nan, inf = float("nan"), float("inf")
+    assert iconvqa_choice([nan, 3.0]) == 1                # NaN sorts after everything
+    assert iconvqa_choice([nan, nan]) == 0
+    assert iconvqa_choice([inf, 5.0]) == 1
+    # padded to the batch's 3 slots with 9999: a NaN or above-9999 row loses to the padding
+    assert iconvqa_choice([nan, 1e4], n_slots=3) == 2
+    assert iconvqa_choice([inf, inf], n_slots=3) == 2
+    assert iconvqa_choice([nan, 9998.0], n_slots=3) == 1
     with pytest.raises(MiniGPTv2Error):
         iconvqa_choice([])
+    with pytest.raises(MiniGPTv2Error):
+        iconvqa_choice([1.0, 2.0], n_slots=1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,12 +191,35 @@ def test_refcoco_scales_to_original_size():
     assert refcoco_hit("<unk>{ <50> <50> <100> <100> }", [320, 214, 320, 214], 640, 428)
 
 
-@pytest.mark.parametrize("text", ["the dog on the left", "{<1><2><3>}", "{<1><2><3><400>}",
-                                  "{<1><2><3><4>}<delim>{<5><6><7><8>}", "2 dogs {<1><2><30><40>}", "", None])
+@pytest.mark.parametrize("text", ["the dog on the left", "{<1><2><3>}", "{<1><2><3><1000>}",
+                                  "{<1><2><3><4>}<delim>{<5><6><7><8>}", "2 dogs {<1><2><30><40>}", "", None,
+                                  "{<1><2><3><4>} 5", "{<-1><2><3><4>}", "{<1>\t<2><3><4>}", "{<1><2><3><4>"])
 def test_refcoco_unparsable_is_a_miss_with_reason(text):
     box, reason = refcoco_parse(text, 100, 100)
     assert box is None and isinstance(reason, str) and reason
     assert not refcoco_hit(text, [0, 0, 99, 99], 100, 100)
+
+
+def test_refcoco_official_parsing_quirks():
+    # the box must start the answer; anything without digits may follow; coordinates 1-3 digits, not clipped;
+    # any Unicode decimal digit counts; only " " is removed inside, other whitespace only at the ends
+    assert refcoco_parse("{<1><2><3><4>} the dog", 100, 100)[0] == (1, 2, 3, 4)
+    assert refcoco_parse(" \n{ <1> <2> <3> <4> }\t", 100, 100)[0] == (1, 2, 3, 4)
+    assert refcoco_parse("{<007><0><150><999>}", 200, 100)[0] == pytest.approx((14, 0, 300, 999))
+    assert refcoco_parse("{<\u0661><2><3><4>}", 100, 100)[0] == (1, 2, 3, 4)      # ARABIC-INDIC DIGIT ONE
+    assert refcoco_parse("<u nk>{<1><2><3><4>}", 100, 100)[0] is None           # "<unk>" only after removal
+    assert refcoco_parse("{<1><2><3><4>}<unk>", 100, 100)[0] == (1, 2, 3, 4)
+
+
+def test_refcoco_iou_official_formula():
+    # (0,0,9,9) vs (5,0,14,9): +1 on widths: inter 5*10 = 50, union 100 + 100 - 50 -> 1/3
+    assert refcoco_iou((0, 0, 9, 9), (5, 0, 14, 9)) == pytest.approx(1 / 3)
+    # zero union (two boxes of signed area 0, disjoint): the official division fails -> None, a miss
+    assert refcoco_iou((1, 1, 0, 0), (10, 10, 9, 9)) is None
+    # areas are not clamped: (10,0)-(8,9) has signed area (8-10+1)*(9-0+1) = -10, the GT 10*1 = 10, no overlap ->
+    # union 0 -> None (with clamped areas it would be 0/10)
+    assert refcoco_iou((10, 0, 8, 9), (20, 0, 29, 0)) is None
+    assert not refcoco_hit("{<1><1><0><0>}", [10, 10, -1, -1], 100, 100)
 
 
 def test_refcoco_accuracy_reports_parse_failures():
@@ -163,7 +231,7 @@ def test_refcoco_accuracy_reports_parse_failures():
     r = refcoco_accuracy(preds, [entry] * 4)
     assert r["hits"] == 2 and r["total"] == 4 and r["accuracy"] == 50.0
     assert r["parse_failures"] == 1 and r["parse_failure_rate"] == 0.25
-    assert r["failures"][0][0] == 3 and "box" in r["failures"][0][1]
+    assert r["failures"][0][0] == 3 and "start with a box" in r["failures"][0][1]
     with pytest.raises(MiniGPTv2Error):
         refcoco_accuracy(["x"], [{"bbox": [0, 0, 1, 1]}])   # no width/height
     with pytest.raises(MiniGPTv2Error):
@@ -186,12 +254,20 @@ def test_recall_precision_duplicates_and_misses():
     assert r["matches"] == [(0, 0, 1.0)]
 
 
-def test_recall_precision_greedy_by_iou_and_threshold():
+def test_recall_precision_coco_matching_order_and_threshold():
     gts = [(0, 0, 10, 10), (0, 0, 10, 12)]
     # P0 (0,0,10,11): IoU GT0 = 100/110 = .909, GT1 = 110/120 = .917; P1 (0,0,10,10): GT0 = 1.0, GT1 = .833.
-    # Greedy by IoU: (P1, GT0) 1.0 first, then (P0, GT1) .917 -> 2 matches.
+    # COCOeval: predictions in order, each takes its best free GT: P0 -> GT1, then P1 -> GT0.
     r = box_recall_precision([(0, 0, 10, 11), (0, 0, 10, 10)], gts)
-    assert r["tp"] == 2 and [(i, j) for i, j, _ in r["matches"]] == [(1, 0), (0, 1)]
+    assert r["tp"] == 2 and [(i, j) for i, j, _ in r["matches"]] == [(0, 1), (1, 0)]
+    # P0 (0,0,16,10) has IoU 100/160 = .625 with both GT0 (0,0,10,10) and GT1 (3,0,13,10): the later GT wins the
+    # tie. P1 (4,0,13,10) then finds GT1 taken and GT0 at 60/130 = .46 < .5: 1 match. (Matching pairs by
+    # highest IoU first would give 2: P1-GT1 .9, then P0-GT0.)
+    preds, gts2 = [(0, 0, 16, 10), (4, 0, 13, 10)], [(0, 0, 10, 10), (3, 0, 13, 10)]
+    assert [(i, j) for i, j, _ in box_recall_precision(preds, gts2)["matches"]] == [(0, 1)]
+    # scores reorder the predictions (descending): P1 first takes GT1 (.9), then P0 takes GT0 (.625)
+    r = box_recall_precision(preds, gts2, scores=[0.1, 0.9])
+    assert [(i, j) for i, j, _ in r["matches"]] == [(1, 1), (0, 0)]
     # IoU exactly 0.5 (50/100) counts at thr 0.5 (>=), not at 0.6
     assert box_recall_precision([(0, 0, 5, 10)], [(0, 0, 10, 10)])["tp"] == 1
     assert box_recall_precision([(0, 0, 5, 10)], [(0, 0, 10, 10)], thr=0.6)["tp"] == 0
