@@ -89,24 +89,27 @@ def example_images(n: int = N_EXAMPLES) -> list[str]:
 
 
 def capped_editor(max_pixels: int, **kw):
-    """A gr.ImageEditor whose uploads pass our header check (accepted format, pixel cap) before Gradio decodes them.
+    """A gr.ImageEditor whose images pass our header check (accepted format, pixel cap) before Gradio decodes them.
 
     The browser sends the editor's canvas (background, drawn layers, composite) as PNG files, and Gradio decodes each
-    one in `convert_and_format_image`; refusing there keeps an oversized upload from ever being decoded."""
+    one in `convert_and_format_image`; refusing there keeps an oversized upload from ever being decoded. (The
+    instance's method is replaced, not subclassed: Gradio writes a .pyi stub next to any module defining a
+    component class.)"""
     import gradio as gr
 
-    class CappedImageEditor(gr.ImageEditor):
-        is_template = True        # Gradio's mechanism for a subclass: the browser side stays the stock ImageEditor
+    editor = gr.ImageEditor(**kw)
+    decode = editor.convert_and_format_image
 
-        def convert_and_format_image(self, file, flatten_on_white=False):
-            if file is not None:
-                try:
-                    image_size(getattr(file, "path", file), max_pixels)
-                except MiniGPTv2Error as e:
-                    raise gr.Error(str(e)) from None
-            return super().convert_and_format_image(file, flatten_on_white)
+    def checked(file, flatten_on_white=False):
+        if file is not None:
+            try:
+                image_size(getattr(file, "path", file), max_pixels)
+            except MiniGPTv2Error as e:
+                raise gr.Error(str(e)) from None
+        return decode(file, flatten_on_white)
 
-    return CappedImageEditor(**kw)
+    editor.convert_and_format_image = checked
+    return editor
 
 
 def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max_pixels: int = 16_000_000):
