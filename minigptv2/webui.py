@@ -21,7 +21,7 @@ from pathlib import Path
 from minigptv2.boxes import BOX_RE, Grounding, draw_boxes, format_box, to_grid
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import Result
-from minigptv2.images import load_image
+from minigptv2.images import image_size, load_image
 
 # button label -> (identifier inserted in the prompt, hint shown under the buttons)
 TASKS = {
@@ -88,6 +88,30 @@ def example_images(n: int = N_EXAMPLES) -> list[str]:
     return paths
 
 
+def capped_editor(max_pixels: int, **kw):
+    """A gr.ImageEditor whose images pass our header check (accepted format, pixel cap) before Gradio decodes them.
+
+    The browser sends the editor's canvas (background, drawn layers, composite) as PNG files, and Gradio decodes each
+    one in `convert_and_format_image`; refusing there keeps an oversized upload from ever being decoded. (The
+    instance's method is replaced, not subclassed: Gradio writes a .pyi stub next to any module defining a
+    component class.)"""
+    import gradio as gr
+
+    editor = gr.ImageEditor(**kw)
+    decode = editor.convert_and_format_image
+
+    def checked(file, flatten_on_white=False):
+        if file is not None:
+            try:
+                image_size(getattr(file, "path", file), max_pixels)
+            except MiniGPTv2Error as e:
+                raise gr.Error(str(e)) from None
+        return decode(file, flatten_on_white)
+
+    editor.convert_and_format_image = checked
+    return editor
+
+
 def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max_pixels: int = 16_000_000):
     import gradio as gr
 
@@ -142,10 +166,10 @@ def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
-                editor = gr.ImageEditor(label="Image (upload, or pick an example; draw on it for [identify])",
-                                        type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
-                                        brush=gr.Brush(colors=["#ff3b30"], default_size=12, color_mode="fixed"),
-                                        transforms=(), layers=False, elem_id="image-input", height=420)
+                editor = capped_editor(max_pixels, type="pil", image_mode="RGBA", sources=["upload", "clipboard"],
+                                       label="Image (upload, or pick an example; draw on it for [identify])",
+                                       brush=gr.Brush(colors=["#ff3b30"], default_size=12, color_mode="fixed"),
+                                       transforms=(), layers=False, elem_id="image-input", height=420)
                 gr.Examples(examples=[[p] for p in example_images()], inputs=[editor], label="Example scenes")
                 shown = gr.Image(label="Answer boxes", type="pil", format="png", interactive=False,
                                  elem_id="annotated", height=360)

@@ -231,6 +231,7 @@ def _save(img, fmt, **kw) -> bytes:
 
 
 def _seed_images() -> list[bytes]:
+    """Small valid images in the accepted formats (images.FORMATS), many modes and variants."""
     rng = np.random.default_rng(0)
     rgb = Image.fromarray(rng.integers(0, 255, (9, 13, 3), dtype=np.uint8), "RGB")
     rgba = Image.fromarray(rng.integers(0, 255, (7, 5, 4), dtype=np.uint8), "RGBA")
@@ -242,15 +243,47 @@ def _seed_images() -> list[bytes]:
              _save(rgb, "JPEG", quality=80), _save(rgb, "JPEG", exif=exif.tobytes()), _save(rgb, "JPEG", progressive=True),
              _save(rgb.convert("L"), "JPEG"), _save(rgb.convert("CMYK"), "JPEG"),
              _save(rgb.convert("P"), "GIF"), _save(rgba, "GIF", transparency=0),
-             _save(rgb, "BMP"), _save(rgb, "TIFF"), _save(rgb, "WEBP"), _save(rgb, "PPM"), _save(rgb, "ICO")]
+             _save(rgb, "BMP"), _save(rgb, "TIFF"), _save(rgb, "WEBP"),
+             _save(rgb.convert("P"), "PNG", transparency=3), _save(rgb.convert("1"), "BMP"),
+             _save(rgb.convert("P"), "BMP"),
+             _save(rgb, "TIFF", compression="tiff_deflate"), _save(rgb, "TIFF", compression="tiff_lzw"),
+             _save(rgb, "TIFF", compression="packbits"), _save(rgb, "TIFF", compression="jpeg"),
+             _save(rgb.convert("CMYK"), "TIFF"), _save(rgba.convert("PA"), "TIFF"), _save(rgb.convert("1"), "TIFF"),
+             _save(Image.fromarray(rng.integers(0, 65535, (6, 4), dtype=np.uint16), "I;16"), "TIFF"),
+             _save(rgba, "WEBP", lossless=True, exact=True), _save(rgb, "MPO")]
     frames = [rgb.convert("P"), rgb.rotate(90, expand=True).convert("P")]
     seeds.append(_save(frames[0], "GIF", save_all=True, append_images=frames[1:]))
+    seeds.append(_save(rgb, "PNG", save_all=True, append_images=[rgb.rotate(180)]))       # APNG
+    seeds.append(_save(rgb, "WEBP", save_all=True, append_images=[rgb.rotate(180)]))      # animated WebP
     return seeds
 
 
+def _refused_seed_images() -> list[bytes]:
+    """Small valid images Pillow reads, in formats outside images.FORMATS: all must be refused unopened."""
+    rgb = Image.new("RGB", (32, 32), (10, 200, 30))
+    return [_save(rgb, f) for f in ("ICO", "ICNS", "PPM", "TGA", "PCX", "SGI", "IM", "QOI", "DDS", "JPEG2000")] \
+        + [_save(rgb.convert("P"), "BLP"), _save(rgb.convert("1"), "MSP"), _save(rgb.convert("1"), "XBM"),
+           _save(rgb.convert("L"), "PPM"), _save(rgb.convert("F"), "SPIDER")]
+
+
 SEEDS = _seed_images()
-MAGIC = [b"\x89PNG\r\n\x1a\n", b"GIF89a", b"GIF87a", b"\xff\xd8\xff\xe0", b"BM", b"II*\x00", b"MM\x00*",
-         b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"P6\n", b"\x00\x00\x01\x00", b"8BPS", b"\x00\x00\x00\x0cjP  "]
+REFUSED_SEEDS = _refused_seed_images()
+# valid headers (or their first bytes) of the accepted formats, of formats Pillow could read, and of others
+SIGNATURES = [
+    b"\x89PNG\r\n\x1a\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00",
+    b"\xff\xd8\xff\xe1", b"\xff\xd8\xff\xdb", b"\xff\xd8\xff\xee", b"\xff\xd8\xff\xc0", b"\xff\xd8\xff\xc2",
+    b"GIF87a", b"GIF89a", b"BM", b"BM\x00\x00\x00\x00\x00\x00\x00\x00\x36\x00\x00\x00\x28\x00\x00\x00",
+    b"II*\x00", b"MM\x00*", b"II*\x00\x08\x00\x00\x00", b"II+\x00\x08\x00\x00\x00", b"MM\x00+\x00\x08\x00\x00",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ", b"RIFF\x00\x00\x00\x00WEBPVP8L", b"RIFF\x00\x00\x00\x00WEBPVP8X",
+    b"\x00\x00\x01\x00", b"\x00\x00\x02\x00", b"icns", b"DDS |\x00\x00\x00", b"FTEX", b"BLP1", b"BLP2",
+    b"8BPS\x00\x01", b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51", b"P1\n", b"P4\n", b"P5\n", b"P6\n",
+    b"Pf\n", b"PF\n", b"P7 332\n", b"qoif", b"\x0a\x05\x01\x08", b"\x01\xda\x01\x01", b"\x59\xa6\x6a\x95",
+    b"#define im_width ", b"/* XPM */", b"SIMPLE  =                    T", b"Image type: RGB image\r\n", b"DanM",
+    b"LinS", b"%!PS-Adobe-3.0 EPSF-3.0", b"\xc5\xd0\xd3\xc6", b"\x00\x00\x00\x00\x11\xaf",
+    b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+    b"%PDF-1.4", b"\xd7\xcd\xc6\x9a", b"\x00\x00\x00\x1cftypavif", b"\x00\x00\x00\x18ftypheic", b"\xb1\x68\xde\x3a",
+    b"BUFR", b"GRIB", b"\x89HDF\r\n\x1a\n", b"\x80\xe8\x00\x00", b"\x00\x00\x01\xb3", b"\x1c\x01",
+]
 FUZZ_MAX_PIXELS = 1 << 20
 
 
@@ -266,37 +299,46 @@ def _check_loaded(data, max_pixels=FUZZ_MAX_PIXELS):
     return img
 
 
+def _official(data: bytes) -> np.ndarray:
+    """What the official code sees: Image.open(f).convert("RGB")."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
 _img_random = counted("image_random_bytes")
 
 
 @pytest.mark.fuzz
 @fuzz_settings(1200)
-@given(data=st.binary(max_size=600) | st.tuples(st.sampled_from(MAGIC), st.binary(max_size=600)).map(b"".join))
+@given(data=st.binary(max_size=600) | st.tuples(st.sampled_from(SIGNATURES), st.binary(max_size=600)).map(b"".join))
 def test_image_loader_random_bytes(data):
     _img_random()
     _check_loaded(data)
 
 
-@st.composite
-def mutated(draw):
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["flip", "set", "cut", "insert", "delete", "chunk"]))
-        pos = draw(st.integers(0, max(0, len(data) - 1)))
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 6)):
+        op = rng.choice(["flip", "set", "cut", "insert", "delete", "chunk"])
+        pos = rng.randrange(max(1, len(data)))
         if op == "flip" and data:
-            data[pos] ^= 1 << draw(st.integers(0, 7))
+            data[pos] ^= 1 << rng.randrange(8)
         elif op == "set" and data:
-            data[pos] = draw(st.sampled_from([0, 1, 0x7F, 0x80, 0xFF, draw(st.integers(0, 255))]))
+            data[pos] = rng.choice([0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)])
         elif op == "cut":
             del data[pos:]
         elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+            data[pos:pos] = rng.randbytes(rng.randint(1, 16))
         elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 16))]
+            del data[pos:pos + rng.randint(1, 16)]
         else:   # overwrite a run, e.g. a header's width/height fields
-            blob = draw(st.binary(min_size=1, max_size=8))
+            blob = rng.randbytes(rng.randint(1, 8))
             data[pos:pos + len(blob)] = blob
     return bytes(data)
+
+
+@st.composite
+def mutated(draw):
+    return _mutate(draw(st.sampled_from(SEEDS + REFUSED_SEEDS)), random.Random(draw(st.integers(0, 2 ** 32))))
 
 
 _img_mut = counted("image_mutated_valid")
@@ -308,6 +350,50 @@ _img_mut = counted("image_mutated_valid")
 def test_image_loader_mutated_valid_images(data):
     _img_mut()
     _check_loaded(data)
+
+
+N_BULK = 20_000
+_img_bulk = counted("image_bulk_signatures")
+
+
+@pytest.mark.fuzz
+def test_image_loader_bulk_over_many_signatures():
+    """N_BULK cheap inputs from a fixed seed, in five kinds, round robin: a signature + random bytes, a valid image
+    cut short + random bytes, a mutated valid image, a valid image in an accepted format (must load, exactly as the
+    official code loads it), a valid image in a refused format (must be refused by name)."""
+    rng = random.Random(29)
+    official = [_official(s) for s in SEEDS]
+    assert len(set(SIGNATURES)) >= 40 and len(SEEDS) >= 30
+    loaded, used = Counter(), set()
+    for i in range(N_BULK):
+        _img_bulk()
+        kind = i % 5
+        if kind == 0:
+            sig = rng.choice(SIGNATURES)
+            used.add(sig)
+            data = sig + rng.randbytes(rng.randrange(400))
+        elif kind == 1:
+            seed = rng.choice(SEEDS + REFUSED_SEEDS)
+            data = seed[:rng.randrange(len(seed))] + rng.randbytes(rng.randrange(64))
+        elif kind == 2:
+            data = _mutate(rng.choice(SEEDS + REFUSED_SEEDS), rng)
+        elif kind == 3:
+            k = rng.randrange(len(SEEDS))
+            img = _check_loaded(SEEDS[k])
+            assert img is not None, f"valid seed image {k} was refused"
+            assert np.array_equal(np.asarray(img), official[k]), k
+            loaded[kind] += 1
+            continue
+        else:
+            with pytest.raises(MiniGPTv2Error, match="not a readable image"):
+                load_image(rng.choice(REFUSED_SEEDS))
+            continue
+        loaded[kind] += _check_loaded(data) is not None
+    per_kind = N_BULK // 5
+    assert used == set(SIGNATURES)
+    assert loaded[3] == per_kind
+    # the fuzzed kinds exercise the decoders, not just the header checks: some of them must still load
+    assert loaded[1] > per_kind // 40 and loaded[2] > per_kind // 20, dict(loaded)
 
 
 MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16", "I;16B", "LA", "PA",
@@ -336,12 +422,12 @@ def test_image_loader_random_sizes_and_modes(mode, fmt, w, h, seed, limit):
             assume(False)          # PIL cannot write this mode in this format: nothing to load
     _img_modes()
     out = _check_loaded(src, limit)
-    if w * h > limit:
+    opened = img if fmt is None else Image.open(io.BytesIO(src))
+    if w * h > limit or fmt == "PPM" or opened.mode in ("F", "I", "La"):    # PPM: not an accepted format
         assert out is None
-    elif fmt is None and mode != "La":       # an in-memory image of any convertible mode is accepted
-        assert out is not None and out.size == (w, h)
-    if out is not None:
-        assert out.size == (w, h)
+        return
+    assert out is not None and out.size == (w, h)
+    assert np.array_equal(np.asarray(out), np.asarray(opened.convert("RGB")))   # the official conversion
 
 
 # =============================================================================================================
