@@ -66,52 +66,61 @@ def _size(p: Path) -> int:
 
 
 CHILD_LOAD = """
-import resource, sys, time, json
+import sys, time, json
 import minigptv2, torch
 from PIL import Image
+hwm = lambda: int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])
 t = time.perf_counter()
 m, p = minigptv2.load(sys.argv[1], dtype="bf16")
-load_s = time.perf_counter() - t
-after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+load_s, after_load = time.perf_counter() - t, hwm()
 r = minigptv2.generate(m, p, [Image.new("RGB", (64, 48), "red")], ["[refer] red"], max_new_tokens=4)
-print(json.dumps({"load_s": load_s, "peak_after_load_kb": after_load,
-                  "peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"load_s": load_s, "peak_after_load_kb": after_load, "peak_kb": hwm()}))
 """
-CHILD_IMPORT = "import resource, minigptv2, torch; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+CHILD_IMPORT = "import minigptv2, torch"
+CHILD_BUILD = "import sys, runpy\ntry:\n    runpy.run_path(%r, run_name='__main__')\nexcept SystemExit:\n    pass"
+CHILD_CONVERT = "import sys; from minigptv2.cli import main; main(sys.argv[1:])"
 
 
-def child(args: list[str]) -> tuple[str, float]:
-    """Run a child process; its stdout and its own peak RSS in MB (ru_maxrss of the finished child)."""
-    import resource
+HWM = "print('HWM_KB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
 
+
+def child(code: str, *args: str) -> tuple[str, float]:
+    """Run `code` in a child Python; its stdout and its own peak RSS in MB (VmHWM, which a new process image starts
+    afresh, unlike ru_maxrss, which inherits the parent's high-water mark across fork + exec)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-c", code + "\n" + HWM, *args], capture_output=True, text=True, env=env)
     if r.returncode:
-        raise SystemExit(f"child failed: {' '.join(args[:3])}\n{r.stderr[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return r.stdout, max(peak, before) / 1024
+        raise SystemExit(f"child failed: {code[:60]!r}\n{r.stderr[-2000:]}")
+    kb = int(next(line.split()[1] for line in r.stdout.splitlines() if line.startswith("HWM_KB")))
+    return r.stdout, kb / 1024
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="a few MB of inputs (seconds)")
+    p.add_argument("--build", default=None, help=argparse.SUPPRESS)   # the child that writes the inputs
     a, _ = p.parse_known_args(argv)
+    if a.build:
+        inp = build_inputs(Path(a.build), a.tiny)
+        print(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in inp.items()}))
+        return 0
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="minigptv2-bench-load-") as tmp:
         d = Path(tmp)
-        inp = build_inputs(d, a.tiny)
+        # every step in its own child, so that no child inherits this process's memory high-water mark
+        out_build, _ = child(CHILD_BUILD % __file__, "--build", str(d), *(["--tiny"] if a.tiny else []))
+        inp = json.loads(next(line for line in out_build.splitlines() if line.startswith("{")))
         out = d / "converted"
-        import_mb = int(child(["-c", CHILD_IMPORT])[0].strip()) / 1024
+        import_mb = child(CHILD_IMPORT)[1]
         t = time.perf_counter()
-        _, convert_peak = child(["-m", "minigptv2.cli", "convert", "--llm", str(inp["llm"]), "--vit", str(inp["vit"]),
-                                 "--checkpoint", str(inp["checkpoint"]), "--out", str(out), "--image-size", "224",
-                                 "--vit-heads", str(inp["heads"])])
+        convert_peak = child(CHILD_CONVERT, "convert", "--llm", inp["llm"], "--vit", inp["vit"], "--checkpoint",
+                             inp["checkpoint"], "--out", str(out), "--image-size", "224",
+                             "--vit-heads", str(inp["heads"]))[1]
         convert_s = time.perf_counter() - t
         folder = _size(out)
         dtypes = json.loads((out / "config.json").read_text()).get("dtype")
-        stdout, _ = child(["-c", CHILD_LOAD, str(out)])
-        ld = json.loads(stdout.strip().splitlines()[-1])
+        stdout, load_peak = child(CHILD_LOAD, str(out))
+        ld = json.loads(next(line for line in stdout.splitlines() if line.startswith("{")))
     gb = 1024 ** 3
     mb = 1024 ** 2
     res = {

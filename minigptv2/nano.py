@@ -91,7 +91,7 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
         pix, cls, box = [], [], []
         for _ in range(batch_size):
             img, objs = scenes(rng.randrange(1 << 30))
-            pix.append(processor.image(img))
+            pix.append(processor.tensor(img))
             c, b = patch_targets(objs, img.width, img.height, grid, classes)
             cls.append(c)
             box.append(b)
@@ -246,7 +246,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
         sc = make_scene(random.Random(seed))
         return sc.image, [(o.name, o.box) for o in sc.objects]
 
-    pretrain_vit(model.visual_encoder, proc, scenes, classes, R["vit_steps"], R["vit_batch"], R["vit_lr"],
+    pretrain_vit(model.visual_encoder, proc.image_processor, scenes, classes, R["vit_steps"], R["vit_batch"],
+                 R["vit_lr"],
                  seed=R["seed"], log=log, precision=R["precision"])
     times["vit_pretrain_s"] = time.perf_counter() - t
     if R["proj_init_std"]:      # start visual tokens at the scale of the text embeddings, not ~30x above it

@@ -99,12 +99,10 @@ def test_prefix_cache_same_ids_tiny(tmp_path):
 @pytest.fixture(scope="module")
 def official():
     from minigptv2.checkpoint import convert_official
-    from minigptv2.processor import Processor
-
     F = FIXTURES
-    model, tok = convert_official(F / "tiny_llama", F / "eva_vit_tiny_224.pth", F / "minigptv2_tiny_ckpt.pth",
-                                  vit_depth=2, vit_heads=4, image_size=448, lora_alpha=16)
-    return model.eval(), Processor(tok, model.config)
+    model, proc = convert_official(F / "tiny_llama", F / "eva_vit_tiny_224.pth", F / "minigptv2_tiny_ckpt.pth",
+                                   vit_depth=2, vit_heads=4, image_size=448, lora_alpha=16, dtype="fp32")
+    return model.eval(), proc
 
 
 def _official_new_ids(ids):

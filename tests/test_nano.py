@@ -51,13 +51,13 @@ def test_dense_vit_pretraining_learns_classes_and_boxes():
 
     from minigptv2.config import tiny
     from minigptv2.nano import patch_targets, pretrain_vit
-    from minigptv2.processor import Processor
+    from minigptv2.processor import MiniGPTv2ImageProcessor
     from minigptv2.synthetic import COLORS, SHAPES, make_scene
     from minigptv2.vit import EVAViT
 
     cfg = tiny()
     torch.manual_seed(0)
-    vit = EVAViT(cfg.vision)
+    vit = EVAViT(cfg.vision_config)
     classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
 
     def scenes(seed):
@@ -68,7 +68,7 @@ def test_dense_vit_pretraining_learns_classes_and_boxes():
     cls, box = patch_targets(objs, img.width, img.height, cfg.vision_config.grid, classes)
     assert (cls > 0).any() and ((box >= 0) & (box <= 1)).all()
     logs = []
-    losses = pretrain_vit(vit, Processor(None, cfg), scenes, classes, steps=40, batch_size=8, lr=2e-3,
+    losses = pretrain_vit(vit, MiniGPTv2ImageProcessor.from_config(cfg), scenes, classes, steps=40, batch_size=8, lr=2e-3,
                           log=logs.append)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
     assert "patch acc" in logs[-1] and not vit.training

@@ -27,6 +27,7 @@ from minigptv2 import checkpoint as ckpt
 from minigptv2 import cli
 from minigptv2 import train as T
 from minigptv2.config import preset
+from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.data import load_mixture
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
@@ -34,7 +35,8 @@ from minigptv2.processor import Tokenizer
 from minigptv2.synthetic import write_synthetic
 
 STEPS, BATCH, EVERY = 8, 4, 3
-CKPT_FILES = {"config.json", "model.safetensors", "tokenizer.model", "train_state.json", "optimizer.safetensors",
+CKPT_FILES = {"config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
+              "tokenizer.model", "tokenizer_config.json", "lora", "train_state.json", "optimizer.safetensors",
               "rng.safetensors"}
 
 
@@ -90,7 +92,11 @@ def losses(out: Path) -> list[float]:
 
 
 def weights(folder: Path) -> dict:
-    return load_file(str(folder / "model.safetensors"))
+    """Every tensor of a saved model folder: base weights and the LoRA adapter (lora/) when there is one."""
+    w = load_file(str(folder / "model.safetensors"))
+    if (folder / "lora" / "adapter_model.safetensors").is_file():
+        w.update({"lora/" + k: v for k, v in load_file(str(folder / "lora" / "adapter_model.safetensors")).items()})
+    return w
 
 
 def assert_same_weights(a: Path, b: Path, atol: float = 0.0) -> None:
@@ -136,13 +142,14 @@ def test_end_to_end_cli_stage3_tiny(data, tmp_path, capsys):
     assert {p.name for p in (out / "checkpoint").iterdir()} == CKPT_FILES
     assert json.loads((out / "checkpoint" / "train_state.json").read_text())["step"] == 30
     ckpt.load(out / "checkpoint")
-    final, proc = ckpt.load(out / "final")
+    final, proc = ckpt.load(out / "final", merge_lora=False)
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []   # no temp folders left
 
     cfg = preset("tiny")
     cfg.text_config.vocab_size = len(Tokenizer(data["tok"]))
     torch.manual_seed(42)                                       # what main() does before building the model
     initial = MiniGPTv2ForConditionalGeneration(cfg)
+    initial.set_trainable(cfg.trainable)                        # the LoRA train() attaches
 
     # the objective on a fixed set of 20 samples (the first 5 steps' draws) went clearly down
     mix = T.Mixture(load_mixture(data["synth"] / "mixture.json"), seed=42)
@@ -173,17 +180,17 @@ def test_resume_replays_exactly(data, ref, tmp_path):
 def vit_calls():
     """Records the batch size of every call of the vision tower (MiniGPTv2.vision_features) inside the block."""
     calls = []
-    orig = MiniGPTv2.vision_features
+    orig = MiniGPTv2ForConditionalGeneration.vision_features
 
     def counted(self, pixel_values):
         calls.append(pixel_values.shape[0])
         return orig(self, pixel_values)
 
-    MiniGPTv2.vision_features = counted
+    MiniGPTv2ForConditionalGeneration.vision_features = counted
     try:
         yield calls
     finally:
-        MiniGPTv2.vision_features = orig
+        MiniGPTv2ForConditionalGeneration.vision_features = orig
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -213,7 +220,7 @@ def test_vision_cache_refuses_a_trainable_vit_and_fsdp(data, tmp_path):
 def test_vision_cache_carries_over_between_stages(data, tmp_path):
     """nano.run hands one cache from stage to stage: the second stage sends no image through the ViT again and
     ends bit-identical to the same stage with a cache of its own; a cache made for another model is refused."""
-    from minigptv2.processor import Processor
+    from minigptv2.processor import build_processor
 
     cfg = preset("tiny")
     cfg.text_config.vocab_size = len(Tokenizer(data["tok"]))
@@ -224,7 +231,7 @@ def test_vision_cache_carries_over_between_stages(data, tmp_path):
     def two_stages(shared: bool):
         torch.manual_seed(0)
         model = MiniGPTv2ForConditionalGeneration(cfg)
-        proc = Processor(Tokenizer(data["tok"]), cfg)
+        proc = build_processor(Tokenizer(data["tok"]), cfg)
         cache = T.VisionCache(model, proc, torch.float32, torch.device("cpu")) if shared else None
         T.train(model, proc, T.Mixture(mix, 1), tc, tmp_path / f"{shared}1", progress=False, cache=cache)
         seen = len(cache.store) if shared else 0
@@ -372,7 +379,9 @@ def test_checkpoint_is_never_partial(data, tmp_path, monkeypatch, exchange):
             return r
         return f
 
-    for mod, name in [(ckpt, "save_model"), (ckpt, "save_file"), (T, "save_file"), (ckpt, "_exchange"),
+    from minigptv2 import model as M
+
+    for mod, name in [(M, "write_adapter"), (T, "save_file"), (ckpt, "_exchange"),
                       (ckpt, "_fsync_dir"), (ckpt.shutil, "rmtree"), (ckpt.shutil, "copyfile"), (ckpt.os, "replace")]:
         monkeypatch.setattr(mod, name, watched(getattr(mod, name)))
     run_main(args(data, out, steps=4, every=1))
