@@ -16,10 +16,10 @@ import torch
 from PIL import Image, ImageFile
 
 from minigptv2 import images
-from minigptv2.config import ModelConfig
+from minigptv2.config import preset
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.images import ImageTooLarge, image_size, load_image
-from minigptv2.processor import Processor
+from minigptv2.processor import MiniGPTv2ImageProcessor
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -35,8 +35,8 @@ def official_pixels(img: Image.Image) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def proc():
-    p = Processor(None, ModelConfig())              # the official config: 448, CLIP mean / std
-    assert p.config.vision.image_size == SIZE
+    p = MiniGPTv2ImageProcessor.from_config(preset("official-7b"))   # the official config: 448, CLIP mean / std
+    assert p.image_size == SIZE
     return p
 
 
@@ -102,9 +102,9 @@ def test_files_match_the_official_preprocessing(proc, case, tmp_path):
     with Image.open(io.BytesIO(data)) as im:
         assert im.mode == opened_mode          # the fixture exercises the mode it is named after
         expected = official_pixels(im)
-    assert torch.equal(proc.image(data), expected)
+    assert torch.equal(proc.tensor(data), expected)
     (tmp_path / name).write_bytes(data)
-    assert torch.equal(proc.image(tmp_path / name), expected)
+    assert torch.equal(proc.tensor(tmp_path / name), expected)
 
 
 IN_MEMORY = ["RGBA", "LA", "PA", "P", "L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa", "I;16", "I;16B"]
@@ -113,7 +113,7 @@ IN_MEMORY = ["RGBA", "LA", "PA", "P", "L", "1", "CMYK", "YCbCr", "LAB", "HSV", "
 @pytest.mark.parametrize("mode", IN_MEMORY)
 def test_pil_images_match_the_official_conversion(proc, mode):
     img = MODE_IMAGES[mode]
-    assert torch.equal(proc.image(img), official_pixels(img))
+    assert torch.equal(proc.tensor(img), official_pixels(img))
 
 
 def test_transparent_pixels_keep_their_stored_colour():
