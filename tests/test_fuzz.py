@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -565,18 +566,20 @@ def _fuzz_dir(factory) -> Path:
 ANSWER = "<p>red circle</p> {<12><40><38><71>}"
 
 
-def instant_generate(model, processor, images, prompts_, **kw):
+def instant_generate(model, processor, images, prompts_, *, streamer, max_new_tokens, **kw):
     """Generation patched to be instant: the real prompt checks run (conversation shape, prompt ids, context
-    window), then a fixed answer is returned."""
+    window), then a fixed answer is handed to the engine's per-step streamer token by token, as HF does."""
     out = []
+    tokens = processor.tok.encode(ANSWER) + [processor.tok.eos_id]
     for image, (qs, ans) in zip(images, gen._normalise(prompts_)):
         ids = processor.prompt_ids(qs, ans, has_image=image is not None)
-        if len(ids) + kw["max_new_tokens"] > processor.config.max_context_len:
+        if len(ids) + max_new_tokens > processor.config.max_context_len:
             raise MiniGPTv2Error("context window")
-        tokens = processor.tok.encode(ANSWER) + [processor.tok.eos_id]
-        if kw.get("streamer") is not None:
-            kw["streamer"].on_finalized_text(ANSWER)
         out.append(Result(ANSWER, tokens, bx.parse_boxes(ANSWER), image.size if image is not None else None))
+    streamer.put(torch.zeros((len(images), 0), dtype=torch.long))      # the prompt (inputs_embeds: no ids)
+    for t in tokens:
+        streamer.put(torch.full((len(images),), t))
+    streamer.end()
     return out
 
 
