@@ -619,9 +619,9 @@ MESSAGE = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "system", "developer", "tool", "USER", ""]) | JSON},
     optional={"content": USER_TEXT | TEXT | SURROGATES | st.lists(PART, max_size=3) | JSON, "name": TEXT})
 # tiny, subnormal, huge and exact-boundary numbers: what once crashed sampling or number handling
-EDGE_NUMBERS = [0, -0.0, 5e-324, 1e-323, 1e-300, 1e-45, 1.4e-45, 1e-38, 1.2e-38, 9.99e-6, srv.MIN_TEMPERATURE, 0.5, 1, 2,
-                2.0000000001, 1e308, 1.7976931348623157e308, -5e-324, -1e-300, 2**53 + 1, 2**63, 2**64, 10**400,
-                -(10**400)]
+EDGE_NUMBERS = [0, -0.0, 5e-324, 1e-323, 1e-300, 1e-45, 1.4e-45, 1e-38, 1.2e-38, 9.99e-6, srv.MIN_TEMPERATURE, 0.5,
+                1, 2, 2.0000000001, 1e308, 1.7976931348623157e308, -5e-324, -1e-300, 2**53 + 1, 2**63, 2**64,
+                10**400, -(10**400)]
 NUMBER = (st.sampled_from(EDGE_NUMBERS) | st.floats(allow_nan=True, allow_infinity=True) | st.integers()
           | st.integers(-(10**400), 10**400))
 PARAMS = {

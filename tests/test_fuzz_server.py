@@ -234,7 +234,7 @@ def remote_client(tiny, image_server):  # noqa: F811 - the fixture imported abov
 def fake_net(port: int):
     """Every address routes to the loopback image server (so only the address check decides)."""
     net = FakeNet()
-    net.routes = type("AllRoutes", (dict,), {"__missing__": lambda self, key: port, "__contains__": lambda s, k: True})()
+    net.default_route = port
     saved = remote.resolve, remote.connect
     remote.resolve, remote.connect = net.resolve, net.connect
     try:

@@ -28,6 +28,7 @@ class FakeNet:
     def __init__(self):
         self.names: dict[str, list[str]] = {"localhost": ["127.0.0.1", "::1"]}
         self.routes: dict[str, int] = {}       # public address -> port of the loopback test server playing it
+        self.default_route: int | None = None  # the port for any other address (the fuzz tests)
         self.resolved: list[str] = []
         self.connected: list[tuple[str, int]] = []
 
@@ -40,9 +41,10 @@ class FakeNet:
 
     def connect(self, addr, port, timeout):
         self.connected.append((addr, port))
-        if addr not in self.routes:
+        port = self.routes.get(addr, self.default_route)
+        if port is None:
             raise ConnectionRefusedError(f"test network: nothing at {addr}")
-        return socket.create_connection(("127.0.0.1", self.routes[addr]), timeout=timeout)
+        return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
 @pytest.fixture
