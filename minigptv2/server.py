@@ -7,17 +7,20 @@
 
 Endpoints
     POST /v1/chat/completions   OpenAI chat format; images as `image_url` content parts (base64 `data:` URLs;
-                                http(s) URLs only with --allow-remote-images, never to private / loopback /
-                                link-local addresses). `temperature` (0 or absent = greedy), `top_p`,
-                                `max_tokens`, `stream` (SSE, ends with `data: [DONE]`). The reply adds `boxes`:
-                                [{"phrase", "box" (0..100 grid), "box_pixels" (x1, y1, x2, y2 of the sent image)}].
+                                http(s) URLs only with --allow-remote-images, and only to public addresses:
+                                minigptv2/remote.py). `temperature` (0 or absent = greedy, else in
+                                [MIN_TEMPERATURE, 2]), `top_p`, `max_tokens`, `stream` (SSE, ends with
+                                `data: [DONE]`). The reply adds `boxes`: [{"phrase", "box" (0..100 grid),
+                                "box_pixels" (x1, y1, x2, y2 of the sent image)}].
     GET  /v1/models, GET /health
     GET  /                      the Gradio demo (minigptv2/webui.py)
 
-One worker thread owns the model: requests that arrive within --batch-wait-ms of each other (up to --max-batch)
-and share generation settings go through one batched `generate` call; a streamed request runs alone. The queue
+Generation goes through the batching `Engine` (minigptv2/engine.py): one worker thread owns the model; the queue
 of waiting requests is bounded (--max-queue): when it is full the server answers 503 with Retry-After. Every bad
-request gets a 4xx JSON error `{"error": {"message", "type", "param", "code"}}` naming the problem.
+request gets a 4xx JSON error `{"error": {"message", "type", "param", "code"}}` naming the problem. A client that
+disconnects has its request cancelled (dropped from the queue, or stopped within one decode step); a request body
+that does not arrive within --client-timeout gets a 408, and a stream the client stops reading for that long is
+dropped (and its generation cancelled).
 """
 from __future__ import annotations
 
@@ -25,35 +28,35 @@ import argparse
 import asyncio
 import base64
 import binascii
-import concurrent.futures
-import http.client
-import ipaddress
+import collections
 import json
+import logging
 import math
 import os
-import queue
-import socket
-import ssl
-import threading
 import time
-import urllib.parse
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
-from transformers import TextStreamer
 
+from minigptv2 import remote
+from minigptv2.engine import (MAX_TEMPERATURE, MIN_TEMPERATURE, Busy, Cancelled, Engine, GenSettings,  # noqa: F401
+                              Job, StepHook, TokenStreamer)
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.generate import Result, generate
+from minigptv2.generate import Result
 from minigptv2.images import ImageTooLarge, load_image
+from minigptv2.remote import is_public_address  # noqa: F401 - part of this module's API
 
 try:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(f"the server needs the `serve` extra: pip install 'minigptv2[serve]' ({e})") from None
+
+log = logging.getLogger("minigptv2.server")
 
 
 # ---- limits ------------------------------------------------------------------------------------------------
@@ -64,7 +67,8 @@ class Limits:
     max_tokens: int = 1024                     # cap on `max_tokens`
     default_max_tokens: int = 300              # when the request gives none (the generate default)
     allow_remote_images: bool = False
-    remote_timeout_s: float = 10.0
+    remote_timeout_s: float = 10.0             # a whole remote-image fetch, redirects included
+    client_timeout_s: float = 30.0             # to receive the request body; to send each streamed chunk
 
 
 class ApiError(Exception):
@@ -86,146 +90,13 @@ def _utf8(text: str | None) -> str | None:
     return text if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-class Busy(Exception):
-    """The request queue is full."""
-
-
-# ---- the batching engine -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GenSettings:
-    """Generation settings of one request; requests with equal settings may share a batch."""
-    max_new_tokens: int
-    temperature: float = 0.0                  # 0 = greedy
-    top_p: float = 1.0
-
-    def __post_init__(self):
-        if self.temperature == 0:               # top_p means nothing when greedy: let such requests batch together
-            object.__setattr__(self, "top_p", 1.0)
-
-    def kwargs(self) -> dict:
-        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0}
-        if kw["do_sample"]:
-            kw.update(temperature=self.temperature, top_p=self.top_p)
-        return kw
-
-
-class TokenStreamer(TextStreamer):
-    """HF streamer that hands each finished text piece to `emit`; `close()` emits None (the end marker)."""
-
-    def __init__(self, tokenizer, emit):
-        super().__init__(tokenizer, skip_prompt=False)
-        self.emit = emit
-
-    def on_finalized_text(self, text: str, stream_end: bool = False):
-        if text:
-            self.emit(text)
-
-    def close(self):
-        self.emit(None)
-
-
-@dataclass
-class Job:
-    image: Image.Image | None
-    conversation: list[dict]
-    settings: GenSettings
-    streamer: TokenStreamer | None = None
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-
-
-class Engine:
-    """Owns the model. One worker thread runs every `generate` call, batching jobs that arrive together.
-
-    `generate_fn` has the signature of `minigptv2.generate` (tests pass an instrumented one)."""
-
-    def __init__(self, model, processor, name: str = "minigptv2", *, generate_fn=generate, max_batch: int = 8,
-                 batch_wait_ms: float = 10.0, max_queue: int = 64):
-        self.model, self.processor, self.name = model, processor, name
-        self.generate_fn = generate_fn
-        self.max_batch, self.batch_wait = max(1, max_batch), batch_wait_ms / 1000
-        self.max_queue = max_queue
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._thread = threading.Thread(target=self._run, name="minigptv2-batcher", daemon=True)
-        self._thread.start()
-
-    # -- submitting --
-    def submit(self, image, conversation, settings: GenSettings, streamer: TokenStreamer | None = None):
-        """Queue one request; returns a concurrent Future of its `Result`. Raises Busy when the queue is full."""
-        job = Job(image, conversation, settings, streamer)
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise Busy(f"the server is busy: {self.max_queue} requests are already waiting") from None
-        return job.future
-
-    def stream(self, image, conversation, settings: GenSettings):
-        """Blocking generator for the web demo: yields text pieces, then the final `Result`."""
-        pieces: queue.Queue = queue.Queue()
-        fut = self.submit(image, conversation, settings, TokenStreamer(self.processor.tok, pieces.put))
-        while (piece := pieces.get()) is not None:
-            yield piece
-        yield fut.result()
-
-    def queued(self) -> int:
-        return self._queue.qsize()
-
-    def close(self):
-        try:
-            self._queue.put(None, timeout=1)
-        except queue.Full:
-            pass
-
-    # -- the worker --
-    def _run(self):
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            jobs, deadline = [job], time.monotonic() + self.batch_wait
-            while len(jobs) < self.max_batch:
-                left = deadline - time.monotonic()
-                try:
-                    nxt = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._queue.put(None)   # stop after this round
-                    break
-                jobs.append(nxt)
-            # drop jobs whose caller went away (a cancelled request); the rest can no longer be cancelled
-            for j in [j for j in jobs if not j.future.set_running_or_notify_cancel()]:
-                jobs.remove(j)
-                if j.streamer:
-                    j.streamer.close()
-            groups: dict = {}
-            for j in jobs:   # a streamed job runs alone (HF streamers take batch size 1)
-                groups.setdefault(id(j) if j.streamer else j.settings, []).append(j)
-            for group in groups.values():
-                self._generate(group)
-
-    def _generate(self, group: list[Job]):
-        streamer = group[0].streamer
-        try:
-            kw = group[0].settings.kwargs()
-            if streamer is not None:
-                kw["streamer"] = streamer
-            results = self.generate_fn(self.model, self.processor, [j.image for j in group],
-                                       [j.conversation for j in group], **kw)
-            for j, r in zip(group, results):
-                j.future.set_result(r)
-        except MiniGPTv2Error as e:
-            if len(group) > 1:    # one bad request must not fail its batch-mates: retry each alone
-                for j in group:
-                    self._generate([j])
-            else:
-                group[0].future.set_exception(e)
-        except BaseException as e:  # noqa: BLE001 - handed to the waiting request
-            for j in group:
-                if not j.future.done():
-                    j.future.set_exception(e)
-        finally:
-            if streamer is not None:
-                streamer.close()
+def _show(value) -> str:
+    """A request value for an error message: JSON, at most 50 characters."""
+    try:
+        text = json.dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        text = type(value).__name__
+    return text if len(text) <= 50 else text[:47] + "..."
 
 
 # ---- request parsing ---------------------------------------------------------------------------------------
@@ -246,16 +117,20 @@ KNOWN_PARAMS = {"model", "messages", "temperature", "top_p", "max_tokens", "max_
                 "stream_options", "user"} | set(NOOP_PARAMS)
 
 
-def _number(body, key, lo, hi, lo_open=False):
+def _number(body, key, lo, hi, lo_open=False) -> float | None:
     v = body.get(key)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ApiError(400, f"`{key}` must be a number, got {json.dumps(v)[:50]}", key)
-    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):      # NaN compares false with all
+        raise ApiError(400, f"`{key}` must be a number, got {_show(v)}", key)
+    try:
+        f = float(v)
+    except OverflowError:               # an integer literal too large for a float
+        f = math.inf if v > 0 else -math.inf
+    if not math.isfinite(f) or f < lo or f > hi or (lo_open and f == lo):      # NaN compares false with all
         lo_s = f"({lo}" if lo_open else f"[{lo}"
-        raise ApiError(400, f"`{key}` must be in {lo_s}, {hi}], got {v}", key)
-    return float(v)
+        raise ApiError(400, f"`{key}` must be in {lo_s}, {hi}], got {_show(v)}", key)
+    return f
 
 
 def parse_request(body: dict, limits: Limits, processor) -> ChatRequest:
@@ -265,26 +140,32 @@ def parse_request(body: dict, limits: Limits, processor) -> ChatRequest:
         raise ApiError(400, f"unsupported parameter(s): {', '.join(unknown)}", unknown[0])
     for key, allowed in NOOP_PARAMS.items():
         if key in body and body[key] not in allowed:
-            raise ApiError(400, f"`{key}` is not supported (only {allowed[-1]!r}), got {json.dumps(body[key])[:50]}",
-                           key)
-    if "model" in body and not isinstance(body["model"], str):
-        raise ApiError(400, "`model` must be a string", "model")
-    temperature = _number(body, "temperature", 0, 2) or 0.0
+            raise ApiError(400, f"`{key}` is not supported (only {allowed[-1]!r}), got {_show(body[key])}", key)
+    for key in ("model", "user"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise ApiError(400, f"`{key}` must be a string, got {_show(body[key])}", key)
+    temperature = _number(body, "temperature", 0, MAX_TEMPERATURE) or 0.0
+    if 0 < temperature < MIN_TEMPERATURE:      # dividing the logits by it would overflow: not a sampling setting
+        raise ApiError(400, f"`temperature` {temperature!r} is too close to 0 to sample with: send 0 for greedy "
+                            f"decoding, or at least {MIN_TEMPERATURE}", "temperature")
     top_p = _number(body, "top_p", 0, 1, lo_open=True) or 1.0
     key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
     max_tokens = body.get(key)
     if max_tokens is None:
         max_tokens = min(limits.default_max_tokens, limits.max_tokens)
     elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ApiError(400, f"`{key}` must be a positive integer, got {json.dumps(max_tokens)[:50]}", key)
+        raise ApiError(400, f"`{key}` must be a positive integer, got {_show(max_tokens)}", key)
     elif max_tokens > limits.max_tokens:
-        raise ApiError(400, f"`{key}` {max_tokens} is over this server's limit of {limits.max_tokens}", key)
+        raise ApiError(400, f"`{key}` {_show(max_tokens)} is over this server's limit of {limits.max_tokens}", key)
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
-        raise ApiError(400, "`stream` must be true or false", "stream")
-    opts = body.get("stream_options") or {}
-    if not isinstance(opts, dict) or set(opts) - {"include_usage"}:
-        raise ApiError(400, "`stream_options` may only hold `include_usage`", "stream_options")
+        raise ApiError(400, f"`stream` must be true or false, got {_show(stream)}", "stream")
+    opts = body.get("stream_options")
+    opts = {} if opts is None else opts
+    if not isinstance(opts, dict) or set(opts) - {"include_usage"} \
+            or not isinstance(opts.get("include_usage", False), bool):
+        raise ApiError(400, f"`stream_options` may only hold `include_usage` (true or false), got {_show(opts)}",
+                       "stream_options")
 
     image, conversation = _parse_messages(body.get("messages"), limits)
     questions = [m["content"] for m in conversation if m["role"] == "user"]
@@ -363,7 +244,10 @@ def _load_image_url(url: str, limits: Limits, where: str) -> Image.Image:
         if not limits.allow_remote_images:
             raise ApiError(400, f"{where}: remote image URLs are disabled on this server (start it with "
                                 f"--allow-remote-images, or send the image as a base64 data: URL)", where)
-        data = fetch_remote(url, limits.max_body_bytes, limits.remote_timeout_s, where)
+        try:
+            data = remote.fetch(url, limits.max_body_bytes, limits.remote_timeout_s)
+        except remote.FetchError as e:
+            raise ApiError(e.status, f"{where}: {e}", where, e.code) from None
     else:
         raise ApiError(400, f"{where}: image_url must be a data: URL or an http(s) URL", where)
     if not data:
@@ -376,87 +260,87 @@ def _load_image_url(url: str, limits: Limits, where: str) -> Image.Image:
         raise ApiError(400, f"{where}: {e}", where, "invalid_image") from None
 
 
-# ---- remote images (only with --allow-remote-images) --------------------------------------------------------
-NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-
-def is_public_address(addr: str) -> bool:
-    """True for a globally routable unicast address (not private, loopback, link-local, reserved, multicast…)."""
-    ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    if ip.version == 6:   # IPv6 forms that carry an IPv4 address: judge the IPv4 address
-        if ip.ipv4_mapped or ip.sixtofour:
-            ip = ip.ipv4_mapped or ip.sixtofour
-        elif ip in NAT64:
-            ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return ip.is_global and not ip.is_multicast
-
-
-def fetch_remote(url: str, max_bytes: int, timeout: float, where: str = "image_url") -> bytes:
-    """GET an image over http(s). Every address the host resolves to must be public, and the connection goes
-    to a checked address (no second DNS lookup to rebind). Redirects are not followed."""
-    u = urllib.parse.urlsplit(url)
-    try:
-        host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
-    except ValueError:
-        raise ApiError(400, f"{where}: bad URL {url[:100]!r}", where) from None
-    if not host:
-        raise ApiError(400, f"{where}: the URL has no host", where)
-    try:
-        addrs = sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
-    except (socket.gaierror, UnicodeError) as e:
-        raise ApiError(400, f"{where}: cannot resolve host {host!r} ({e})", where) from None
-    for a in addrs:
-        if not is_public_address(a):
-            raise ApiError(400, f"{where}: host {host!r} resolves to {a}, a private / loopback / link-local "
-                                f"address; refused", where, "forbidden_address")
-    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    try:
-        sock = socket.create_connection((addrs[0], port), timeout=timeout)
-        if u.scheme == "https":
-            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
-            conn = http.client.HTTPSConnection(host, port, timeout=timeout)
-        else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
-        conn.sock = sock     # http.client uses a set socket instead of connecting by name
-        try:
-            conn.request("GET", path, headers={"User-Agent": "minigptv2-server", "Accept": "image/*"})
-            resp = conn.getresponse()
-            if resp.status != 200:
-                raise ApiError(400, f"{where}: fetching {url[:100]} gave HTTP {resp.status} (redirects are not "
-                                    f"followed)", where)
-            data = resp.read(max_bytes + 1)
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException) as e:
-        raise ApiError(400, f"{where}: cannot fetch {url[:100]}: {e}", where) from None
-    if len(data) > max_bytes:
-        raise ApiError(413, f"{where}: the remote image is over {max_bytes} bytes", where, "image_too_large")
-    return data
-
-
 # ---- the app -----------------------------------------------------------------------------------------------
-async def _read_json(request: Request, max_bytes: int) -> dict:
+class ClientGone(Exception):
+    """The client disconnected, or stopped reading a stream for longer than the client timeout."""
+
+
+CLIENT_GONE = 499       # the status logged for a request whose client left (nobody receives it)
+
+
+async def _read_json(request: Request, limits: Limits) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.split(";")[0].strip().lower() != "application/json":
         raise ApiError(415, f"Content-Type must be application/json, got {ctype or 'none'}")
+    max_bytes = limits.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"the request body is {declared} bytes, over this server's limit of {max_bytes}",
                        code="request_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(413, f"the request body is over this server's limit of {max_bytes} bytes",
-                           code="request_too_large")
-        chunks.append(chunk)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise ApiError(413, f"the request body is over this server's limit of {max_bytes} bytes",
+                               code="request_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
     try:
-        body = json.loads(b"".join(chunks))
+        raw = await asyncio.wait_for(read(), limits.client_timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {limits.client_timeout_s:g} s",
+                       code="request_timeout") from None
+    except ClientDisconnect:
+        raise ClientGone from None
+    try:
+        body = json.loads(raw)
     except (ValueError, RecursionError) as e:
         raise ApiError(400, f"the request body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     return body
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has disconnected (or the response is complete). The body is read by then, so
+    the only message left to receive is `http.disconnect`."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_gone(awaitable, gone: asyncio.Future):
+    """Await `awaitable`, unless `gone` (a `_disconnected` task) finishes first: then raise ClientGone."""
+    task = asyncio.ensure_future(awaitable)
+    await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise ClientGone
+
+
+class _Stream(StreamingResponse):
+    """A StreamingResponse whose every send must complete within `timeout` seconds: a client that stops reading
+    loses its stream (whose generator then cancels the job) instead of holding it. The generator is always
+    closed when the response ends, so its cleanup runs at once."""
+
+    def __init__(self, content, timeout: float, **kw):
+        super().__init__(content, **kw)
+        self.timeout = timeout
+
+    async def __call__(self, scope, receive, send):
+        async def timed_send(message):
+            try:
+                await asyncio.wait_for(send(message), self.timeout)
+            except asyncio.TimeoutError:
+                raise ClientGone from None
+        try:
+            await super().__call__(scope, receive, timed_send)
+        except ClientGone:
+            log.warning("the client stopped reading a stream for %g s: dropped", self.timeout)
+        finally:
+            await self.body_iterator.aclose()
 
 
 def _finish_reason(result: Result, processor) -> str:
@@ -478,10 +362,13 @@ def _sse(obj) -> str:
 
 
 def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True) -> FastAPI:
-    """The FastAPI app: the OpenAI-style API, and the Gradio demo at `/` when `webui`."""
+    """The FastAPI app: the OpenAI-style API, and the Gradio demo at `/` when `webui`.
+
+    `app.state.stats` counts `client_gone`: requests that ended because their client left."""
     limits = limits or Limits()
     processor = engine.processor
     app = FastAPI(title="MiniGPT-v2", docs_url="/v1/docs", redoc_url=None, openapi_url="/v1/openapi.json")
+    app.state.stats = stats = collections.Counter()
     created = int(time.time())
 
     @app.exception_handler(ApiError)
@@ -496,6 +383,11 @@ def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True)
     async def _bad_input(request, exc: MiniGPTv2Error):   # e.g. the model refusing an over-long prompt
         return ApiError(400, str(exc)).response()
 
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request, exc: ClientGone):    # nobody reads this; it names the case in the access log
+        stats["client_gone"] += 1
+        return ApiError(CLIENT_GONE, "the client closed the connection", code="client_closed_request").response()
+
     @app.get("/health")
     async def health():
         return {"status": "ok", "model": engine.name, "queued": engine.queued(), "max_queue": engine.max_queue}
@@ -505,36 +397,60 @@ def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True)
         return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
                                             "owned_by": "minigptv2"}]}
 
-    def submit(req: ChatRequest, streamer=None) -> asyncio.Future:
+    def submit(req: ChatRequest, streamer=None) -> Job:
         try:
-            return asyncio.wrap_future(engine.submit(req.image, req.conversation, req.settings, streamer))
+            return engine.submit(req.image, req.conversation, req.settings, streamer)
         except Busy as e:
             raise ApiError(503, str(e), code="server_busy", headers={"Retry-After": "1"}) from None
 
+    async def wait(job: Job, awaitable, gone):
+        try:
+            return await _unless_gone(awaitable, gone)
+        except ClientGone:
+            engine.cancel(job)
+            raise
+
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        body = await _read_json(request, limits.max_body_bytes)
+        body = await _read_json(request, limits)
         req = await run_in_threadpool(parse_request, body, limits, processor)   # image decoding / fetching
         cid, now = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if not req.stream:
-            result = await submit(req)
-            return {"id": cid, "object": "chat.completion", "created": now, "model": engine.name,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
-                                 "finish_reason": _finish_reason(result, processor)}],
-                    "usage": _usage(req, result), "boxes": _boxes(result)}
+        gone = asyncio.ensure_future(_disconnected(request))
+        streaming = False
+        try:
+            if not req.stream:
+                job = submit(req)
+                result = await wait(job, asyncio.wrap_future(job.future), gone)
+                return {"id": cid, "object": "chat.completion", "created": now, "model": engine.name,
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
+                                     "finish_reason": _finish_reason(result, processor)}],
+                        "usage": _usage(req, result), "boxes": _boxes(result)}
 
-        loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
-        streamer = TokenStreamer(processor.tok, lambda p: loop.call_soon_threadsafe(pieces.put_nowait, p))
-        fut = submit(req, streamer)
-        first = await pieces.get()          # wait for generation to start, so that its errors are still a 4xx
-        if first is None:
-            await fut                       # raises if generation failed
+            loop, pieces = asyncio.get_running_loop(), asyncio.Queue()
 
+            def emit(piece):            # called from the worker thread
+                try:
+                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
+                except RuntimeError:    # the event loop is closed (shutdown): nobody is left to read it
+                    pass
+            streamer = TokenStreamer(processor.tok, emit)
+            job = submit(req, streamer)
+            first = await wait(job, pieces.get(), gone)   # wait for generation to start: its errors are still 4xx
+            if first is None:
+                await asyncio.wrap_future(job.future)      # raises if generation failed
+            streaming = True
+            return _Stream(_events(req, job, first, pieces, gone, cid, now), limits.client_timeout_s,
+                           media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        finally:
+            if not streaming:
+                gone.cancel()
+
+    async def _events(req: ChatRequest, job: Job, first, pieces: asyncio.Queue, gone, cid: str, now: int):
         def chunk(delta, finish=None, **extra):
             return _sse({"id": cid, "object": "chat.completion.chunk", "created": now, "model": engine.name,
                          "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
-
-        async def events():
+        left = False        # the client disconnected, or stopped reading
+        try:
             yield chunk({"role": "assistant", "content": ""})
             piece, sent = first, False
             while piece is not None:
@@ -543,9 +459,11 @@ def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True)
                 if piece:
                     sent = True
                     yield chunk({"content": piece})
-                piece = await pieces.get()
+                piece = await _unless_gone(pieces.get(), gone)
             try:
-                result = await fut
+                result = await _unless_gone(asyncio.wrap_future(job.future), gone)
+            except ClientGone:
+                raise
             except Exception as e:  # noqa: BLE001 - the status line is gone; report in the stream
                 yield _sse({"error": {"message": str(e), "type": "server_error", "param": None, "code": None}})
             else:
@@ -554,14 +472,44 @@ def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True)
                     yield _sse({"id": cid, "object": "chat.completion.chunk", "created": now, "model": engine.name,
                                 "choices": [], "usage": _usage(req, result)})
             yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        except ClientGone:
+            left = True
+        except BaseException:   # cancelled (the server saw the disconnect) or closed early (a stalled reader)
+            left = True
+            raise
+        finally:
+            gone.cancel()
+            if not job.future.done():
+                engine.cancel(job)
+                left = True
+            if left:
+                stats["client_gone"] += 1
 
     if webui:
         from minigptv2 import webui as _webui
 
         app = _webui.mount(app, engine, limits)
     return app
+
+
+def _at_least(lo, kind=int):
+    """argparse type: a number >= lo (so 0 cannot silently mean 'unbounded')."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if not v >= lo or not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {text}")
+        return v
+    return parse
+
+
+def _positive(text):
+    v = _at_least(0, float)(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return v
 
 
 def main(argv=None) -> int:
@@ -573,12 +521,17 @@ def main(argv=None) -> int:
     p.add_argument("--allow-remote-images", action="store_true",
                    help="let requests give http(s) image URLs (public addresses only)")
     p.add_argument("--no-webui", action="store_true", help="serve the API only")
-    p.add_argument("--max-batch", type=int, default=8, help="most requests in one generate call")
-    p.add_argument("--batch-wait-ms", type=float, default=10.0, help="how long to collect a batch")
-    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before answering 503")
-    p.add_argument("--max-tokens", type=int, default=Limits.max_tokens, help="cap on a request's max_tokens")
-    p.add_argument("--max-body-mb", type=float, default=Limits.max_body_bytes / 2**20, help="cap on a request body")
-    p.add_argument("--max-image-pixels", type=int, default=Limits.max_image_pixels, help="cap on width × height")
+    p.add_argument("--max-batch", type=_at_least(1), default=8, help="most requests in one generate call")
+    p.add_argument("--batch-wait-ms", type=_at_least(0, float), default=10.0, help="how long to collect a batch")
+    p.add_argument("--max-queue", type=_at_least(1), default=64, help="waiting requests before answering 503 (>= 1)")
+    p.add_argument("--max-tokens", type=_at_least(1), default=Limits.max_tokens, help="cap on a request's max_tokens")
+    p.add_argument("--max-body-mb", type=_positive, default=Limits.max_body_bytes / 2**20,
+                   help="cap on a request body")
+    p.add_argument("--max-image-pixels", type=_at_least(1), default=Limits.max_image_pixels,
+                   help="cap on width × height")
+    p.add_argument("--client-timeout", type=_positive, default=Limits.client_timeout_s,
+                   help="seconds for a request body to arrive (else 408), and for a client to accept each streamed "
+                        "chunk (else the stream is dropped and its generation cancelled)")
     a = p.parse_args(argv)
 
     import uvicorn
@@ -590,7 +543,7 @@ def main(argv=None) -> int:
     model, processor = load(model_dir)
     limits = Limits(max_body_bytes=int(a.max_body_mb * 2**20), max_image_pixels=a.max_image_pixels,
                     max_tokens=a.max_tokens, default_max_tokens=min(Limits.default_max_tokens, a.max_tokens),
-                    allow_remote_images=a.allow_remote_images)
+                    allow_remote_images=a.allow_remote_images, client_timeout_s=a.client_timeout)
     engine = Engine(model, processor, model_dir.resolve().name, max_batch=a.max_batch,
                     batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue)
     app = create_app(engine, limits, webui=not a.no_webui)

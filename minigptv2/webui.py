@@ -7,7 +7,7 @@ send. Answers stream in; the image is shown again with the answer's boxes and ph
 `[identify]`, draw over an object with the brush: the bounding box of the drawing, on the 0..100 grid, is appended
 to the prompt (as the official demo does). A new image starts a new conversation.
 
-Generation goes through the server's `Engine` (the same queue and worker as the API).
+Generation goes through the `Engine` (minigptv2/engine.py: the same queue and worker as the API).
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def capped_editor(max_pixels: int, **kw):
 def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max_pixels: int = 16_000_000):
     import gradio as gr
 
-    from minigptv2.server import Busy, GenSettings
+    from minigptv2.engine import Busy, GenSettings
 
     def respond(editor_value, text, history, state, temperature, max_tokens):
         text = (text or "").strip()
