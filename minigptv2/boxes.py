@@ -80,13 +80,15 @@ def format_grounded(phrase: str, grid_boxes) -> str:
     return f"<p>{phrase}</p> {format_boxes(grid_boxes)}"
 
 
+def on_grid(coords) -> bool:
+    """Box coordinates as written (digit strings of a BOX_RE match) are on the grid: unsigned and 0..100. The
+    regex admits a sign so that a negative box is seen and refused (not read from the digits after the sign);
+    "-0" is refused too, as the constraint grammar and the official RefCOCO parser refuse it."""
+    return all(not c.startswith("-") and int(c) <= GRID for c in coords)
+
+
 def _boxes_in(text: str) -> list[tuple[int, int, int, int]]:
-    out = []
-    for m in BOX_RE.finditer(text):
-        v = tuple(int(g) for g in m.groups())
-        if all(0 <= c <= GRID for c in v):
-            out.append(v)
-    return out
+    return [tuple(int(g) for g in m.groups()) for m in BOX_RE.finditer(text) if on_grid(m.groups())]
 
 
 def parse_boxes(text: str) -> list[Grounding]:

@@ -204,7 +204,7 @@ def box_constraint(processor, max_new_tokens: int | None = None, single: bool = 
 
 def well_formed(text: str) -> bool:
     """True if every "{" in `text` starts a box that parses (the property the constraint guarantees)."""
-    from minigptv2.boxes import BOX_RE
+    from minigptv2.boxes import BOX_RE, on_grid
 
     boxes = BOX_RE.findall(text)
-    return text.count("{") == len(boxes) and all(0 <= int(v) <= 100 for b in boxes for v in b)
+    return text.count("{") == len(boxes) and all(on_grid(b) for b in boxes)

@@ -61,3 +61,49 @@ def test_draw_boxes_changes_pixels_in_box_colour():
     assert out.size == img.size and img.getpixel((20, 10)) == (255, 255, 255)
     assert out.getpixel((20, 50)) == (255, 0, 0)            # left edge of the first box, first colour
     assert out.getpixel((120, 50)) == (0, 255, 0)           # second phrase, second colour
+
+
+# ---- the 0..100 grid: truncation (training targets and eval ground truth), never rounding --------------------
+@pytest.mark.parametrize("box, size, grid", [
+    # each fraction >= .5, so rounding (or ceil) would give one more; expected values worked out by hand
+    ((5, 3, 639, 427), (640, 428), (0, 0, 99, 99)),     # 0.78, 0.70, 99.84, 99.77: the edges stay 0 and 99
+    ((3, 1, 5, 2), (7, 3), (42, 33, 71, 66)),           # 42.86, 33.33, 71.43, 66.67
+    ((199, 0.9, 200, 99.5), (200, 100), (99, 0, 100, 99)),   # 99.5 -> 99, 0.9 -> 0, 100 exactly -> 100
+    # the official order of operations, x / W first, then * 100: 57 / 100 * 100 = 56.99999999999999 -> 56
+    ((57, 29, 100, 100), (100, 100), (56, 28, 100, 100)),
+    ((64, 0, 640, 428), (640, 428), (10, 0, 100, 100)),  # exact multiples stay as they are
+])
+def test_grid_truncates_fractions_at_the_edges(box, size, grid):
+    assert to_grid(box, *size) == grid
+
+
+def test_refcoco_training_target_is_truncated(tmp_path):
+    """The refer training answer built by the RefCOCO reader (eval-JSON format) from an [x, y, w, h] box."""
+    import json
+    import random
+
+    from minigptv2.data import open_dataset
+
+    rec = {"img_id": "COCO_train2014_000000000001_1", "sents": "the cup", "bbox": [5, 3, 634, 424], "width": 640,
+           "height": 428}
+    (tmp_path / "ref.json").write_text(json.dumps([rec]))
+    s = open_dataset("refcoco", tmp_path / "ref.json").sample(0, random.Random(0))
+    assert s.turns[0][1] == "{<0><0><99><99>}"           # x2 = 639, y2 = 427: 99.84 and 99.77 truncated
+
+
+# ---- the parser's bounds: 0..100 inclusive, no sign -----------------------------------------------------------
+@pytest.mark.parametrize("text", ["{<-1><2><3><4>}", "{<1><-2><3><4>}", "{<1><2><-3><4>}", "{<1><2><3><-4>}",
+                                  "{<-100><0><100><100>}", "{<-0><0><10><10>}", "{<101><0><5><5>}",
+                                  "{<0><0><100><101>}", "{<1000><1><2><3>}"])
+def test_parser_refuses_coordinates_off_the_grid(text):
+    assert parse_boxes(text) == []
+    assert parse_boxes(f"<p>cup</p> {text}") == []
+    with pytest.raises(MiniGPTv2Error, match="found 0"):
+        parse_box(text)
+
+
+def test_parser_accepts_the_grid_edges_and_keeps_the_good_boxes():
+    assert parse_box("{<0><0><100><100>}") == (0, 0, 100, 100)
+    assert parse_box("{ <0> <100> <0> <100> }") == (0, 100, 0, 100)
+    text = "<p>cup</p> {<-1><2><3><4>}<delim>{<1><2><3><4>} and {<5><6><7><101>} {<100><99><98><97>}"
+    assert parse_boxes(text) == [Grounding((1, 2, 3, 4), "cup"), Grounding((100, 99, 98, 97))]
