@@ -132,3 +132,36 @@ def test_tiny_model_box_prefixed_answers_parse_with_the_constraint(tmp_path):
     for r in generate(model, proc, images, prompts, max_new_tokens=20,
                       logits_processor=box_constraint(proc, max_new_tokens=20, single=True)):
         assert refcoco_parse(r.text, 64, 48)[0] is not None, r.text
+
+
+@pytest.mark.parametrize("vocab", ["llama", "nano"])
+@pytest.mark.parametrize("single", [False, True])
+def test_eos_is_masked_inside_an_open_box_and_allowed_where_the_answer_may_end(vocab, single, tmp_path):
+    """The logits processor alone, on hand-made prefixes: while a box is open (every proper prefix of a box)
+    EOS gets -inf whatever the length budget; after the closing "}" it is allowed (single: only EOS is)."""
+    from minigptv2.constrained import CLOSED, END, FREE, START, need
+
+    tok = Tokenizer(LLAMA_TOK if vocab == "llama" else tiny_tokenizer(tmp_path))
+    box = "{<12><40><38><71>}"
+    c = BoxConstraint(tok, max_new_tokens=None, single=single)
+    opened = 0
+    for k in range(1, len(box) + 1):
+        ids = tok.encode(box[:k])
+        state = c.state_of(ids)
+        assert state not in (FREE, START, None), (box[:k], state)     # the prefix reached the automaton as text
+        for budget in (None, len(ids) + 40, len(ids) + need(state) + 1):
+            c.max_new_tokens = budget
+            out = c(torch.tensor([ids]), torch.zeros(1, len(tok)))[0]
+            allowed = torch.isfinite(out)
+            if k < len(box):
+                opened += 1
+                assert state not in (CLOSED, END) and not allowed[tok.eos_id], (box[:k], budget)
+                assert allowed.any()                                 # something continues the box
+            else:
+                assert state == (END if single else CLOSED) and allowed[tok.eos_id], budget
+                assert allowed.sum() == 1 if single else allowed.sum() > 1
+    assert opened >= 3 * 5
+    # before anything is written: free text may end at once; a single-box answer may not
+    out = BoxConstraint(tok, single=single)(torch.zeros((1, 0), dtype=torch.long), torch.zeros(1, len(tok)))[0]
+    assert bool(torch.isfinite(out[tok.eos_id])) is not single
+
