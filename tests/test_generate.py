@@ -67,3 +67,24 @@ def test_chat_keeps_history(mp):
     assert generate(model, proc, [_imgs()[0]], [convo], max_new_tokens=5)[0].token_ids == r2.token_ids
     list(chat.stream("third?"))
     assert len(chat.messages) == 6
+
+
+def test_sampling_samples(mp):
+    """do_sample draws from the model's distribution (the random tiny model's is nearly flat: every token has a
+    chance), and temperature and top_p shape it. Greedy does not depend on the seed; sampling does."""
+    model, proc = mp
+    img, q = _imgs()[0], "[vqa] color?"
+
+    def run(seed, **kw):
+        torch.manual_seed(seed)
+        return generate(model, proc, [img], [q], max_new_tokens=8, **kw)[0].token_ids
+
+    greedy = run(0)
+    assert all(run(s) == greedy for s in (1, 2))
+    hot = [run(s, do_sample=True, temperature=1.5, top_p=1.0) for s in range(4)]
+    assert len({tuple(h) for h in hot}) == 4 and greedy not in hot         # each seed its own tokens
+    assert [run(s, do_sample=True, temperature=1.5, top_p=1.0) for s in range(4)] == hot     # ... reproducibly
+    assert any(run(s, do_sample=True, temperature=0.7, top_p=1.0) != h for s, h in enumerate(hot))  # T is used
+    # a near-zero temperature, or a top_p that keeps only the top token, leaves just the greedy choice
+    assert run(0, do_sample=True, temperature=1e-4, top_p=1.0) == greedy
+    assert run(0, do_sample=True, temperature=1.5, top_p=1e-6) == greedy
