@@ -1,6 +1,13 @@
 """The embedded default model (minigptv2/assets/nano): it loads with no arguments and its synthetic table is
-produced here by the eval CLI. The README's numbers come from a 500-scene run of the same code; the floors
-below sit well under those numbers (60 scenes are noisy) and well above what an untrained model scores (0)."""
+produced here by the eval CLI, on the first 60 held-out scenes (the eval's own deterministic set: seed
+HELDOUT_SEED, greedy, constrained boxes).
+
+The floors are what this model measured on exactly that set, minus MARGIN, overall and per number of objects in
+the scene, so a real drop fails (switching nano to the official prompt form takes identify 0.864 -> 0.591 and
+VQA 0.920 -> 0.882 here). They are not the README's 500-scene table (refer 0.832, detection 0.796, VQA 0.911,
+identify 0.841, caption 0.866). A retrained model must re-measure them: run the eval command of
+`test_synthetic_table_by_the_eval_cli` and copy metrics.json's values (truncated to 3 decimals) into MEASURED.
+"""
 import json
 import os
 import subprocess
@@ -11,9 +18,19 @@ import pytest
 from conftest import ROOT
 import minigptv2
 
-# README (500 scenes): refer 0.848, detection recall 0.809, VQA 0.907, identify 0.655, caption 0.820
-FLOORS = {"refer_acc": 0.50, "detection_recall": 0.45, "vqa_em": 0.45, "identify_em": 0.28, "caption_em": 0.50,
-          "refer_names_differ": 0.60}
+MARGIN = 0.03
+# measured on the 60-scene set (training prompt form), truncated to 3 decimals
+MEASURED = {"refer_acc": 0.809, "detection_recall": 0.800, "vqa_em": 0.919, "identify_em": 0.863,
+            "caption_em": 0.866, "grounding_recall": 0.872, "refer_names_differ": 1.0}
+MEASURED_BY_OBJECTS = {      # {metric: {objects in the scene: value}}
+    "refer_acc": {1: 1.0, 2: 0.892, 3: 0.666},
+    "detection_recall": {1: 1.0, 2: 0.857, 3: 0.666},
+    "vqa_em": {1: 0.991, 2: 0.926, 3: 0.841},
+    "identify_em": {1: 1.0, 2: 0.928, 3: 0.759},
+    "caption_em": {1: 1.0, 2: 0.928, 3: 0.611},
+    "grounding_recall": {1: 1.0, 2: 0.821, 3: 0.833},
+}
+LIMIT = 60
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +46,50 @@ def test_loads_with_no_arguments_and_records_its_recipe(nano):
     assert recipe["recipe"]["stage_all"]["steps"] > 0 and recipe["times"]["total_s"] > 0
 
 
-def test_synthetic_table_by_the_eval_cli(tmp_path):
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """`minigptv2 eval --bench synthetic --limit 60` on the embedded model: (metrics, report, data folder)."""
+    out = tmp_path_factory.mktemp("nano_eval")
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "minigptv2.cli", "eval", "--bench", "synthetic", "--limit", "60",
-                        "--out", str(tmp_path), "--batch-size", "32", "--quiet"],
+    r = subprocess.run([sys.executable, "-m", "minigptv2.cli", "eval", "--bench", "synthetic", "--limit", str(LIMIT),
+                        "--out", str(out), "--batch-size", "32", "--quiet"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    m = json.loads((tmp_path / "metrics.json").read_text())["benches"]["synthetic"]
-    report = (tmp_path / "report.md").read_text()
+    m = json.loads((out / "metrics.json").read_text())["benches"]["synthetic"]
+    return m, (out / "report.md").read_text(), out / "synthetic_data"
+
+
+def test_synthetic_table_by_the_eval_cli(table):
+    m, report, _ = table
     print(report)
     assert "refer" in report.lower() and "|" in report
-    for k, floor in FLOORS.items():
-        assert m[k] >= floor, (k, m[k])
+    low = {k: (round(m[k], 3), floor) for k, v in MEASURED.items() if m[k] < (floor := v - MARGIN)}
+    assert not low, f"below the floor (value, floor): {low}"
+    got = m["by_objects"]
+    low = {(k, n): (round(got[k][str(n)], 3), floor) for k, per in MEASURED_BY_OBJECTS.items() for n, v in per.items()
+           if got[k][str(n)] < (floor := v - MARGIN)}
+    assert not low, f"below the floor per number of objects (value, floor): {low}"
     assert m["refer_parse_failure_rate"] == 0.0
+
+
+def test_nano_is_prompted_in_the_training_form_which_scores_higher(nano, table):
+    """nano is configured for prompt_form "training"; the official form scores it clearly lower on identify (the
+    README: 0.561 against 0.841 on 500 scenes), so the setting is what the floors above depend on. Identify only,
+    on the same scenes (the official form has no floor of its own: not wanted for nano)."""
+    from minigptv2.config import MiniGPTv2Config
+    from minigptv2.evaluate import SYNTH_MAX_NEW_TOKENS, _score_synth, run_prompts, synthetic_items
+    from minigptv2.processor import build_processor
+
+    model, proc = nano
+    assert model.config.prompt_form == "training" and proc.config.prompt_form == "training"
+    assert json.loads((minigptv2.NANO_DIR / "config.json").read_text())["prompt_form"] == "training"
+    m, _, data_dir = table
+    official = build_processor(proc.tok, MiniGPTv2Config.from_dict({**proc.config.to_dict(),
+                                                                    "prompt_form": "official"}))
+    items = synthetic_items(data_dir, LIMIT)["identify"]
+    preds = run_prompts(model, official, items, 32, SYNTH_MAX_NEW_TOKENS["identify"], progress=False)
+    score = _score_synth("identify", items, preds)[0]["identify_em"]
+    assert score < m["identify_em"] - 0.10, (score, m["identify_em"])
 
 
 def test_dense_vit_pretraining_learns_classes_and_boxes():
