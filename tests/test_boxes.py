@@ -107,3 +107,63 @@ def test_parser_accepts_the_grid_edges_and_keeps_the_good_boxes():
     assert parse_box("{ <0> <100> <0> <100> }") == (0, 100, 0, 100)
     text = "<p>cup</p> {<-1><2><3><4>}<delim>{<1><2><3><4>} and {<5><6><7><101>} {<100><99><98><97>}"
     assert parse_boxes(text) == [Grounding((1, 2, 3, 4), "cup"), Grounding((100, 99, 98, 97))]
+
+
+def test_draw_boxes_outline_width_and_label_geometry():
+    """Labels: a filled box of the phrase's colour from (x1, y1 - 12) to (x1 + text width + 4, y1 - 1), text at
+    (x1 + 2, y1 - 12) in white, or in black on a light colour; at the top edge the label starts at row 0."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (400, 100), "white")
+    gs = [Grounding((5, 40, 8, 90), "a long phrase"), Grounding((50, 5, 55, 50), "b"), Grounding((70, 60, 75, 95), "c"),
+          Grounding((85, 60, 95, 95), "yellow")]
+    out = draw_boxes(img, gs)
+    red, yellow, white = (255, 0, 0), (210, 210, 0), (255, 255, 255)
+    tw = ImageDraw.Draw(img).textlength("a long phrase")
+    right = int(20 + 2 + tw + 2)                    # x1 = 20 px, y1 = 40 px: the label is x 20..right, y 28..39
+    assert out.getpixel((20, 28)) == red and out.getpixel((19, 28)) == white and out.getpixel((20, 27)) == white
+    assert out.getpixel((right, 30)) == red and out.getpixel((right + 1, 30)) == white
+    assert out.getpixel((50, 39)) == red and out.getpixel((50, 40)) == white       # right of the box: label only
+    assert out.getpixel((22, 60)) == red and out.getpixel((23, 60)) == white       # outline: 3 px inward
+    assert out.getpixel((200, 0)) == (0, 255, 0)                                   # y1 = 5 px: label from row 0
+
+    def colours(x0, y0, x1, y1):
+        return {out.getpixel((x, y)) for x in range(x0, x1) for y in range(y0, y1)}
+
+    # anti-aliased text: white ink on red keeps R = 255 and G = B; black ink on yellow keeps R = G and B = 0
+    on_red = colours(22, 28, right - 2, 40)
+    assert all(r == 255 and g == b for r, g, b in on_red) and max(g for _, g, _ in on_red) > 200
+    on_yellow = colours(342, 48, 372, 60)
+    assert out.getpixel((340, 48)) == yellow
+    assert all(r == g and b == 0 for r, g, b in on_yellow) and min(r for r, _, _ in on_yellow) < 50
+    assert draw_boxes(img.convert("L"), gs[:1]).mode == "RGB"
+
+
+def test_grounding_to_dict():
+    g = Grounding((10, 20, 33, 40), "cup")
+    assert g.to_dict() == {"phrase": "cup", "box": [10, 20, 33, 40]}
+    assert g.to_dict(640, 428) == {"phrase": "cup", "box": [10, 20, 33, 40],
+                                   "box_pixels": [64.0, 85.6, 211.2, 171.2]}
+    assert Grounding((1, 2, 3, 3)).to_dict(7, 3) == {"phrase": None, "box": [1, 2, 3, 3],
+                                                     "box_pixels": [0.07, 0.06, 0.21, 0.09]}   # rounded to 2 places
+    assert Grounding((1, 2, 3, 4)).to_dict(0, 0) == {"phrase": None, "box": [1, 2, 3, 4]}        # no size, no pixels
+
+
+def test_errors_name_the_problem_and_edges_are_valid():
+    with pytest.raises(MiniGPTv2Error, match="format_boxes needs at least one box"):
+        format_boxes([])
+    for w, h in ((0, 10), (10, 0), (-1, 5), (5, -1)):
+        with pytest.raises(MiniGPTv2Error, match=f"image size must be positive, got {w}x{h}"):
+            to_grid((0, 0, 1, 1), w, h)
+    with pytest.raises(MiniGPTv2Error, match=r"box coordinates must be finite numbers .*\(image 10x10\)"):
+        to_grid((float("nan"), 0, 1, 1), 10, 10)
+    assert to_grid((0, 0, 1, 1), 1, 1) == (0, 0, 100, 100) and to_grid((0.5, 0, 1, 1), 1, 2) == (50, 0, 100, 50)
+    assert strip_boxes("<p>a</p> {<1><2><3><4>}<delim>{<5><6><7><8>} b") == "a b"
+
+
+def test_iou_edges():
+    assert iou((0, 0, 10, 10), (20, 0, 30, 10)) == 0.0          # overlapping rows, disjoint columns
+    assert iou((0, 0, 10, 10), (0, 20, 10, 30)) == 0.0
+    assert iou((0, 0, 9, 9), (0, 0, 4, 9), inclusive=True) == 0.5     # (5 * 10) / (10 * 10): +1 on widths
+    assert iou((0, 0, 0.5, 0.5), (0, 0, 0.5, 0.5)) == 1.0               # boxes under one pixel (float pixels)
+    assert iou((0, 0, 0.5, 0.25), (0, 0, 0.25, 0.5)) == pytest.approx(0.0625 / (0.125 + 0.125 - 0.0625))

@@ -165,3 +165,70 @@ def test_eos_is_masked_inside_an_open_box_and_allowed_where_the_answer_may_end(v
     out = BoxConstraint(tok, single=single)(torch.zeros((1, 0), dtype=torch.long), torch.zeros(1, len(tok)))[0]
     assert bool(torch.isfinite(out[tok.eos_id])) is not single
 
+
+
+class FakeTok:
+    """A vocabulary written out: 0-2 special (no text), 3 spells "", then words, box pieces and digits."""
+    PIECES = [None, None, None, "", "red", " ", "{", "}", "<", ">", "<delim>", *"0123456789"]
+    eos_id = 2
+
+    def __len__(self):
+        return len(self.PIECES)
+
+    def token_text(self, i):
+        return self.PIECES[i]
+
+
+def _allowed(c, text_ids, width=None):
+    scores = torch.zeros(1, width or len(FakeTok.PIECES))
+    return {i for i, v in enumerate(c(torch.tensor([text_ids], dtype=torch.long), scores)[0]) if torch.isfinite(v)}
+
+
+def test_tables_on_a_written_out_vocabulary():
+    from minigptv2.constrained import FREE, OPEN
+
+    tok = FakeTok()
+    ids = {p: i for i, p in enumerate(FakeTok.PIECES) if p}
+    everything = set(range(len(tok)))
+    c = BoxConstraint(tok)
+    assert c.single is False and c.prompt_len == 0
+    assert _allowed(c, []) == everything                         # free text: any token, specials, "", EOS
+    assert _allowed(c, [ids["{"]]) == {ids["<"]}                 # an open box: only "<"; no special, "" or EOS
+    assert _allowed(c, [ids["red"], ids["{"], ids["<"], ids["1"]]) == {ids[">"], *(ids[d] for d in "0123456789")}
+    # scores narrower than the vocabulary (a model vocab < the tokenizer's): the missing ids are dropped
+    assert _allowed(c, [], width=len(tok) - 1) == everything - {len(tok) - 1}
+    c.max_new_tokens = 3                                         # the last token: no box fits, free text still does
+    assert _allowed(c, [ids["red"], ids["red"]]) == everything - {ids["{"]}
+    single = BoxConstraint(tok, max_new_tokens=5, single=True)   # a box needs 14 tokens: only EOS is left
+    assert _allowed(single, []) == {tok.eos_id}
+    assert _allowed(BoxConstraint(tok, single=True), [ids[" "]]) == {ids[" "], ids["{"]}
+    # ids that are not text: specials and ids outside the vocabulary leave the state as it is; a token that
+    # breaks the syntax (only if it bypassed the mask) falls back to free text
+    assert c.state_of([1, 0, len(tok), len(tok) + 5, -1, ids["{"]]) == OPEN
+    assert c.state_of([ids["{"], ids["red"]]) == FREE and c.state_of([ids["{"], ids["red"], ids["{"]]) == OPEN
+    assert c.state_of([ids["red"], tok.eos_id, ids["{"]]) is None          # EOS ends the row
+
+
+def test_tables_are_cached_per_tokenizer_and_mode():
+    from minigptv2.constrained import _tables_for, box_constraint
+
+    a, b = FakeTok(), FakeTok()
+    ta = _tables_for(a, False)
+    assert _tables_for(b, False) is not ta and _tables_for(a, True) is not ta
+    assert _tables_for(a, False) is ta
+    [lp] = box_constraint(a)                                     # a tokenizer itself, or a processor with .tok
+    assert lp.t is ta and lp.single is False and lp.max_new_tokens is None
+
+
+def test_need_and_step_by_hand():
+    from minigptv2.constrained import CLOSED, END, FREE, OPEN, START, need, step
+
+    # characters left to close: "{" + "<0><0><0><0>}" from START, then counting down
+    cases = {START: 14, OPEN: 13, ("num", 0, ""): 12, ("num", 0, "7"): 11, ("gt", 0): 10, ("num", 2, ""): 6,
+             ("num", 3, "5"): 2, ("gt", 1): 7, ("gt", 3): 1, ("delim", 1): 20, ("delim", 7): 14, FREE: 0,
+             CLOSED: 0, END: 0}
+    assert {s: need(s) for s in cases} == cases
+    assert step(("gt", 3), "}") == CLOSED and step(("gt", 3), "}", single=True) == END
+    for fn, args in ((need, (("bogus",),)), (step, (("bogus",), "x"))):
+        with pytest.raises(ValueError, match=r"unknown state \('bogus',\)"):
+            fn(*args)

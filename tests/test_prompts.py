@@ -83,3 +83,29 @@ def test_task_identifiers_and_cleanup():
         prompts.with_task("nope", "x")
     assert prompts.clean_answer("<s>[INST] q [/INST] answer</s> junk") == "answer"
     assert set(prompts.IDENTIFIERS) == {"[vqa]", "[caption]", "[grounding]", "[refer]", "[identify]", "[detection]"}
+
+
+def test_render_defaults_items_and_the_image_slot():
+    B, E, I, T = prompts.BOS, prompts.EOS_TARGET, prompts.IMAGE, prompts.Text
+    assert prompts.Text("a", template=True) == prompts.Item("text", "a", False, True) and T("a").kind == "text"
+    # defaults: with an image, official form; training: with an image, [INST] wrapped
+    assert prompts.render_inference(["q"], []) == [B, B, T("[INST] <Img>"), I, T("</Img> q [/INST]")]
+    assert prompts.render_training([("q", "a")]) == [B, T("[INST] <Img>"), I, T("</Img> q  [/INST]"),
+                                                     T("a", target=True), E]
+    # user text that names the slot stays text: only the template's own <ImageHere> becomes the image
+    assert prompts.render_training([("what is <ImageHere>?", "a")])[1:4] == [
+        T("[INST] <Img>"), I, T("</Img> what is <ImageHere>?  [/INST]")]
+    assert prompts.render_training([("q", "a"), ("r", "b")], has_image=False, chat_template=False) == [
+        B, T("q "), T("a", target=True), E, B, T("r "), T("b", target=True), E]
+    with pytest.raises(AssertionError, match="one answer per earlier question"):
+        prompts.render_inference(["q", "r"], [])
+
+
+def test_with_task_and_clean_answer_edges():
+    assert prompts.with_task("", "hi") == "hi" and prompts.with_task("chat", "hi") == "hi"
+    assert prompts.with_task("identify", "{<1><2><3><4>}") == "[identify] {<1><2><3><4>}"
+    with pytest.raises(ValueError, match=r"unknown task 'nope'; choose one of \('vqa', .*\) or 'chat'"):
+        prompts.with_task("nope", "x")
+    assert prompts.clean_answer("<s>a red <s>circle") == "a red circle"
+    assert prompts.clean_answer("[INST] q [/INST] a red circle </s>") == "a red circle"
+    assert prompts.clean_answer("a [/INST] b [/INST]  c d ") == "c d"
