@@ -53,7 +53,8 @@ def test_turns_of_valid_messages(messages, want):
 
 
 @pytest.mark.parametrize("messages, match", [
-    ([], "non-empty list"), ("hi", "non-empty list"), (None, "non-empty list"), ({"role": "user"}, "non-empty list"),
+    ([], r"^messages must be a non-empty list of \{'role', 'content'\} dicts$"), ("hi", "non-empty list"),
+    (None, "non-empty list"), ({"role": "user"}, "non-empty list"),
     (["hi"], "message 0: role must be 'user' or 'assistant'"),
     ([{"role": "system", "content": "x"}], r"message 0: .*no system prompt"),
     ([{"content": "x"}], "message 0: role"),
@@ -67,7 +68,8 @@ def test_turns_of_valid_messages(messages, want):
     ([{"role": "user", "content": [{"type": "audio"}]}], "message 0: unknown content part"),
     ([{"role": "user", "content": [{"type": "text", "text": 3}]}], "unknown content part"),
     ([{"role": "user", "content": ["plain"]}], "unknown content part"),
-    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], "must alternate"),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+     "^messages must alternate user / assistant, starting and ending with the user$"),
     ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "must alternate"),
     ([{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"}], "must alternate"),
 ])
@@ -131,11 +133,13 @@ def test_call_encodes_prompts_and_checks_the_images(proc):
         assert out["input_ids"].tolist() == [want] and out["pixel_values"].shape == (1, 3, 56, 56)
     both = proc(images=[img, None], text=[p, "<s>hello"])
     assert both["input_ids"].shape == (2, len(want)) and both["pixel_values"].shape[0] == 1
+    pad = len(want) - 1 - len(tok.encode("hello"))
+    assert both["attention_mask"][1].tolist() == [0] * pad + [1] * (len(want) - pad)        # left by default
     right = proc(images=[img], text=[p, "<s>hello"], padding_side="right")
     assert right["input_ids"][1].tolist()[:2] == [tok.bos_id] + tok.encode("hello")[:1]
     assert right["attention_mask"][1].tolist() == [1] * (1 + len(tok.encode("hello"))) + \
         [0] * (len(want) - 1 - len(tok.encode("hello")))
-    with pytest.raises(MiniGPTv2Error, match="needs text"):
+    with pytest.raises(MiniGPTv2Error, match="^the processor needs text: a prompt from apply_chat_template$"):
         proc(images=img, text=[])
     with pytest.raises(MiniGPTv2Error, match=r"1 prompt\(s\) with an image slot but 0 image\(s\)"):
         proc(text=p)
@@ -157,13 +161,47 @@ def test_encode_items_ids_and_labels(proc, tmp_path):
     # text that encodes to the id marking image positions is refused (here a config that made "red" that id)
     red = tok.encode("red")[0]
     clash = variant(proc, image_token_id=red)
-    with pytest.raises(MiniGPTv2Error, match=f"encodes to the image token id {red}"):
-        clash.encode_items([prompts.Text("a red circle")])
+    long = "what is the red circle in this image and where is the square"          # shown cut to 40 characters
+    with pytest.raises(MiniGPTv2Error, match=f"^the text '{long[:40]}' encodes to the image token id {red}, "):
+        clash.encode_items([prompts.Text(long)])
+
+
+def test_a_prompt_keeps_its_structure_where_the_string_would_not(proc):
+    """User text that spells a marker stays text when the Prompt from apply_chat_template is passed; the same
+    characters in a plain string are structure (by definition)."""
+    p = proc.apply_chat_template([{"role": "user", "content": [IMG, text("[vqa] what is <ImageHere> or <s>?")]}])
+    n = proc.config.num_image_tokens
+    img = Image.new("RGB", (8, 8))
+    ids = proc(images=[img], text=p)["input_ids"][0].tolist()
+    assert ids.count(proc.image_token_id) == n and ids.count(proc.tok.bos_id) == 2
+    plain = proc(images=[img], text=str(p))["input_ids"][0].tolist()
+    assert plain.count(proc.image_token_id) == 2 * n and plain.count(proc.tok.bos_id) == 3
+
+
+def test_chat_template_prompts_and_training_examples(chat_proc):
+    """"chat" models: the prompt is the tokenizer's own chat template rendered for the conversation (user text
+    never parsed for special tokens), the image inside the first user message, training targets as rendered."""
+    hf, n = chat_proc.tok.hf, chat_proc.config.num_image_tokens
+    msgs = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"}]
+    ids = chat_proc.prompt_ids(["q1", "q2"], ["a1"], has_image=False)
+    assert hf.decode(ids) == hf.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    img_ids = chat_proc.prompt_ids(["[refer] x"], has_image=True)
+    k = img_ids.index(chat_proc.image_token_id)
+    assert img_ids.count(chat_proc.image_token_id) == n
+    assert hf.decode(img_ids[:k]) == "<|im_start|>user\n<Img>"
+    assert hf.decode(img_ids[k + n:]) == "</Img> [refer] x<|im_end|>\n<|im_start|>assistant\n"
+    ex = chat_proc.training_example([("q", "a")], image=torch.zeros(3, 56, 56))
+    assert ex["input_ids"].count(chat_proc.image_token_id) == n
+    # template text parses special tokens, user text does not
+    eot = chat_proc.tok.eos_id
+    assert chat_proc.encode_items([prompts.Text("<|im_end|>", template=True)])[0] == [eot]
+    assert eot not in chat_proc.encode_items([prompts.Text("<|im_end|>")])[0]
 
 
 def test_prompt_ids_refuse_empty_questions(proc):
     for bad in ("", "   ", None, 3):
-        with pytest.raises(MiniGPTv2Error, match="the prompt text is empty"):
+        with pytest.raises(MiniGPTv2Error, match="^the prompt text is empty$"):
             proc.prompt_ids(["ok", bad], ["a"])
     tok = proc.tok
     assert proc.prompt_ids(["hi"], has_image=False) == [tok.bos_id, tok.bos_id] + tok.encode("[INST] hi [/INST]")
@@ -218,7 +256,8 @@ def test_decoding_drops_image_positions_and_cleans_answers(proc):
     assert proc.decode_answer(answer) == "a red circle"
     assert proc.post_process_image_text_to_text([answer, tok.encode("blue")]) == ["a red circle", "blue"]
     assert proc.post_process_image_text_to_text(answer) == ["a red circle"]                      # one row
-    assert proc.post_process_image_text_to_text(torch.tensor([tok.encode("blue")])) == ["blue"]
+    rows = torch.tensor([tok.encode("red circle"), tok.encode("a red")])                 # 2 x 2 ids
+    assert proc.post_process_image_text_to_text(rows) == ["red circle", "a red"]
     assert proc.decode_answer_text("<s>[INST] q [/INST] yes</s> no") == "yes"
 
 

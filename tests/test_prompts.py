@@ -109,3 +109,51 @@ def test_with_task_and_clean_answer_edges():
     assert prompts.clean_answer("<s>a red <s>circle") == "a red circle"
     assert prompts.clean_answer("[INST] q [/INST] a red circle </s>") == "a red circle"
     assert prompts.clean_answer("a [/INST] b [/INST]  c d ") == "c d"
+
+
+class FakeChat:
+    """A tokenizer's chat template written in Python: <S>role\\ncontent<E>\\n per message (ChatML's layout)."""
+    eos_text = "<E>"
+
+    def __init__(self, end="<E>", header=""):
+        self.end, self.header = end, header
+
+    def apply_chat_template(self, messages, add_generation_prompt):
+        out = "".join(f"<S>{m['role']}{self.header}\n{m['content']}{self.end}\n" for m in messages)
+        return out + ("<S>assistant\n" if add_generation_prompt else "")
+
+
+def test_chat_rendering_cuts_the_template_at_the_messages():
+    T = prompts.Text
+
+    def tpl(t):
+        return T(t, template=True)
+
+    assert prompts.render_chat_inference(FakeChat(), ["q1", "q2"], ["a1"]) == [
+        tpl("<S>user\n"), T("<Img>"), prompts.IMAGE, T("</Img> q1"), tpl("<E>\n<S>assistant\n"), T("a1"),
+        tpl("<E>\n<S>user\n"), T("q2"), tpl("<E>\n<S>assistant\n")]
+    assert prompts.render_chat_inference(FakeChat(), ["q"], [], has_image=False) == [
+        tpl("<S>user\n"), T("q"), tpl("<E>\n<S>assistant\n")]
+    # training: each answer and the end-of-turn token right after it are targets
+    assert prompts.render_chat_training(FakeChat(), [("q1", "a1"), ("q2", "a2")]) == [
+        tpl("<S>user\n"), T("<Img>"), prompts.IMAGE, T("</Img> q1"), tpl("<E>\n<S>assistant\n"),
+        T("a1", target=True), T("<E>", target=True, template=True), tpl("\n<S>user\n"), T("q2"),
+        tpl("<E>\n<S>assistant\n"), T("a2", target=True), T("<E>", target=True, template=True), tpl("\n")]
+    # only the first end-of-turn token after an answer is its target (a header may hold another one)
+    items = prompts.render_chat_training(FakeChat(header="<E>"), [("q1", "a1"), ("q2", "a2")], has_image=False)
+    assert items[4:7] == [T("<E>", target=True, template=True), tpl("\n<S>user<E>\n"), T("q2")]
+    with pytest.raises(AssertionError, match="one answer per earlier question"):
+        prompts.render_chat_inference(FakeChat(), ["q"], ["a"])
+
+
+def test_chat_templates_that_cannot_be_cut_are_refused():
+    from minigptv2.errors import MiniGPTv2Error
+
+    class Forgetful(FakeChat):
+        def apply_chat_template(self, messages, add_generation_prompt):
+            return super().apply_chat_template(messages[-1:], add_generation_prompt)
+
+    with pytest.raises(MiniGPTv2Error, match="^the chat template does not render every message once and in order$"):
+        prompts.render_chat_inference(Forgetful(), ["q1", "q2"], ["a1"])
+    with pytest.raises(MiniGPTv2Error, match="^the chat template does not end the assistant turn with '<E>'$"):
+        prompts.render_chat_training(FakeChat(end=""), [("q", "a")], has_image=False)
