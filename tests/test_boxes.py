@@ -146,11 +146,12 @@ def test_grounding_to_dict():
                                    "box_pixels": [64.0, 85.6, 211.2, 171.2]}
     assert Grounding((1, 2, 3, 3)).to_dict(7, 3) == {"phrase": None, "box": [1, 2, 3, 3],
                                                      "box_pixels": [0.07, 0.06, 0.21, 0.09]}   # rounded to 2 places
-    assert Grounding((1, 2, 3, 4)).to_dict(0, 0) == {"phrase": None, "box": [1, 2, 3, 4]}        # no size, no pixels
+    for size in ((0, 0), (640, None), (None, 428)):                                            # no size, no pixels
+        assert Grounding((1, 2, 3, 4)).to_dict(*size) == {"phrase": None, "box": [1, 2, 3, 4]}
 
 
 def test_errors_name_the_problem_and_edges_are_valid():
-    with pytest.raises(MiniGPTv2Error, match="format_boxes needs at least one box"):
+    with pytest.raises(MiniGPTv2Error, match="^format_boxes needs at least one box$"):
         format_boxes([])
     for w, h in ((0, 10), (10, 0), (-1, 5), (5, -1)):
         with pytest.raises(MiniGPTv2Error, match=f"image size must be positive, got {w}x{h}"):

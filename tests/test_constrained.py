@@ -209,6 +209,16 @@ def test_tables_on_a_written_out_vocabulary():
     assert c.state_of([ids["red"], tok.eos_id, ids["{"]]) is None          # EOS ends the row
 
 
+def test_id_zero_can_be_text():
+    """Byte-level vocabularies (GPT-2's "!") spell text with id 0: it moves the automaton like any token."""
+    from minigptv2.constrained import OPEN
+
+    class ZeroIsBrace(FakeTok):
+        PIECES = ["{", *FakeTok.PIECES[1:]]
+
+    assert BoxConstraint(ZeroIsBrace()).state_of([0]) == OPEN
+
+
 def test_tables_are_cached_per_tokenizer_and_mode():
     from minigptv2.constrained import _tables_for, box_constraint
 

@@ -326,7 +326,9 @@ CAPS = {1: "a man riding a horse on a beach", 2: "two dogs playing in the snow",
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="PTBTokenizer and METEOR need java")
 def test_caption_scores_identical_with_java():
-    r = caption_scores(CAPS, {k: [v] for k, v in CAPS.items()})
+    # line breaks inside a caption are spaces (PTBTokenizer reads one caption per line)
+    r = caption_scores({**CAPS, 4: "a red\ncircle\r\non grass"}, {**{k: [v] for k, v in CAPS.items()},
+                                                                  4: ["a red circle on grass"]})
     assert r["tokenizer"] == "ptb"
     assert r["BLEU-1"] == pytest.approx(1.0, abs=1e-6) and r["BLEU-4"] == pytest.approx(1.0, abs=1e-6)
     assert r["METEOR"] == pytest.approx(1.0, abs=1e-3)

@@ -193,6 +193,7 @@ def test_chat_template_prompts_and_training_examples(chat_proc):
     assert hf.decode(img_ids[k + n:]) == "</Img> [refer] x<|im_end|>\n<|im_start|>assistant\n"
     ex = chat_proc.training_example([("q", "a")], image=torch.zeros(3, 56, 56))
     assert ex["input_ids"].count(chat_proc.image_token_id) == n
+    assert chat_proc.image_token_id not in chat_proc.training_example([("q", "a")], image=None)["input_ids"]
     # template text parses special tokens, user text does not
     eot = chat_proc.tok.eos_id
     assert chat_proc.encode_items([prompts.Text("<|im_end|>", template=True)])[0] == [eot]

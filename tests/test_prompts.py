@@ -97,7 +97,7 @@ def test_render_defaults_items_and_the_image_slot():
         T("[INST] <Img>"), I, T("</Img> what is <ImageHere>?  [/INST]")]
     assert prompts.render_training([("q", "a"), ("r", "b")], has_image=False, chat_template=False) == [
         B, T("q "), T("a", target=True), E, B, T("r "), T("b", target=True), E]
-    with pytest.raises(AssertionError, match="one answer per earlier question"):
+    with pytest.raises(AssertionError, match="^one answer per earlier question$"):
         prompts.render_inference(["q", "r"], [])
 
 
@@ -142,7 +142,7 @@ def test_chat_rendering_cuts_the_template_at_the_messages():
     # only the first end-of-turn token after an answer is its target (a header may hold another one)
     items = prompts.render_chat_training(FakeChat(header="<E>"), [("q1", "a1"), ("q2", "a2")], has_image=False)
     assert items[4:7] == [T("<E>", target=True, template=True), tpl("\n<S>user<E>\n"), T("q2")]
-    with pytest.raises(AssertionError, match="one answer per earlier question"):
+    with pytest.raises(AssertionError, match="^one answer per earlier question$"):
         prompts.render_chat_inference(FakeChat(), ["q"], ["a"])
 
 
