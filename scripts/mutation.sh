@@ -2,7 +2,7 @@
 # Mutation testing (mutmut 3) of the pure-Python core: boxes, prompts, metrics, metrics_vqa, constrained, the
 # processor's text side and the config's validation. Configuration: [tool.mutmut] in pyproject.toml; scope and
 # report: scripts/mutation_report.py; results and the reason for every surviving mutant: docs/mutation-testing.md.
-# Not part of the default test run (it reruns tests once per mutant: about an hour on 2 cores).
+# Not part of the default test run: it reruns tests once per mutant (6-15 minutes on 2 shared cores).
 #   bash scripts/mutation.sh                    # every module in scope, from scratch
 #   bash scripts/mutation.sh boxes constrained  # some modules
 #   JOBS=4 PYTHON=python3 bash scripts/mutation.sh
