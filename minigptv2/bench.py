@@ -281,7 +281,7 @@ def run_prefix_cache(args) -> dict:
     [im] = images(1, seed=2)
     qs = PROMPTS[: args.repeats + 1]
     generate(model, proc, [images(1, seed=3)[0]], [qs[0]], max_new_tokens=2)   # warm-up
-    cache = PrefixCache(max_items=4)
+    cache = PrefixCache()
     plain, cached, same = [], [], True
     for q in qs:
         t = time.perf_counter()

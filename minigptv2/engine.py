@@ -25,14 +25,9 @@ from transformers import TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.generate import generate
+from minigptv2.generate import MAX_TEMPERATURE, MIN_TEMPERATURE, generate
 
 log = logging.getLogger("minigptv2.engine")
-
-# Sampling divides the float32 logits by the temperature: below this the quotient overflows to inf for logits as
-# small as |3.4e38 * T| and sampling fails on NaN probabilities. 0 means greedy; (0, MIN_TEMPERATURE) is refused.
-MIN_TEMPERATURE = 1e-5
-MAX_TEMPERATURE = 2.0
 
 
 class Busy(Exception):
@@ -51,6 +46,7 @@ class GenSettings:
     max_new_tokens: int
     temperature: float = 0.0                  # 0 = greedy
     top_p: float = 1.0
+    constrain_boxes: bool = True              # [refer] / [detection] / [grounding] answers: well-formed boxes only
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
@@ -66,7 +62,8 @@ class GenSettings:
             object.__setattr__(self, "top_p", 1.0)
 
     def kwargs(self) -> dict:
-        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0}
+        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0,
+              "constrain_boxes": self.constrain_boxes}
         if kw["do_sample"]:
             kw.update(temperature=self.temperature, top_p=self.top_p)
         return kw

@@ -433,13 +433,13 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
     from minigptv2.processor import IGNORE
 
     tok = processor.tok
-    dtype = next(model.language_model.parameters()).dtype
+    dev = model.get_input_embeddings().weight.device
     out: list[list[float]] = []
     with torch.inference_mode(), tqdm(total=len(items), desc=desc, unit="sample", disable=not progress,
                                       dynamic_ncols=True) as bar:
         for s in range(0, len(items), batch_size):
             chunk = items[s: s + batch_size]
-            pv = torch.stack([processor.image(load_image(it.image)) for it in chunk]).to(dtype)
+            pv = torch.stack([processor.image(load_image(it.image)) for it in chunk])
             image_embeds = model.get_image_features(pv)
             prompts = [processor.prompt_ids([it.prompt]) for it in chunk]
             choices = [it.gt["choices"] for it in chunk]
@@ -449,6 +449,7 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
                 ans = [tok.encode(a)[: processor.config.max_txt_len] + [tok.eos_id] for a in answers]
                 batch = processor.collate([{"input_ids": p + a, "labels": [IGNORE] * len(p) + a,
                                             "pixel_values": None} for p, a in zip(prompts, ans)])
+                batch = {k: v.to(dev) for k, v in batch.items() if v is not None}     # where the model is
                 emb = model.embed(batch["input_ids"], image_embeds=image_embeds)
                 logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits.float()
                 nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
@@ -914,6 +915,9 @@ def main(argv=None) -> int:
                    help="run the box benches with and without the constraint and report both")
     p.add_argument("--examples", type=int, default=8, help="examples drawn per bench in examples/*.png (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from minigptv2.devices import add_device_args, load_kwargs
+
+    add_device_args(p, quantize=True)
     a = p.parse_args(argv)
     if a.limit is not None and a.limit < 1:
         raise MiniGPTv2Error(f"--limit must be >= 1, got {a.limit}")
@@ -926,7 +930,7 @@ def main(argv=None) -> int:
 
     from minigptv2 import load
 
-    model, processor = load(a.model)
+    model, processor = load(a.model, **load_kwargs(a))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"model": a.model or "nano (embedded)", "data": a.data, "limit": a.limit, "batch_size": a.batch_size,

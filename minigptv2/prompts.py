@@ -59,6 +59,12 @@ def with_task(task: str | None, text: str) -> str:
     return f"[{task}] {text}"
 
 
+def task_of(text: str) -> str | None:
+    """The task identifier an instruction starts with ("refer" for "[refer] red circle"), or None."""
+    head = text.lstrip()
+    return next((t for t in TASKS if head.startswith(f"[{t}]")), None)
+
+
 def render_inference(questions: list[str], answers: list[str], has_image: bool = True,
                      as_trained: bool = False) -> list:
     """Prompt items for generating the answer to questions[-1]; answers are the earlier turns' replies.
