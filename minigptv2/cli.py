@@ -78,7 +78,7 @@ def cmd_generate(a) -> None:
     model, proc = load(a.model, **load_kwargs(a))
     reqs = _requests(a)
     kw = dict(max_new_tokens=a.max_new_tokens, do_sample=a.temperature is not None and not a.greedy,
-              constrain_boxes=a.constrain_boxes)
+              constrain_boxes=a.constrain_boxes, compile=a.compile)
     if kw["do_sample"]:
         kw.update(temperature=a.temperature, top_p=a.top_p)
     as_json = a.json or bool(a.input_jsonl)
@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     g.add_argument("--json", action="store_true", help="print one JSON object per answer (text, ids, boxes)")
     g.add_argument("--constrain-boxes", action="store_true", help="[refer] / [detection] / [grounding] answers "
                    "write well-formed boxes only (default off, as the official code)")
+    g.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (the first call "
+                   "compiles; meant for a GPU)")
     add_device_args(g, quantize=True)
     g.set_defaults(fn=cmd_generate)
 

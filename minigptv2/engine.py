@@ -122,7 +122,7 @@ class Engine:
     cancelled_running (their batch stopped mid-generation), cancel_requests."""
 
     def __init__(self, model, processor, name: str = "minigptv2", *, generate_fn=generate, max_batch: int = 8,
-                 batch_wait_ms: float = 10.0, max_queue: int = 64):
+                 batch_wait_ms: float = 10.0, max_queue: int = 64, compile: bool = False):
         for what, v in (("max_batch", max_batch), ("max_queue", max_queue)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise MiniGPTv2Error(f"{what} must be an integer >= 1, got {v!r}")
@@ -130,6 +130,7 @@ class Engine:
             raise MiniGPTv2Error(f"batch_wait_ms must be >= 0, got {batch_wait_ms!r}")
         self.model, self.processor, self.name = model, processor, name
         self.generate_fn = generate_fn
+        self.compile = compile                # static KV cache + compiled decode step (generate(compile=True))
         self.max_batch, self.batch_wait, self.max_queue = max_batch, batch_wait_ms / 1000, max_queue
         self.stats: collections.Counter = collections.Counter()
         self._waiting: collections.deque[Job] = collections.deque()
@@ -240,6 +241,8 @@ class Engine:
                     j.future.set_exception(Cancelled("cancelled before generation started"))
                 return
             kw = group[0].settings.kwargs()
+            if self.compile:
+                kw["compile"] = True
             results = self.generate_fn(self.model, self.processor, [j.image for j in group],
                                        [j.conversation for j in group], streamer=StepHook(group), **kw)
             for j, r in zip(group, results):

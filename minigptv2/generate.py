@@ -96,16 +96,25 @@ def _normalise(prompts) -> list[tuple[list[str], list[str]]]:
 @torch.inference_mode()
 def generate(model, processor, images, prompts, *, max_new_tokens: int = 300, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 0.9, repetition_penalty: float = 1.0,
-             logits_processor=None, streamer=None, constrain_boxes: bool = False) -> list[Result]:
+             logits_processor=None, streamer=None, constrain_boxes: bool = False,
+             compile=False) -> list[Result]:
     """One batched call: images[i] (path / bytes / PIL / None) with prompts[i] (instruction or conversation).
     `constrain_boxes`: rows asking [refer] write exactly one well-formed box, [detection] / [grounding] only
-    well-formed boxes (constrained.py); off by default, as the official code."""
+    well-formed boxes (constrained.py); off by default, as the official code. `compile`: a static KV cache and a
+    compiled decode step (torch.compile; CUDA graphs on a GPU); the first call of each batch shape compiles. A
+    transformers `CompileConfig` instead of True chooses the backend / mode."""
     if len(images) != len(prompts) or not prompts:
         raise MiniGPTv2Error(f"need one image (or None) per prompt, got {len(images)} images, {len(prompts)} prompts")
     conversations = _normalise(prompts)
     if constrain_boxes:
         logits_processor = _with_box_constraints(processor, conversations, max_new_tokens, logits_processor)
     kw = _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor)
+    if compile:
+        from transformers import CompileConfig
+
+        cc = compile if isinstance(compile, CompileConfig) else CompileConfig()
+        cc._compile_all_devices = True          # transformers compiles by itself on GPUs only: here on every device
+        kw.update(cache_implementation="static", compile_config=cc)
     embeds, mask, sizes = _prepare(model, processor, images, conversations, max_new_tokens)
     out = model.language_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
     return [_result(processor, row, size) for row, size in zip(out.tolist(), sizes)]
