@@ -140,14 +140,14 @@ def official_context_emb(model, processor, image, prompt: str) -> torch.Tensor:
     segs, piece = [], []
     for it in prompts.render_inference([prompt], [], has_image=True):
         if it.kind == "image":
-            segs.append(emb(torch.tensor(piece)))
+            segs.append(emb(torch.tensor(piece, device=emb.weight.device)))
             piece = []
             pv = processor.image(load_image(image))[None].to(emb.weight.dtype)
             segs.append(model.get_image_features(pv)[0])
         else:
             piece += {"bos": [tok.bos_id], "eos": [tok.eos_id]}.get(it.kind) or tok.encode(it.text)
     if piece:
-        segs.append(emb(torch.tensor(piece)))
+        segs.append(emb(torch.tensor(piece, device=emb.weight.device)))
     return torch.cat(segs)
 
 
@@ -156,8 +156,8 @@ def official_generate(model, processor, images_, prompts_, max_new_tokens: int, 
     """`minigpt_base.py::generate`: per-sample context embeddings, zero-vector left padding, one HF generate."""
     embs = [official_context_emb(model, processor, im, p) for im, p in zip(images_, prompts_)]
     L, D = max(e.shape[0] for e in embs), embs[0].shape[1]
-    x = torch.zeros(len(embs), L, D, dtype=embs[0].dtype)
-    mask = torch.zeros(len(embs), L, dtype=torch.long)
+    x = torch.zeros(len(embs), L, D, dtype=embs[0].dtype, device=embs[0].device)
+    mask = torch.zeros(len(embs), L, dtype=torch.long, device=embs[0].device)
     for i, e in enumerate(embs):
         x[i, L - e.shape[0]:] = e
         mask[i, L - e.shape[0]:] = 1
@@ -590,7 +590,8 @@ def main(argv=None) -> int:
     """`minigptv2 bench [--only NAME ...] [--out results.jsonl] [--tiny] [-- extra args for every script]`."""
     p = argparse.ArgumentParser(prog="minigptv2 bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS + ("load", "gpu"), default=list(BENCHMARKS),
+                   help="benchmarks to run; `load` and `gpu` (benchmarks/gpu.py: pass -- --device cuda) only when named")
     p.add_argument("--out", default=None, help="append each JSON line to this file too")
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--plot", default=None, help="write a PNG of the results here")

@@ -129,6 +129,12 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         for name, p in self.language_model.named_parameters():
             p.requires_grad_(mode == "full" or (mode == "lora" and "lora_" in name))
 
+    def cast_for_training(self, compute_dtype: torch.dtype) -> None:
+        """As the official trains: frozen parts (ViT, LM base) held in the compute dtype, trainable ones (LoRA,
+        projector) in fp32 for the optimizer; run under autocast(compute_dtype)."""
+        for p in self.parameters():
+            p.data = p.data.float() if p.requires_grad else p.data.to(compute_dtype)
+
     # ---- forward --------------------------------------------------------------------------------------------
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision tower up to the projector (frozen in every official stage: train.VisionCache keeps it)."""

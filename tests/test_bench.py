@@ -130,3 +130,18 @@ def test_prefix_cache_and_baseline_match_official_fixtures(official):
         if k % 3 == 0:
             assert bench.official_generate(model, proc, [im], [q], 20) == [want]
     assert cache.hits > 0
+
+
+def test_gpu_benchmark_runs_tiny_on_cpu():
+    """benchmarks/gpu.py --tiny --device cpu: every section prints its JSON line (the figures belong to a GPU run)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [d["section"] for d in lines] == ["env", "load", "vit", "decode", "batch", "prefix", "quantized", "train"]
+    by = {d["section"]: d for d in lines}
+    assert by["decode"]["compiled_tokens_s"] > 0 and by["batch"]["speedup"] > 0 and by["train"]["batch4"]["step_s"] > 0
+    assert by["load"]["host_peak_gb"] > 0 and "error" not in by["load"]
