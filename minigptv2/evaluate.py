@@ -433,7 +433,7 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
     from minigptv2.processor import IGNORE
 
     tok = processor.tok
-    dev = model.get_input_embeddings().weight.device
+    dev = model.input_device
     out: list[list[float]] = []
     with torch.inference_mode(), tqdm(total=len(items), desc=desc, unit="sample", disable=not progress,
                                       dynamic_ncols=True) as bar:

@@ -72,11 +72,11 @@ def _prepare(model, processor, images, conversations, max_new_tokens):
         _check_context(processor, len(p), max_new_tokens)
         ids.append(p)
     batch = processor.generation_batch(ids, pil)
-    p = next(model.language_model.parameters())                       # inputs go where the model is (CPU or GPU)
-    pv = batch["pixel_values"].to(p.device, p.dtype) if batch["pixel_values"] is not None else None
-    embeds = model.embed(batch["input_ids"].to(p.device), pv)
+    dev = model.input_device                                 # inputs go where the model runs (CPU or GPU)
+    pv = batch["pixel_values"].to(dev, model.dtype) if batch["pixel_values"] is not None else None
+    embeds = model.embed(batch["input_ids"].to(dev), pv)
     sizes = [im.size if im is not None else None for im in pil]
-    return embeds, batch["attention_mask"].to(p.device), sizes
+    return embeds, batch["attention_mask"].to(dev), sizes
 
 
 def _normalise(prompts) -> list[tuple[list[str], list[str]]]:
@@ -259,7 +259,7 @@ def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_
     n = max(i for i, t in enumerate(ids) if t == processor.image_token_id) + 1     # the prefix ends with the image
     key = hashlib.sha256(f"{img.mode}{img.size}".encode() + img.tobytes()).hexdigest()
     hit = cache.get(key)
-    dev = model.get_input_embeddings().weight.device       # every tensor built here goes where the model is
+    dev = model.input_device                               # every tensor built here goes where the model runs
     if hit is None or hit[0] != ids[:n]:
         img_emb = model.get_image_features(processor.image(img)[None])
         kv = DynamicCache(config=model.language_model.config)

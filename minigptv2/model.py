@@ -82,6 +82,18 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         object.__setattr__(self, "_peft", peft_model)   # not a submodule: its parameters are the LM's
 
     @property
+    def input_device(self) -> torch.device:
+        """Where inputs go: the device of the token embeddings, or with a device_map the device they run on
+        (weights offloaded to the CPU or disk run on the CPU)."""
+        where = getattr(self, "hf_device_map", None)
+        if where:
+            name = "language_model.model.embed_tokens"
+            key = max((k for k in where if k == "" or name == k or name.startswith(k + ".")), key=len, default=None)
+            d = where.get(key, "cpu")
+            return torch.device("cpu" if d in ("cpu", "disk") else f"cuda:{d}" if isinstance(d, int) else d)
+        return self.get_input_embeddings().weight.device
+
+    @property
     def has_lora(self) -> bool:
         return self._peft is not None
 
@@ -149,7 +161,8 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         p = self.visual_encoder.pos_embed
-        return self.project(self.vision_features(pixel_values.to(p.device, p.dtype)))
+        device = p.device if p.device.type != "meta" else self.input_device     # offloaded: its hook moves it
+        return self.project(self.vision_features(pixel_values.to(device, p.dtype)))
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
               image_embeds: torch.Tensor | None = None, vision_features: torch.Tensor | None = None) -> torch.Tensor:
