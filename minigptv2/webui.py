@@ -79,7 +79,11 @@ def example_images(n: int = N_EXAMPLES) -> list[str]:
     """A few synthetic scenes written to a temp folder (what the nano model was trained on)."""
     from minigptv2.synthetic import make_scene
 
+    import atexit
+    import shutil
+
     out = Path(tempfile.mkdtemp(prefix="minigptv2-examples-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)      # the server leaves nothing in /tmp
     paths = []
     for seed in range(n):
         p = out / f"scene{seed}.png"
