@@ -109,8 +109,8 @@ class MiniGPTv2Config(PreTrainedConfig):
             kw = dict(self.text_config)
             try:
                 self.text_config = AutoConfig.for_model(kw.pop("model_type", "llama"), **kw)
-            except (ValueError, TypeError, KeyError) as e:
-                raise MiniGPTv2Error(f"config text_config: {str(e).splitlines()[0][:160]}") from None
+            except Exception as e:  # noqa: BLE001 - transformers' strict dataclasses raise several types
+                raise MiniGPTv2Error(f"config text_config: {' '.join(str(e).split())[:240]}") from None
         if self.trainable is None:
             self.trainable = {"vit": "frozen", "projector": "full", "llm": "lora" if self.lora else "frozen"}
         if self.lora is not None:
