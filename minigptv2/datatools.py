@@ -113,7 +113,8 @@ def cmd_convert(a) -> int:
               f"held-out images")
     for what, k in s["skipped"].items():
         print(f"  skipped: {k} {what}")
-    print(f"  mixture: {out / 'mixture.json'}\nnext: minigptv2 data check {out / 'mixture.json'} --model <model folder>")
+    print(f"  mixture: {out / 'mixture.json'}")
+    print(f"next: minigptv2 data check {out / 'mixture.json'} --model <model folder>")
     return 0
 
 

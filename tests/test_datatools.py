@@ -281,3 +281,11 @@ def test_jsonl_bench_scores_with_metrics(tmp_path, imgs):
     f.write_text(json.dumps({"image": a, "task": "refer", "turns": [["[refer] dog", "left"]]}) + "\n")
     with pytest.raises(MiniGPTv2Error, match=r"t.jsonl: line 1: a refer answer must be one box"):
         jsonl_items(f)
+
+
+def test_eval_jsonl_bench_takes_a_file(tmp_path, capsys):
+    assert cli.main(["eval", "--bench", "jsonl", "--data", str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert "--bench jsonl takes --data FILE.jsonl, alone" in capsys.readouterr().err
+    assert cli.main(["eval", "--bench", "jsonl,synthetic", "--data", str(tmp_path / "t.jsonl"), "--out",
+                     str(tmp_path / "e")]) == 2
+    assert not (tmp_path / "e").exists()
