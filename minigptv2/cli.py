@@ -8,7 +8,11 @@
     minigptv2 export --model runs/small/final --out exported      # LoRA merged; llm/: the LM alone (HF folder)
     minigptv2 migrate --model old_folder --out new_folder          # a folder of the older format -> this one
     minigptv2 synth --out data/synth --n 2000 --seed 0
+    minigptv2 data convert --from coco instances.json --images images/ --out ft_data --held-out 0.2
+    minigptv2 data check ft_data/mixture.json --model nano
+    minigptv2 train --init nano --data ft_data/mixture.json --eval-data ft_data/test.jsonl --out runs/ft
     minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --out runs/nano
+    (docs/finetune.md: fine-tuning on your own data, step by step)
 """
 from __future__ import annotations
 
@@ -138,8 +142,8 @@ def main(argv=None) -> int:
     add_device_args(e)
     e.set_defaults(fn=cmd_export)
 
-    for name, module in (("synth", "synthetic"), ("eval", "evaluate"), ("train", "train"), ("demo", "demo"),
-                         ("serve", "server"), ("bench", "bench")):
+    for name, module in (("synth", "synthetic"), ("data", "datatools"), ("eval", "evaluate"), ("train", "train"),
+                         ("demo", "demo"), ("serve", "server"), ("bench", "bench")):
         s = sub.add_parser(name, add_help=False, help=f"see `minigptv2 {name} --help`")
         s.set_defaults(fn=None, module=module)
 

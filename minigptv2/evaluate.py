@@ -14,6 +14,8 @@ Benches (`--bench`, comma-separated; a family name expands to its splits):
     refcoco_val refcoco_testA refcoco_testB refcoco+_val refcoco+_testA refcoco+_testB refcocog_val refcocog_test
         (refcoco / refcoco+ / refcocog = all splits of that family)
     okvqa gqa vsr iconvqa vizwiz hm   (vqa = all six)      coco_caption   detection   grounding   synthetic
+    jsonl   (your own data: --data is a JSONL file in the training format, e.g. the test.jsonl of
+             `minigptv2 data convert --held-out`; scored as eval_jsonl.py says)
 
 Layout under --data ROOT (mirrors the official eval config: one folder per data set, COCO images shared):
     RefCOCO/+/g   ROOT/refcoco/refcoco_val.json ... ROOT/refcoco+/refcoco+_testB.json, ROOT/refcocog/refcocog_test.json
@@ -144,7 +146,7 @@ REFCOCO_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "tes
                   "refcocog": ("val", "test")}
 REFCOCO_BENCHES = tuple(f"{d}_{s}" for d, splits in REFCOCO_SPLITS.items() for s in splits)
 VQA_BENCHES = ("okvqa", "gqa", "vsr", "iconvqa", "vizwiz", "hm")
-OTHER_BENCHES = ("coco_caption", "detection", "grounding", "synthetic")
+OTHER_BENCHES = ("coco_caption", "detection", "grounding", "synthetic", "jsonl")
 ALL_BENCHES = REFCOCO_BENCHES + VQA_BENCHES + OTHER_BENCHES
 
 HELDOUT_SEED = 777_777         # synthetic scenes made by eval; training data uses other seeds (default 0)
@@ -878,6 +880,10 @@ def report_markdown(results: dict, model_name: str = "ours") -> str:
                 out.append("\nCaptions were tokenised without Java (no PTBTokenizer / METEOR): not comparable with "
                            "published numbers.")
             out.append("")
+    if "jsonl" in results:
+        from minigptv2.eval_jsonl import report
+
+        out += report(results["jsonl"])
     if "synthetic" in results:
         m = results["synthetic"]
         out += ["## Synthetic benchmark (held-out scenes, fractions)", "", "| metric | value | target | ok |",
@@ -925,7 +931,11 @@ def main(argv=None) -> int:
     if a.data is None and any(b != "synthetic" for b in benches):
         raise MiniGPTv2Error("--data ROOT is required for " + ", ".join(b for b in benches if b != "synthetic"))
     root = Path(a.data) if a.data else None
-    if root is not None and not root.is_dir():
+    if "jsonl" in benches:          # --data is the file itself
+        if len(benches) > 1 or not root.is_file():
+            raise MiniGPTv2Error(f"--bench jsonl takes --data FILE.jsonl, alone (a held-out split in the training "
+                                 f"format, e.g. test.jsonl of `minigptv2 data convert`); got {root}")
+    elif root is not None and not root.is_dir():
         raise MiniGPTv2Error(f"--data folder not found: {root}")
 
     from minigptv2 import load
@@ -945,6 +955,10 @@ def main(argv=None) -> int:
 
                 write_synthetic(data_dir, n=a.limit or 500, seed=HELDOUT_SEED)
             m, rows = run_synthetic(model, processor, data_dir, a.limit, **kw)
+        elif bench == "jsonl":
+            from minigptv2.eval_jsonl import run_jsonl
+
+            m, rows = run_jsonl(model, processor, root, a.limit, **kw)
         else:
             m, rows = run_bench(model, processor, bench, root, a.limit, **kw)
         summary["benches"][bench] = m

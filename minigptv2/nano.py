@@ -12,36 +12,11 @@ text can be typed.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from minigptv2.errors import MiniGPTv2Error
-
-SYMBOLS = ([f"<{i}>" for i in range(101)] +
-           ["[INST]", "[/INST]", "<Img>", "</Img>", "<ImageHere>", "[vqa]", "[caption]", "[grounding]", "[refer]",
-            "[identify]", "[detection]", "<p>", "</p>", "<delim>", "{", "}", "$$"])
-
-
-def build_tokenizer(texts, out_file, vocab_size: int = 1024) -> Path:
-    """Train a LLaMA-style SentencePiece BPE model (unk 0, bos 1, eos 2, byte fallback) on `texts`."""
-    import sentencepiece as spm
-
-    texts = [t for t in texts if t and t.strip()]
-    if not texts:
-        raise MiniGPTv2Error("build_tokenizer needs some text")
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
-        byte_fallback=True, user_defined_symbols=SYMBOLS, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        split_digits=True, character_coverage=1.0, num_threads=1, add_dummy_prefix=True,
-        remove_extra_whitespaces=False, normalization_rule_name="identity", hard_vocab_limit=False,
-        max_sentence_length=4096, minloglevel=2)
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(out)
-    return out
+# the tokenizer builder lives in tokenizers.py (`minigptv2 train` builds one from a user's data too)
+from minigptv2.tokenizers import SYMBOLS, build_tokenizer  # noqa: F401
 
 
 # ---- stage 0: dense pretraining of the tiny ViT ------------------------------------------------------------

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -299,9 +300,16 @@ def killed(data):
     runs = {name: data["root"] / f"killed-{name}" for name in ("between", "in_save")}
     ps = {"between": _popen([sys.executable, "-c", CHILD, "step", "5", *args(data, runs["between"])]),
           "in_save": _popen([sys.executable, "-c", CHILD, "save", "2", *args(data, runs["in_save"])])}
-    ready = ""
-    if select.select([ps["between"].stdout], [], [], 120)[0]:
-        ready = ps["between"].stdout.readline().strip()
+    # the child prints the data check's table and the schedule before READY: read the pipe itself (no buffer
+    # that select cannot see) until READY
+    fd, seen, deadline = ps["between"].stdout.fileno(), b"", time.monotonic() + 120
+    while b"READY\n" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            seen += chunk
+    ready = "READY" if b"READY\n" in seen else seen.decode(errors="replace")[-300:]
     if ready == "READY":
         ps["between"].send_signal(signal.SIGKILL)
     errs = {name: _finish(p, 120) for name, p in ps.items()}
