@@ -307,19 +307,51 @@ def load_checkpoint(d: Path, wrapped, optimizer, rank: int) -> int:
     """Load checkpoint/ into the (wrapped) model and optimizer on every rank; returns its step."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    if not (d / "train_state.json").is_file():
-        raise MiniGPTv2Error(f"--resume: no checkpoint in {d} (train_state.json is missing)")
-    st = json.loads((d / "train_state.json").read_text())
+    st = read_train_state(d)
     loaded, _ = ckpt.load(d, merge_lora=False)
-    osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
-    set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
-                   options=StateDictOptions(full_state_dict=True))
-    rng = load_file(str(d / "rng.safetensors"))
-    r = rank if f"torch_rng.{rank}" in rng else 0      # resumed with more processes than saved: reuse rank 0's
-    torch.set_rng_state(rng[f"torch_rng.{r}"])
-    if f"cuda_rng.{r}" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng[f"cuda_rng.{r}"])
+    with _resume_file(d / "optimizer.safetensors"):
+        osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
+        set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
+                       options=StateDictOptions(full_state_dict=True))
+    with _resume_file(d / "rng.safetensors"):
+        rng = load_file(str(d / "rng.safetensors"))
+        r = rank if f"torch_rng.{rank}" in rng else 0      # resumed with more processes than saved: reuse rank 0's
+        torch.set_rng_state(rng[f"torch_rng.{r}"])
+        if f"cuda_rng.{r}" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng[f"cuda_rng.{r}"])
     return int(st["step"])
+
+
+class _resume_file:  # noqa: N801 - used as `with _resume_file(path):`
+    """Any problem reading one checkpoint file becomes a MiniGPTv2Error naming it (truncated, missing key ...)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        if not self.path.is_file():
+            raise MiniGPTv2Error(f"--resume: {self.path} is missing")
+
+    def __exit__(self, kind, e, tb):
+        if e is not None and not isinstance(e, MiniGPTv2Error) and isinstance(e, Exception):
+            raise MiniGPTv2Error(f"--resume: cannot use {self.path} ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:200]}); it is damaged: delete the checkpoint folder to "
+                                 "start over") from None
+        return False
+
+
+def read_train_state(d: Path) -> dict:
+    """checkpoint/train_state.json, checked: step, train_config and optimizer layout."""
+    f = d / "train_state.json"
+    if not f.is_file():
+        raise MiniGPTv2Error(f"--resume: no checkpoint in {d} (train_state.json is missing)")
+    with _resume_file(f):
+        st = json.loads(f.read_text())
+        if not isinstance(st.get("step"), int) or not isinstance(st.get("train_config"), dict) \
+                or not isinstance(st.get("optimizer"), dict):
+            raise ValueError("step, train_config or optimizer missing or of the wrong type")
+        TrainConfig(**st["train_config"])
+    return st
 
 
 def _cut_log(log_path: Path, step: int) -> None:
@@ -543,7 +575,7 @@ def main(argv=None) -> int:
     tc, notes = trainrun.apply_overrides(STAGES[a.stage], given, a.stage)
     resumed = a.resume and (out / "checkpoint" / "train_state.json").is_file()
     if resumed:   # the interrupted run's configuration wins
-        tc = TrainConfig(**json.loads((out / "checkpoint" / "train_state.json").read_text())["train_config"])
+        tc = TrainConfig(**read_train_state(out / "checkpoint")["train_config"])
         notes = ["--resume: the configuration saved with the checkpoint" + (
             f" (not {', '.join('--' + k.replace('_', '-') for k in given)})" if given else "")]
     if a.eval_data and not Path(a.eval_data).is_file():
