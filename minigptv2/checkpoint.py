@@ -104,8 +104,11 @@ def write_folder(out_dir, overwrite: bool, write) -> Path:
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MiniGPTv2Error(f"output folder {out} exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    except PermissionError as e:
+        raise MiniGPTv2Error(f"cannot write {out}: permission denied ({e.filename})") from None
     try:
         write(tmp)
         _apply_umask(tmp)
@@ -120,8 +123,10 @@ def write_folder(out_dir, overwrite: bool, write) -> Path:
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(out.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, PermissionError):
+            raise MiniGPTv2Error(f"cannot write {out}: permission denied ({e.filename})") from None
         raise
     return out
 

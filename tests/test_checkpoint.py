@@ -244,3 +244,25 @@ def test_device_map_auto_with_disk_offload_gives_the_same_answer(tmp_path):
     assert not any(k.count(".") > 2 for k in off.hf_device_map)      # no split inside a ViT block
     [got] = generate(off, proc, [scene.image], [q], max_new_tokens=20)
     assert got.token_ids == want.token_ids and want.boxes
+
+
+def test_saving_into_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
+    """A folder the user cannot write (simulated: these tests run as root, whom permission bits do not stop)."""
+    import tempfile
+
+    from minigptv2 import checkpoint as ck
+
+    model, proc = tiny_model(tmp_path)
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro"))
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(MiniGPTv2Error, match="permission denied"):
+        save(model, proc, tmp_path / "ro" / "m")
+    monkeypatch.undo()
+
+    def denied_late(tmp):
+        raise PermissionError(13, "Permission denied", str(tmp / "x"))
+    with pytest.raises(MiniGPTv2Error, match="permission denied"):
+        ck.save(model, proc, tmp_path / "m2", extra=denied_late)
+    assert not (tmp_path / "m2").exists() and not list(tmp_path.glob(".m2.tmp*"))
