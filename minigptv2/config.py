@@ -18,7 +18,7 @@ from minigptv2.errors import MiniGPTv2Error
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the BLIP-2 eval image processor (docs/official-model.md §1.2)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-LIMIT = 1 << 20     # any size above this in a config is an error, never an allocation (docs/security.md)
+LIMIT = 1 << 20     # any size above this in a config is an error, never an allocation (tests/test_hostile_files.py)
 
 
 class MiniGPTv2VisionConfig(PreTrainedConfig):
