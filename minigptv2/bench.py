@@ -19,7 +19,9 @@ as one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -483,8 +485,9 @@ def run_nano_train(args) -> dict:
         for k, attention in enumerate(("sdpa", "sdpa", "eager", "sdpa", "eager")):   # the first fills the cache
             model.load_state_dict(start)
             out = Path(d) / f"run{k}"
-            ls = T.train(model, proc, mix, dataclasses.replace(tc, attention=attention), out, progress=False,
-                         cache=cache)
+            with contextlib.redirect_stdout(io.StringIO()):      # train() prints its schedule: one JSON line here
+                ls = T.train(model, proc, mix, dataclasses.replace(tc, attention=attention), out, progress=False,
+                             cache=cache)
             rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
             if k:
                 times[attention] += [args.batch / r["samples_per_s"] for r in rows[1:]]   # step 1: warm-up

@@ -25,7 +25,7 @@ from transformers import TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.generate import MAX_TEMPERATURE, MIN_TEMPERATURE, generate
+from minigptv2.generate import MAX_TEMPERATURE, MIN_TEMPERATURE, PrefixCache, generate, generate_cached
 
 log = logging.getLogger("minigptv2.engine")
 
@@ -122,7 +122,8 @@ class Engine:
     cancelled_running (their batch stopped mid-generation), cancel_requests."""
 
     def __init__(self, model, processor, name: str = "minigptv2", *, generate_fn=generate, max_batch: int = 8,
-                 batch_wait_ms: float = 10.0, max_queue: int = 64, compile: bool = False):
+                 batch_wait_ms: float = 10.0, max_queue: int = 64, compile: bool = False,
+                 prefix_cache_bytes: int = 0):
         for what, v in (("max_batch", max_batch), ("max_queue", max_queue)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise MiniGPTv2Error(f"{what} must be an integer >= 1, got {v!r}")
@@ -131,6 +132,9 @@ class Engine:
         self.model, self.processor, self.name = model, processor, name
         self.generate_fn = generate_fn
         self.compile = compile                # static KV cache + compiled decode step (generate(compile=True))
+        # a request that runs alone with an image reuses the image embedding and the KV cache of the prompt up to
+        # the image when the same image came before (a follow-up turn resends it): generate.PrefixCache
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self.max_batch, self.batch_wait, self.max_queue = max_batch, batch_wait_ms / 1000, max_queue
         self.stats: collections.Counter = collections.Counter()
         self._waiting: collections.deque[Job] = collections.deque()
@@ -243,8 +247,13 @@ class Engine:
             kw = group[0].settings.kwargs()
             if self.compile:
                 kw["compile"] = True
-            results = self.generate_fn(self.model, self.processor, [j.image for j in group],
-                                       [j.conversation for j in group], streamer=StepHook(group), **kw)
+            if self.prefix_cache is not None and len(group) == 1 and group[0].image is not None \
+                    and not self.compile and self.generate_fn is generate:
+                results = [generate_cached(self.model, self.processor, group[0].image, group[0].conversation,
+                                           self.prefix_cache, streamer=StepHook(group), **kw)]
+            else:
+                results = self.generate_fn(self.model, self.processor, [j.image for j in group],
+                                           [j.conversation for j in group], streamer=StepHook(group), **kw)
             for j, r in zip(group, results):
                 j.future.set_result(r)
             with self._cv:

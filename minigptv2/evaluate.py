@@ -445,7 +445,9 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
             pv = torch.stack([processor.image(load_image(it.image)) for it in chunk])
             image_embeds = model.get_image_features(pv)
             prompts = [processor.prompt_ids([it.prompt]) for it in chunk]
-            choices = [it.gt["choices"] for it in chunk]
+            # official: the choices are joined with "_" and split again (a "_" inside a choice makes several
+            # candidates; no choices make one empty candidate): docs/evaluation-semantics.md §3
+            choices = ["_".join(it.gt["choices"]).split("_") for it in chunk]
             losses = [[9999.0] * max(len(c), 1) for c in choices]
             for j in range(max(len(c) for c in choices)):
                 answers = [c[j] if j < len(c) else "none" for c in choices]

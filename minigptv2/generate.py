@@ -250,9 +250,12 @@ def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_
 
     from transformers import DynamicCache
 
-    gkw = _gen_kwargs(processor, max_new_tokens, kw.pop("do_sample", False), kw.pop("temperature", 1.0),
-                      kw.pop("top_p", 0.9), kw.pop("repetition_penalty", 1.0), kw.pop("logits_processor", None))
     [(qs, ans)] = _normalise([prompt])
+    lp = kw.pop("logits_processor", None)
+    if kw.pop("constrain_boxes", False):
+        lp = _with_box_constraints(processor, [(qs, ans)], max_new_tokens, lp)
+    gkw = _gen_kwargs(processor, max_new_tokens, kw.pop("do_sample", False), kw.pop("temperature", 1.0),
+                      kw.pop("top_p", 0.9), kw.pop("repetition_penalty", 1.0), lp)
     img = load_image(image)
     ids = processor.prompt_ids(qs, ans, has_image=True)
     _check_context(processor, len(ids), max_new_tokens)

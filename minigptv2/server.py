@@ -541,6 +541,9 @@ def main(argv=None) -> int:
     add_device_args(p, quantize=True)
     p.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (each new batch "
                    "shape compiles once; meant for a GPU)")
+    p.add_argument("--prefix-cache-mb", type=_at_least(0, float), default=1024.0,
+                   help="bytes kept of image embeddings + KV caches of prompts up to the image, for follow-up "
+                        "questions about the same image (0: off)")
     a = p.parse_args(argv)
 
     import uvicorn
@@ -554,7 +557,8 @@ def main(argv=None) -> int:
                     max_tokens=a.max_tokens, default_max_tokens=min(Limits.default_max_tokens, a.max_tokens),
                     allow_remote_images=a.allow_remote_images, client_timeout_s=a.client_timeout)
     engine = Engine(model, processor, model_dir.resolve().name, max_batch=a.max_batch,
-                    batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue, compile=a.compile)
+                    batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue, compile=a.compile,
+                    prefix_cache_bytes=int(a.prefix_cache_mb * 2**20))
     app = create_app(engine, limits, webui=not a.no_webui)
     print(f"minigptv2: serving {model_dir} on http://{a.host}:{a.port}  (API: /v1/chat/completions"
           f"{', demo: /' if not a.no_webui else ''})", flush=True)

@@ -383,6 +383,8 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
     dtype = ckpt.DTYPES[tc.precision]
     model.set_trainable(tc.trainable)
     model.to(device).train()
+    if device.type == "cuda" and dtype != torch.float32:     # as the official: frozen parts in the compute dtype,
+        model.cast_for_training(dtype)                        # trainable ones in fp32 (CPU runs keep fp32 weights)
     vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())
     if cache is not None and not tc.cache_vision:
         raise MiniGPTv2Error("a vision cache was passed but cache_vision is off")
@@ -577,7 +579,8 @@ def main(argv=None) -> int:
         model.config.trainable = dict(tc.trainable)
         model.visual_encoder.gradient_checkpointing = a.grad_checkpointing
         if a.grad_checkpointing:
-            model.language_model.gradient_checkpointing_enable()
+            # non-reentrant: LoRA under a frozen embedding still gets its gradients
+            model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         trainrun.check_data(parts, proc, a.data, a.eval_data, a.skip_data_check,
                             log=print if int(os.environ.get("RANK", 0)) == 0 else (lambda *_: None))
         trainrun.keep_tokenizer(proc.tok, tok_tmp, out)

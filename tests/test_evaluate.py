@@ -381,3 +381,15 @@ def test_adapter_call_shapes(tmp_path, mp, monkeypatch):
     assert a.ground([str(img)], ["the man on the left"]) == [[0.10, 0.20, 0.35, 0.40]]
     assert [a.is_grounding(n) for n in ("refcoco_bbox_rec_val", "RefCOCO_testA", "refcoco_bbox_val", "gqa")] == \
         [True, True, False, False]
+
+
+def test_iconvqa_choices_are_joined_and_split_on_underscores_as_officially(tmp_path, mp):
+    """A choice containing "_" becomes several candidates (shifting later indices); no choices make one empty
+    candidate (docs/evaluation-semantics.md §3)."""
+    model, proc = mp
+    img = tmp_path / "i.png"
+    Image.new("RGB", (20, 20), "red").save(img)
+    items = [ev.Item("a", str(img), "[vqa] which?", "vqa", {"choices": ["red_circle", "blue"], "answer": 1}),
+             ev.Item("b", str(img), "[vqa] which?", "vqa", {"choices": [], "answer": 0})]
+    losses = ev.choice_losses(model, proc, items, batch_size=2, progress=False)
+    assert [len(x) for x in losses] == [3, 1]

@@ -1,0 +1,27 @@
+"""The server's engine reuses the image embedding and the prompt-prefix KV cache for a follow-up turn about the same
+image (the OpenAI messages resent with the same image): same answers as without the cache, and a cache hit."""
+from PIL import Image
+
+from helpers import tiny_model
+from minigptv2 import generate
+from minigptv2.engine import Engine, GenSettings
+
+
+def test_follow_up_turn_hits_the_prefix_cache_with_the_same_answers(tmp_path):
+    model, proc = tiny_model(tmp_path)
+    img = Image.new("RGB", (40, 30), "red")
+    first = [{"role": "user", "content": "[vqa] what color is it?"}]
+    engine = Engine(model, proc, max_batch=1, batch_wait_ms=0, prefix_cache_bytes=1 << 26)
+    try:
+        a = engine.submit(img, first, GenSettings(6)).future.result(timeout=120)
+        follow = first + [{"role": "assistant", "content": a.text}, {"role": "user", "content": "[refer] the shape"}]
+        b = engine.submit(img.copy(), follow, GenSettings(6)).future.result(timeout=120)
+        streamed = list(engine.stream(img.copy(), follow, GenSettings(6)))
+    finally:
+        engine.close()
+    [a0] = generate(model, proc, [img], [first], max_new_tokens=6, constrain_boxes=True)
+    [b0] = generate(model, proc, [img], [follow], max_new_tokens=6, constrain_boxes=True)
+    assert a.token_ids == a0.token_ids and b.token_ids == b0.token_ids
+    assert streamed[-1].token_ids == b0.token_ids
+    cache = engine.prefix_cache
+    assert cache.misses == 1 and cache.hits == 2 and 0 < cache.bytes <= cache.max_bytes
