@@ -1,4 +1,5 @@
 """Evaluation harness: the official MiniGPT-v2 benchmark protocols, our synthetic benchmark, harness adapters.
+The same, as a page with tables: docs/evaluation.md.
 
     minigptv2 eval --model m7b --bench refcoco,refcoco+,refcocog --data /data/minigptv2-eval --out runs/eval-ref
     minigptv2 eval --model m7b --bench okvqa,gqa,vsr,iconvqa,vizwiz,hm --data /data/minigptv2-eval --out runs/eval-vqa
