@@ -23,8 +23,8 @@ DOC_CITE = re.compile(rf"\]\(([\w.-]+\.md)\)((?:,?\s*{_SEC})*)")          # insi
 HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*$", re.M)
 ANCHOR = re.compile(r'<a\s+id="([^"]+)"')
 # outside the repository: the old external reference sheets, and machine paths (split so this file passes)
-OUTSIDE = re.compile("|".join([r"\bfacts\s*§", "fact sheet", r"peers\.md", "environment-notes", "minigptv2-facts",
-                               "/work/" + "shared", "shared/" + "reference"]), re.I)
+OUTSIDE = re.compile("|".join([r"\bfacts\s*§", "fact" + " sheet", "peers" + r"\.md", "environment" + "-notes",
+                               "minigptv2" + "-facts", "/work/" + "shared", "shared/" + "reference"]), re.I)
 
 
 def tracked(*suffixes: str) -> list[Path]:
@@ -102,7 +102,7 @@ def test_cited_docs_and_sections_exist():
 def test_nothing_cites_files_outside_the_repository():
     hits = []
     for f in tracked(".py", ".md", ".sh", ".toml", ".txt", ".json", ".yaml", ".yml"):
-        if f.name == "test_docs.py" or ("fixtures" in f.parts and f.suffix == ".json"):
+        if "fixtures" in f.parts and f.suffix == ".json":
             continue
         for n, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if OUTSIDE.search(line):
