@@ -10,10 +10,11 @@ Models (random weights, nothing downloaded):
            tied embeddings) + a small EVA ViT (width 192, depth 6) at the official 448 px -> 256 image tokens.
     tiny   the unit-test toy (config.tiny()).
 
-Baseline ("official"): what `minigpt_base.py::generate` does per request (facts §3.2, §3.6): tokenize each text
-piece separately, embed it, concatenate with the image embeddings, left-pad with all-zero vectors, then HF
-`generate(inputs_embeds=...)`. Training baseline (facts §4.3): embeddings built per sample in Python, then one
-LLM forward on inputs_embeds. Every function returns a dict that the scripts print as one JSON line.
+Baseline ("official"): what `minigpt_base.py::generate` does per request (docs/official-model.md §3.2, §3.6):
+tokenize each text piece separately, embed it, concatenate with the image embeddings, left-pad with all-zero
+vectors, then HF `generate(inputs_embeds=...)`. Training baseline (docs/official-model.md §4.3): embeddings built
+per sample in Python, then one LLM forward on inputs_embeds. Every function returns a dict that the scripts print
+as one JSON line.
 """
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ def _gen_kw(processor, max_new_tokens: int) -> dict:
 
 
 def official_context_emb(model, processor, image, prompt: str) -> torch.Tensor:
-    """`get_context_emb`: one sample's (L, D) embeddings, built piece by piece (facts §3.2)."""
+    """`get_context_emb`: one sample's (L, D) embeddings, built piece by piece (docs/official-model.md §3.2)."""
     from minigptv2.images import load_image
 
     tok, emb = processor.tok, model.language_model.get_input_embeddings()
@@ -381,8 +382,8 @@ def train_samples(n: int, seed: int = 0) -> list:
 
 
 def official_loss_sum(model, proc, samples, dtype=torch.float32):
-    """Facts §4.3: images encoded as a batch, then per sample: tokenize each piece, embed, concat with the
-    image embeddings, right-pad with zeros; one LLM forward on inputs_embeds; CE on the answer tokens."""
+    """docs/official-model.md §4.3: images encoded as a batch, then per sample: tokenize each piece, embed, concat
+    with the image embeddings, right-pad with zeros; one LLM forward on inputs_embeds; CE on the answer tokens."""
     import torch.nn.functional as F
 
     tok, emb = proc.tok, model.language_model.get_input_embeddings()

@@ -381,7 +381,8 @@ def vit_config_from_state(sd: dict, depth: int | None, heads: int, image_size: i
         raise MiniGPTv2Error(f"the ViT file's blocks are not numbered 0..n-1 (found {blocks[:3]}...{blocks[-3:]})")
     file_depth = len(blocks)
     if depth is None:
-        depth = 39 if file_depth == 40 else file_depth   # the 40-block eva_vit_g.pth runs with 39 (docs/official-model.md)
+        # the 40-block eva_vit_g.pth runs with 39 (docs/official-model.md §1.3)
+        depth = 39 if file_depth == 40 else file_depth
     if not 0 < depth <= file_depth:
         raise MiniGPTv2Error(f"--vit-depth {depth} but the ViT file has {file_depth} blocks")
     if not isinstance(heads, int) or heads < 1 or w.shape[0] % heads:

@@ -16,9 +16,9 @@ from transformers.configuration_utils import SubConfigSpec
 
 from minigptv2.errors import MiniGPTv2Error
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the BLIP-2 eval image processor (docs/official-model.md)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the BLIP-2 eval image processor (docs/official-model.md §1.2)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-LIMIT = 1 << 20     # any size above this in a config is an error, never an allocation (docs/security.md)
+LIMIT = 1 << 20     # any size above this in a config is an error, never an allocation (tests/test_hostile_files.py)
 
 
 class MiniGPTv2VisionConfig(PreTrainedConfig):
@@ -65,7 +65,7 @@ class MiniGPTv2VisionConfig(PreTrainedConfig):
 LLAMA2_7B = dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
                  rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-# peft LoRA of MiniGPT-v2 `init_llm`: r 64, alpha 16, dropout 0.05 on q_proj / v_proj (docs/official-model.md)
+# peft LoRA of MiniGPT-v2 `init_llm`: r 64, alpha 16, dropout 0.05 on q_proj / v_proj (docs/official-model.md §1.7)
 OFFICIAL_LORA = {"r": 64, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]}
 PARTS = {"vit": ("frozen", "full"), "projector": ("frozen", "full"), "llm": ("frozen", "full", "lora")}
 

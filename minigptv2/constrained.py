@@ -5,7 +5,7 @@
     [r] = generate(model, processor, [img], ["[refer] red circle"], max_new_tokens=20, logits_processor=lp)
     lp = box_constraint(processor, max_new_tokens=100)                  # [detection] / [grounding]
 
-Grammar (facts §3.5), checked character by character on the text the tokens spell:
+Grammar (docs/official-model.md §3.5), checked character by character on the text the tokens spell:
     box   = "{" "<" n ">" "<" n ">" "<" n ">" "<" n ">" "}"        n = 0..100, no leading zeros, no spaces
     after a box, a "<" must continue as "<delim>{" (the next box of the same phrase); anything else is free text.
 Outside boxes nothing is constrained (free mode), except that a "{" opens a box. With `single=True` (the

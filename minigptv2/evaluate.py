@@ -1,4 +1,5 @@
 """Evaluation harness: the official MiniGPT-v2 benchmark protocols, our synthetic benchmark, harness adapters.
+The same, as a page with tables: docs/evaluation.md.
 
     minigptv2 eval --model m7b --bench refcoco,refcoco+,refcocog --data /data/minigptv2-eval --out runs/eval-ref
     minigptv2 eval --model m7b --bench okvqa,gqa,vsr,iconvqa,vizwiz,hm --data /data/minigptv2-eval --out runs/eval-vqa
@@ -43,16 +44,17 @@ Layout under --data ROOT (mirrors the official eval config: one folder per data 
                   --data, OUT/synthetic_data is written with n = --limit or 500 scenes, seed HELDOUT_SEED.
 A missing annotation file or image is a MiniGPTv2Error naming the file(s) and where they should be.
 
-Protocols (facts §5): greedy, max_new_tokens 20 (--max-new-tokens overrides; captions 30, detection 100,
-grounding 200), batched (--batch-size, left padding as the official generate).
+Protocols (docs/official-model.md §5): greedy, max_new_tokens 20 (--max-new-tokens overrides; captions 30,
+detection 100, grounding 200), batched (--batch-size, left padding as the official generate).
   * RefCOCO: prompt `[refer] give me the location of {sents}`, scored per expression by
     metrics.refcoco_accuracy (the official parsing: the answer must start with the box; rescaled to the original
     W,H; inclusive-pixel IoU > 0.5; docs/evaluation-semantics.md §4). No `--resample`
     re-asking (the official one re-asks with a Python list repr in the prompt); unparsable answers count as misses
     and their number is reported (`parse_failures`).
   * OKVQA / GQA: `[vqa] Based on the image, respond to this question with a short answer: {q}`; VizWiz, VSR, HM with
-    their own prompts (facts §5.3, typo "writting" kept); scored by metrics.{vqa,gqa,vizwiz,vsr,hm}_score with
-    the official per-sample semantics, quirks included (docs/evaluation-semantics.md §1-2).
+    their own prompts (docs/official-model.md §5.3, typo "writting" kept); scored by
+    metrics.{vqa,gqa,vizwiz,vsr,hm}_score with the official per-sample semantics, quirks included
+    (docs/evaluation-semantics.md §1-2).
   * IconVQA: likelihood ranking. Each choice is scored by the model's forward pass on the official instruction
     string `<s>[INST] <Img><ImageHere></Img> [vqa] ... {q} [/INST]` + choice + `</s>` (chat_template off, so the
     sequence is the model's inference prompt: for the official prompt_form two BOS, one space before [/INST];
@@ -79,7 +81,7 @@ with ground-truth and predicted boxes drawn).
 
 Harness adapters: `MiniGPTv2ForEval` answers like the official eval (task identifier added, greedy) and returns
 grounding answers as normalised `[x1, y1, x2, y2]` floats (the 0..100 grid / 100), the form lmms-eval's
-refcoco bbox_rec and VLMEvalKit's RefCOCO parse (peers.md §2.1: both mis-read raw MiniGPT-v2 boxes).
+refcoco bbox_rec and VLMEvalKit's RefCOCO parse (docs/official-model.md §8: both mis-read raw MiniGPT-v2 boxes).
   lmms-eval: add lmms_eval/models/simple/minigptv2.py
 
         from lmms_eval.api.model import lmms
@@ -126,7 +128,7 @@ from minigptv2.data import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEM
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import generate
 
-# ---- prompts (facts §5.1, §5.3; identify / caption / grounding: the official training templates) -------------
+# ---- prompts (docs/official-model.md §5.1, §5.3; identify / caption / grounding: the official training templates)
 REFER_PROMPT = REFER_TEMPLATES[1]                 # "[refer] give me the location of {}"
 VQA_PROMPT = VQA_TEMPLATES[1]                     # "[vqa] Based on the image, respond to this question with ..."
 VIZWIZ_PROMPT = ("[vqa] The question is '{}' Based on the image, answer the question with a single word or phrase."
@@ -153,7 +155,7 @@ HELDOUT_SEED = 777_777         # synthetic scenes made by eval; training data us
 SYNTH_TARGETS = {"refer_acc": 0.80, "detection_recall": 0.70, "vqa_em": 0.90, "identify_em": 0.80,
                  "caption_em": 0.80}
 
-# Paper numbers (facts §6) — from the fact sheet's recollection of arXiv 2310.09478, NOT verified against the PDF.
+# Paper numbers (docs/official-model.md §6): arXiv 2310.09478 as recalled, NOT verified against the PDF.
 PAPER_REFCOCO = {
     "MiniGPT-v2 (7B)": (88.69, 91.65, 85.33, 79.97, 85.12, 74.45, 84.44, 84.66),
     "MiniGPT-v2-chat (7B)": (88.06, 91.29, 84.30, 79.58, 85.52, 73.32, 84.19, 84.31),
@@ -162,8 +164,8 @@ PAPER_VQA = {   # OKVQA, GQA, VSR, IconVQA, VizWiz, HM
     "MiniGPT-v2 (7B)": (56.9, 60.3, 60.6, 47.7, 32.9, 58.2),
     "MiniGPT-v2-chat (7B)": (57.8, 60.1, 62.9, 51.5, 53.6, 58.8),
 }
-PAPER_NOTE = ("† paper numbers as recalled in the project's fact sheet (facts §6, arXiv 2310.09478); the PDF was "
-              "not available, so they are unverified — check them against the paper before quoting.")
+PAPER_NOTE = ("† paper numbers as recalled (arXiv 2310.09478; docs/official-model.md §6); the PDF was not "
+              "available, so they are unverified — check them against the paper before quoting.")
 
 
 @dataclass

@@ -7,7 +7,7 @@
 
 The 4-token grouping is a plain reshape, so an LM token is 4 horizontally adjacent patches of one patch row (not a
 2x2 block); ln_vision is a LayerNorm with eps 1e-5 that the official checkpoints never contain (weight 1, bias 0)
-(docs/official-model.md). The module names are the official ones (`visual_encoder`, `ln_vision`, `llama_proj`);
+(docs/official-model.md §1.4–1.5). The module names are the official ones (`visual_encoder`, `ln_vision`, `llama_proj`);
 the LM is `language_model`, a whole causal LM with its head, so its state dict is the LM's own under a prefix.
 
 `forward(input_ids, attention_mask, pixel_values, labels, ...)`: input_ids hold `config.image_token_id` where the

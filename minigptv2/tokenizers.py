@@ -7,7 +7,8 @@
 Tokenizer: the LLaMA SentencePiece model used directly, which reproduces the legacy (transformers 4.30)
 slow-tokenizer ids MiniGPT-v2 was trained with: every separately tokenized piece gets the dummy-prefix `▁`,
 specials are only ever inserted structurally (prompts.py), so `<s>`, `</s>` or `<ImageHere>` typed by a
-user stay plain text. The pad id is the id of the piece `$$` (official `pad_token = "$$"`, docs/official-model.md).
+user stay plain text. The pad id is the id of the piece `$$` (official `pad_token = "$$"`,
+docs/official-model.md §1.6).
 
 HFTokenizer: user text is encoded with `split_special_tokens=True` (typed `<|im_end|>` stays text); only text
 the chat template itself produced is encoded with special-token parsing (prompts.py marks it).

@@ -8,9 +8,9 @@
     minigptv2 train ... --out runs/s2 --resume                # continue an interrupted run exactly
     torchrun --nproc-per-node 2 -m minigptv2.train ... [--fsdp]       # DDP (default) or FSDP2, gloo on CPU
 
-Stages are presets (STAGES, facts §4.1–4.2): LR schedule (linear warmup, then cosine to min_lr on the global
-step, as `linear_warmup_cosine_lr`), AdamW (betas 0.9/0.999, weight decay only on ≥2-D weights not named
-bias/norm), steps and global batch. Command-line flags override them; --steps without --warmup-steps keeps the
+Stages are presets (STAGES, docs/official-model.md §4.1–4.2): LR schedule (linear warmup, then cosine to min_lr
+on the global step, as `linear_warmup_cosine_lr`), AdamW (betas 0.9/0.999, weight decay only on ≥2-D weights not
+named bias/norm), steps and global batch. Command-line flags override them; --steps without --warmup-steps keeps the
 preset's warmup share (trainrun.apply_overrides). The schedule used is printed and saved as schedule.json. The
 trainable parts are the model's (`trainable` in the --init folder's config.json, or the preset's); --trainable
 JSON changes the parts it names. Docs: docs/finetune.md (fine-tuning on your own data, end to end).
@@ -77,11 +77,12 @@ class TrainConfig:
     loss_per: str = "token"         # token: mean over the batch's answer tokens (official) | sample: mean of rows
     cache_vision: bool = False      # keep each image file's frozen-ViT output in RAM (VisionCache); needs vit frozen
     # the LLM's attention while training: "sdpa" (PyTorch's fused kernel) | "eager" (transformers' matmul-softmax-
-    # matmul: the same function, faster at nano's size on CPU, where the fused kernel's backward is slow; README)
+    # matmul: the same function, faster at nano's size on CPU, where the fused kernel's backward is slow; docs/nano.md)
     attention: str = "sdpa"
 
 
-# Paper §4 (facts §4.1, [paper-mem]) for stages 1–2; stage 3 = the released train_configs/minigptv2_finetune.yaml.
+# Paper §4 (docs/official-model.md §4.1; recalled, not checked against the PDF) for stages 1–2; stage 3 = the
+# released train_configs/minigptv2_finetune.yaml (docs/official-model.md §4.2).
 STAGES = {
     1: TrainConfig(steps=400_000, batch_size=96, lr=1e-4, min_lr=1e-5, warmup_lr=1e-6, warmup_steps=1000),
     2: TrainConfig(steps=50_000, batch_size=64, lr=1e-5, min_lr=1e-6, warmup_lr=1e-6, warmup_steps=1000),

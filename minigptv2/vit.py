@@ -1,4 +1,5 @@
-"""EVA ViT in plain PyTorch, parameter names identical to the EVA / LAVIS checkpoint (facts §1.3, §2.3).
+"""EVA ViT in plain PyTorch, parameter names identical to the EVA / LAVIS checkpoint (docs/official-model.md §1.3,
+§2.3).
 
 patch conv (stride = patch) -> flatten row-major -> prepend CLS -> + absolute pos_embed -> pre-norm blocks
 (qkv without bias param + learnable q_bias / v_bias, zero k bias; q scaled by head_dim^-0.5; exact GELU MLP)

@@ -531,7 +531,7 @@ def test_bf16_runs_close_to_fp32(data, ref, tmp_path):
 
 
 def test_precision_auto_takes_bf16_only_where_it_is_native(data, ref, tmp_path, monkeypatch, capsys):
-    """bf16 on a CPU without it in hardware is emulated (~10x slower than fp32 here, README), so the default
+    """bf16 on a CPU without it in hardware is emulated (~10x slower than fp32 here, docs/nano.md), so the default
     "auto" trains in fp32 there, and the checkpoint records the precision that was used."""
     flags = {"avx2 fma": False, "avx2 avx512f avx512_bf16": True, "avx512f amx_bf16 amx_tile": True}
     for f, want in flags.items():
