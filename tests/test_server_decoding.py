@@ -1,4 +1,4 @@
-"""The server's engine reuses the image embedding and the prompt-prefix KV cache for a follow-up turn about the same
+"""How the server decodes. Its engine reuses the image embedding and the prompt-prefix KV cache for a follow-up turn about the same
 image (the OpenAI messages resent with the same image): same answers as without the cache, and a cache hit."""
 from PIL import Image
 
@@ -25,3 +25,22 @@ def test_follow_up_turn_hits_the_prefix_cache_with_the_same_answers(tmp_path):
     assert streamed[-1].token_ids == b0.token_ids
     cache = engine.prefix_cache
     assert cache.misses == 1 and cache.hits == 2 and 0 < cache.bytes <= cache.max_bytes
+
+
+def test_box_constraints_are_on_by_default_and_can_be_turned_off(tmp_path):
+    """With the real (random tiny) model: a [refer] answer is exactly one well-formed box by default; with
+    constrain_boxes false the request decodes as the official code (plain generate)."""
+    from minigptv2.boxes import parse_boxes
+
+    model, proc = tiny_model(tmp_path)
+    img = Image.new("RGB", (40, 30), "red")
+    conv = [{"role": "user", "content": "[refer] the red circle"}]
+    engine = Engine(model, proc, max_batch=1, batch_wait_ms=0)
+    try:
+        on = engine.submit(img, conv, GenSettings(20)).future.result(timeout=120)
+        off = engine.submit(img, conv, GenSettings(20, constrain_boxes=False)).future.result(timeout=120)
+    finally:
+        engine.close()
+    [plain] = generate(model, proc, [img], [conv], max_new_tokens=20)
+    assert len(parse_boxes(on.text)) == 1 and on.text.strip().startswith("{")
+    assert off.token_ids == plain.token_ids and on.token_ids != plain.token_ids
