@@ -32,7 +32,8 @@ import torch
 
 from minigptv2.config import MiniGPTv2Config, MiniGPTv2VisionConfig, from_legacy_dict
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.model import MiniGPTv2ForConditionalGeneration, read_config
+from minigptv2.config import read_config
+from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import MiniGPTv2Processor, build_processor
 from minigptv2.tokenizers import Tokenizer, load_tokenizer
 from minigptv2.vit import interpolate_pos_embed

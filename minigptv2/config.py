@@ -11,6 +11,9 @@ Sources of the official values: docs/official-model.md.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -230,3 +233,21 @@ def from_legacy_dict(d: dict) -> MiniGPTv2Config:
     if lora is not None:
         lora = {"r": lora["r"], "alpha": lora["alpha"], "dropout": lora["dropout"], "targets": list(lora["targets"])}
     return MiniGPTv2Config(vision_config=d.pop("vision", None), text_config=d.pop("llm", None), lora=lora, **d)
+
+
+def read_config(folder) -> MiniGPTv2Config:
+    """config.json of a model folder (ours, this format), with errors that name the file."""
+    f = Path(folder) / "config.json"
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise MiniGPTv2Error(f"cannot read {f}: {e}") from None
+    kind = d.get("model_type") if isinstance(d, dict) else None
+    if kind != "minigptv2":
+        raise MiniGPTv2Error(f"{f} is not a minigptv2 config (model_type {kind!r})")
+    try:
+        return MiniGPTv2Config.from_dict(d)
+    except MiniGPTv2Error as e:
+        raise MiniGPTv2Error(f"{f}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - transformers' strict dataclasses raise several types
+        raise MiniGPTv2Error(f"{f}: {' '.join(str(e).split())[:300]}") from None

@@ -30,8 +30,8 @@ MAX_NEW_TOKENS = {"refer": 20, "vqa": 20, "identify": 20, "caption": 30, "detect
 
 
 def jsonl_items(path, limit: int | None = None) -> dict[str, list]:
-    """Per task, the Items (evaluate.Item) of the first `limit` records of a training-format JSONL."""
-    from minigptv2.evaluate import Item
+    """Per task, the Items (benchrun.Item) of the first `limit` records of a training-format JSONL."""
+    from minigptv2.benchrun import Item
 
     ds = JsonlDataset(path)
     if len(ds) == 0:
@@ -60,7 +60,7 @@ def jsonl_items(path, limit: int | None = None) -> dict[str, list]:
 
 
 def _score(task: str, items, preds) -> tuple[dict, list]:
-    from minigptv2.evaluate import box_parse_failed
+    from minigptv2.benchrun import box_parse_failed
 
     if task == "refer":
         r = metrics.refcoco_accuracy(preds, [it.gt for it in items])
@@ -85,7 +85,7 @@ def _score(task: str, items, preds) -> tuple[dict, list]:
 def run_jsonl(model, processor, path, limit=None, batch_size: int = 10, constrained: bool = True,
               compare_constrained: bool = False, max_new_tokens=None, progress: bool = True):
     """Ask and score every record (module docstring). Returns (metrics, rows) as evaluate.run_bench."""
-    from minigptv2.evaluate import run_prompts
+    from minigptv2.benchrun import run_prompts
 
     t0 = time.time()
     m: dict = {"data": str(path), "n": {}}
@@ -121,7 +121,7 @@ def evaluate_into(model_dir, path, out, batch_size: int = 10, progress: bool = F
     import json
 
     from minigptv2 import load
-    from minigptv2.evaluate import _write_atomic, write_predictions
+    from minigptv2.benchrun import _write_atomic, write_predictions
 
     model, processor = load(model_dir)
     m, rows = run_jsonl(model, processor, path, batch_size=batch_size, progress=progress)

@@ -117,12 +117,12 @@ import json
 import os
 import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from minigptv2 import metrics
 from minigptv2.boxes import Grounding, draw_boxes, format_box, parse_boxes, to_grid, to_pixels
-from minigptv2.constrained import box_constraint, well_formed
+from minigptv2.benchrun import (MAX_NEW_TOKENS, Item, _write_atomic, box_parse_failed,  # noqa: F401 - re-exported
+                                 run_prompts, write_predictions)
 from minigptv2.data import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES,
                             REFER_TEMPLATES, VQA_TEMPLATES, blip_caption)
 from minigptv2.errors import MiniGPTv2Error
@@ -140,7 +140,6 @@ GROUNDING_PROMPT = GROUNDING_TEMPLATES[0]                 # "[grounding] please 
 DETECTION_PROMPT = DETECTION_TEMPLATE                     # "[detection] {}"
 IDENTIFY_PROMPT = IDENTIFY_TEMPLATES[1]                   # "[identify] what object is in this location {}"
 
-MAX_NEW_TOKENS = {"refer": 20, "vqa": 20, "identify": 20, "caption": 30, "detection": 100, "grounding": 200}
 SYNTH_MAX_NEW_TOKENS = {"refer": 20, "vqa": 20, "identify": 20, "caption": 30, "detection": 64, "grounding": 96}
 BOX_TASKS = ("refer", "detection", "grounding")
 
@@ -166,16 +165,6 @@ PAPER_VQA = {   # OKVQA, GQA, VSR, IconVQA, VizWiz, HM
 }
 PAPER_NOTE = ("† paper numbers as recalled (arXiv 2310.09478; docs/official-model.md §6); the PDF was not "
               "available, so they are unverified — check them against the paper before quoting.")
-
-
-@dataclass
-class Item:
-    """One prompt of a bench: image path, prompt text, ground truth (bench-specific), task (-> decoding)."""
-    id: str
-    image: str
-    prompt: str
-    task: str
-    gt: dict = field(default_factory=dict)
 
 
 # ---- reading annotation files ------------------------------------------------------------------------------
@@ -398,34 +387,6 @@ def expand_benches(spec: str) -> list[str]:
 
 
 # ---- running the model -------------------------------------------------------------------------------------
-def _constraint(task: str, processor, max_new_tokens: int):
-    if task == "refer":
-        return box_constraint(processor, max_new_tokens, single=True)
-    if task in ("detection", "grounding"):
-        return box_constraint(processor, max_new_tokens)
-    return None
-
-
-def run_prompts(model, processor, items: list[Item], batch_size: int = 10, max_new_tokens: int | None = None,
-                constrained: bool = True, desc: str = "", progress: bool = True) -> list[str]:
-    """Greedy answers for items (all of one task), in order; tqdm shows progress and ETA."""
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise MiniGPTv2Error(f"--batch-size must be >= 1, got {batch_size}")
-    preds: list[str] = []
-    with tqdm(total=len(items), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True) as bar:
-        for s in range(0, len(items), batch_size):
-            chunk = items[s: s + batch_size]
-            n_new = max_new_tokens or MAX_NEW_TOKENS.get(chunk[0].task, 20)
-            lp = _constraint(chunk[0].task, processor, n_new) if constrained else None
-            results = generate(model, processor, [it.image for it in chunk], [it.prompt for it in chunk],
-                               max_new_tokens=n_new, logits_processor=lp)
-            preds += [r.text for r in results]
-            bar.update(len(chunk))
-    return preds
-
-
 def choice_losses(model, processor, items: list[Item], batch_size: int = 10, progress: bool = True,
                   desc: str = "iconvqa") -> list[list[float]]:
     """IconVQA candidate losses with the official `multi_select` arithmetic (module docstring)."""
@@ -473,11 +434,6 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
 # ---- scoring: (items, predictions) -> (metrics, per-sample rows) -------------------------------------------
 def _clean(text: str) -> str:
     return (text or "").replace("<unk>", "").strip()
-
-
-def box_parse_failed(text: str) -> bool:
-    """A box answer that holds no box, or a malformed one."""
-    return not parse_boxes(text or "") or not well_formed(text or "")
 
 
 def score_refcoco(items, preds):
@@ -783,17 +739,6 @@ def synthetic_benchmark(model, processor, data_dir, limit: int | None = None, ba
 
 
 # ---- outputs -----------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
-    os.replace(tmp, path)
-
-
-def write_predictions(rows: list[dict], path: Path) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
-
-
 def example_grid(rows: list[dict], path: Path, n: int = 8, cell: int = 320, cols: int = 4) -> Path | None:
     """PNG grid of the first n examples: image with ground-truth ("gt") and predicted ("pred") boxes, the prompt
     and the answer below it."""
@@ -1022,9 +967,9 @@ class MiniGPTv2ForEval:
         out = []
         for s in range(0, len(items), self.batch_size):
             chunk = items[s: s + self.batch_size]
-            lp = _constraint(task, self.processor, n_new) if self.constrained else None
             out += [r.text for r in generate(self.model, self.processor, [it.image for it in chunk],
-                                             [it.prompt for it in chunk], max_new_tokens=n_new, logits_processor=lp)]
+                                             [it.prompt for it in chunk], max_new_tokens=n_new,
+                                             constrain_boxes=self.constrained)]
         return out
 
     def ground(self, images, expressions) -> list[list[float] | None]:

@@ -18,7 +18,6 @@ a standard peft adapter in `lora/`, which `from_pretrained` loads and merges (`m
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -272,34 +271,3 @@ def write_adapter(tensors: dict, lora: dict, folder: Path) -> None:
                target_modules=list(lora["targets"]), bias="none", task_type="CAUSAL_LM").save_pretrained(str(folder))
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"),
               metadata={"format": "pt"})
-
-
-def register() -> None:
-    """Make AutoConfig / AutoModelForImageTextToText / AutoProcessor know `model_type: "minigptv2"`."""
-    from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor)
-
-    from minigptv2.config import MiniGPTv2VisionConfig
-    from minigptv2.processor import MiniGPTv2ImageProcessor, MiniGPTv2Processor
-
-    AutoConfig.register("minigptv2", MiniGPTv2Config, exist_ok=True)
-    AutoConfig.register("minigptv2_vision", MiniGPTv2VisionConfig, exist_ok=True)
-    AutoModelForImageTextToText.register(MiniGPTv2Config, MiniGPTv2ForConditionalGeneration, exist_ok=True)
-    AutoImageProcessor.register(MiniGPTv2Config, MiniGPTv2ImageProcessor, exist_ok=True)
-    AutoProcessor.register(MiniGPTv2Config, MiniGPTv2Processor, exist_ok=True)
-
-
-def read_config(folder) -> MiniGPTv2Config:
-    """config.json of a model folder (ours, this format), with errors that name the file."""
-    f = Path(folder) / "config.json"
-    try:
-        d = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise MiniGPTv2Error(f"cannot read {f}: {e}") from None
-    if not isinstance(d, dict) or d.get("model_type") != "minigptv2":
-        raise MiniGPTv2Error(f"{f} is not a minigptv2 config (model_type {d.get('model_type') if isinstance(d, dict) else None!r})")
-    try:
-        return MiniGPTv2Config.from_dict(d)
-    except MiniGPTv2Error as e:
-        raise MiniGPTv2Error(f"{f}: {e}") from None
-    except Exception as e:  # noqa: BLE001 - transformers' strict dataclasses raise several types
-        raise MiniGPTv2Error(f"{f}: {' '.join(str(e).split())[:300]}") from None

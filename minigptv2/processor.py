@@ -111,7 +111,7 @@ class MiniGPTv2Processor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MiniGPTv2Processor":
-        from minigptv2.model import read_config
+        from minigptv2.config import read_config
 
         d = Path(pretrained_model_name_or_path)
         return build_processor(load_tokenizer(d), read_config(d))

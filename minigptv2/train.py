@@ -51,6 +51,7 @@ from safetensors.torch import load_file, save_file
 from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.trainrun import lr_at  # noqa: F401 - the schedule; tests patch train.lr_at
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import IGNORE, MiniGPTv2Processor, build_processor
 from minigptv2.tokenizers import Tokenizer
@@ -112,12 +113,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
-
-
-def lr_at(step: int, c: TrainConfig) -> float:
-    if step < c.warmup_steps:
-        return c.warmup_lr + (c.lr - c.warmup_lr) * step / max(1, c.warmup_steps)
-    return (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, c.steps))) + c.min_lr
 
 
 def param_groups(model, weight_decay: float):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,14 +33,15 @@ def apply_overrides(base, given: dict, stage: int):
                      "sets it)")
     if tc.warmup_steps >= tc.steps > 0:
         notes.append(f"--warmup-steps {tc.warmup_steps} >= --steps {tc.steps}: the whole run is warmup and ends at "
-                     f"lr {lr_of(tc, tc.steps - 1):.3g}, not at the peak {tc.lr:g}")
+                     f"lr {lr_at(tc.steps - 1, tc):.3g}, not at the peak {tc.lr:g}")
     return tc, notes
 
 
-def lr_of(tc, step: int) -> float:
-    from minigptv2.train import lr_at
-
-    return lr_at(step, tc)
+def lr_at(step: int, c) -> float:
+    """The learning rate at `step` of TrainConfig `c`: linear warmup from warmup_lr, then cosine to min_lr."""
+    if step < c.warmup_steps:
+        return c.warmup_lr + (c.lr - c.warmup_lr) * step / max(1, c.warmup_steps)
+    return (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, c.steps))) + c.min_lr
 
 
 def describe(tc, stage: int | None = None, notes=()) -> str:
@@ -49,8 +51,8 @@ def describe(tc, stage: int | None = None, notes=()) -> str:
     warm = (f"linear warmup {tc.warmup_lr:g} -> {tc.lr:g} over {tc.warmup_steps} steps, then " if tc.warmup_steps
             else "no warmup, ")
     last = max(tc.steps - 1, 0)
-    line = (f"{head}; lr: {warm}cosine to {tc.min_lr:g} (lr at the first step {lr_of(tc, 0):.3g}, at the last "
-            f"{lr_of(tc, last):.3g}); trainable {json.dumps(tc.trainable)}; precision {tc.precision}")
+    line = (f"{head}; lr: {warm}cosine to {tc.min_lr:g} (lr at the first step {lr_at(0, tc):.3g}, at the last "
+            f"{lr_at(last, tc):.3g}); trainable {json.dumps(tc.trainable)}; precision {tc.precision}")
     return "\n".join([line] + [f"note: {n}" for n in notes])
 
 
@@ -59,8 +61,8 @@ def write_schedule(out: Path, tc, stage: int | None, preset, notes, given: dict)
     lr at the first, peak and last step."""
     d = {"stage": stage, "used": dataclasses.asdict(tc), "given": given, "notes": list(notes),
          "preset": {k: getattr(preset, k) for k in SCHEDULE_KEYS} if preset is not None else None,
-         "lr": {"first": lr_of(tc, 0), "at_warmup_end": lr_of(tc, min(tc.warmup_steps, max(tc.steps - 1, 0))),
-                "last": lr_of(tc, max(tc.steps - 1, 0))}}
+         "lr": {"first": lr_at(0, tc), "at_warmup_end": lr_at(min(tc.warmup_steps, max(tc.steps - 1, 0)), tc),
+                "last": lr_at(max(tc.steps - 1, 0), tc)}}
     tmp = out / ".schedule.json.tmp"
     tmp.write_text(json.dumps(d, indent=1, default=str) + "\n")
     os.replace(tmp, out / "schedule.json")
