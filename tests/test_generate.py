@@ -77,7 +77,7 @@ def _compile_pair(tmp_path, backend):
     imgs = [Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")]
     qs = ["[refer] red circle", "[vqa] what color is it?"]
     eager = [r.token_ids for r in generate(model, proc, imgs, qs, max_new_tokens=10)]
-    cc = CompileConfig(backend=backend) if backend else True
+    cc = CompileConfig(backend=backend)
     compiled = [r.token_ids for r in generate(model, proc, imgs, qs, max_new_tokens=10, compile=cc)]
     again = [r.token_ids for r in generate(model, proc, imgs, qs, max_new_tokens=10, compile=cc)]
     streamed = "".join(stream(model, proc, imgs[0], qs[0], max_new_tokens=10, compile=cc))
@@ -86,12 +86,7 @@ def _compile_pair(tmp_path, backend):
 
 def test_compiled_static_cache_decode_gives_the_eager_ids(tmp_path):
     """generate(compile=...): static KV cache + torch.compile'd decode step, batched and streamed, fp32 on CPU.
-    The dynamo-only backend keeps this fast; the inductor run is the slow test below."""
+    The dynamo-only backend keeps this fast (inductor compiles for about a minute here; benchmarks/gpu.py runs it)."""
     eager, compiled, again, streamed, text = _compile_pair(tmp_path, "eager")
     assert eager == compiled == again and streamed.strip() == text
 
-
-@pytest.mark.slow
-def test_compiled_with_inductor_gives_the_eager_ids(tmp_path):
-    eager, compiled, again, streamed, text = _compile_pair(tmp_path, None)
-    assert eager == compiled == again and streamed.strip() == text
