@@ -160,6 +160,10 @@ def _check_int(name: str, v, lo: int, hi: int = LIMIT) -> None:
         raise MiniGPTv2Error(f"config {name} must be an integer in [{lo}, {hi}], got {v!r}")
 
 
+NANO_SCOPE = ("The embedded nano model knows coloured shapes (circles, squares, triangles) on plain backgrounds; "
+              "it was not trained on photos or for general chat. Convert the official weights for real images.")
+
+
 def nano() -> MiniGPTv2Config:
     """The embedded CPU model exactly as shipped in minigptv2/assets/nano: a 112 px tiny EVA ViT (8x8 patches ->
     16 LM tokens) + a 4-layer 256-wide LLaMA with a 1,024-piece tokenizer, all trained by us (docs/nano.md).

@@ -398,8 +398,12 @@ def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True)
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
-                                            "owned_by": "minigptv2"}]}
+        entry = {"id": engine.name, "object": "model", "created": created, "owned_by": "minigptv2"}
+        if engine.processor.config.name == "nano":
+            from minigptv2.config import NANO_SCOPE
+
+            entry["description"] = NANO_SCOPE
+        return {"object": "list", "data": [entry]}
 
     def submit(req: ChatRequest, streamer=None) -> Job:
         try:

@@ -167,6 +167,10 @@ def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max
 
     with gr.Blocks(title="MiniGPT-v2") as demo:
         gr.Markdown(f"## MiniGPT-v2 demo &nbsp; <small>model: `{html.escape(engine.name)}`</small>")
+        if engine.processor.config.name == "nano":
+            from minigptv2.config import NANO_SCOPE
+
+            gr.Markdown(NANO_SCOPE, elem_id="scope")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):

@@ -44,3 +44,22 @@ def test_box_constraints_are_on_by_default_and_can_be_turned_off(tmp_path):
     [plain] = generate(model, proc, [img], [conv], max_new_tokens=20)
     assert len(parse_boxes(on.text)) == 1 and on.text.strip().startswith("{")
     assert off.token_ids == plain.token_ids and on.token_ids != plain.token_ids
+
+
+def test_the_embedded_model_says_what_it_knows():
+    """/v1/models and the web demo state the nano model's scope (coloured shapes, not photos or chat)."""
+    from fastapi.testclient import TestClient
+
+    import minigptv2
+    from minigptv2.config import NANO_SCOPE
+    from minigptv2.server import create_app
+
+    model, proc = minigptv2.load()
+    engine = Engine(model, proc, "nano")
+    try:
+        client = TestClient(create_app(engine))
+        [entry] = client.get("/v1/models").json()["data"]
+        assert entry["description"] == NANO_SCOPE and "photos" in NANO_SCOPE
+        assert "coloured shapes" in client.get("/").text or "coloured shapes" in client.get("/config").text
+    finally:
+        engine.close()
