@@ -19,6 +19,25 @@ from minigptv2.boxes import draw_boxes, format_box
 from minigptv2.config import NANO_SCOPE
 
 
+def prompts_for(scene=None, obj: str = "red circle", shape: str = "circle", box=None) -> list[tuple[str, str]]:
+    """(prompt, expected answer or '') per task, for a synthetic scene or free-form names."""
+    from minigptv2 import synthetic as S
+
+    if scene is not None:
+        o = scene.objects[0]
+        obj, shape, box = o.name, o.shape, scene.grid(o)
+    box = box or (10, 10, 60, 60)
+    return [
+        ("[caption] Briefly describe this image.", S.caption(scene) if scene else ""),
+        ("[grounding] describe this image as detailed as possible", S.grounded_caption(scene) if scene else ""),
+        (f"[refer] where is {obj} ?", format_box(box) if scene else ""),
+        (f"[identify] what is it in {format_box(box)}", obj if scene else ""),
+        (f"[detection] {shape}", S.detection(scene, shape) if scene else ""),
+        ("[vqa] how many shapes are there?", S.NUMBERS[len(scene.objects)] if scene else ""),
+        ("what is in this image?", ""),
+    ]
+
+
 def panel(image: Image.Image, title: str, groundings) -> Image.Image:
     img = draw_boxes(image, groundings) if groundings else image.convert("RGB").copy()
     out = Image.new("RGB", (img.width, img.height + 18), "white")

@@ -166,11 +166,10 @@ def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max
         return [], None, None, ""
 
     with gr.Blocks(title="MiniGPT-v2") as demo:
-        gr.Markdown(f"## MiniGPT-v2 demo &nbsp; <small>model: `{html.escape(engine.name)}`</small>")
-        if engine.processor.config.name == "nano":
-            from minigptv2.config import NANO_SCOPE
+        from minigptv2.config import NANO_SCOPE
 
-            gr.Markdown(NANO_SCOPE, elem_id="scope")
+        scope = f"\n\n{NANO_SCOPE}" if engine.processor.config.name == "nano" else ""   # a line under the title
+        gr.Markdown(f"## MiniGPT-v2 demo &nbsp; <small>model: `{html.escape(engine.name)}`</small>{scope}")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):
