@@ -21,7 +21,13 @@ from minigptv2.errors import MiniGPTv2Error
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the BLIP-2 eval image processor (docs/official-model.md §1.2)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-LIMIT = 1 << 20     # any size above this in a config is an error, never an allocation (tests/test_hostile_files.py)
+# The largest value a config may give each size (far above any real model): beyond, loading would allocate, or build
+# millions of modules even on the meta device, before the weights are read (tests/test_hostile_files.py, test_fuzz_files.py)
+LIMIT = 1 << 20
+LIMITS = {"depth": 1024, "num_hidden_layers": 1024, "heads": 1024, "num_attention_heads": 1024,
+          "num_key_value_heads": 1024, "width": 1 << 16, "hidden_size": 1 << 16, "mlp_dim": 1 << 18,
+          "intermediate_size": 1 << 18, "image_size": 1 << 14, "patch_size": 1 << 10, "vocab_size": 1 << 22,
+          "group": 1 << 10, "max_context_len": 1 << 22, "max_txt_len": 1 << 22}
 
 
 class MiniGPTv2VisionConfig(PreTrainedConfig):
@@ -46,7 +52,7 @@ class MiniGPTv2VisionConfig(PreTrainedConfig):
 
     def check(self) -> None:
         for k in ("image_size", "patch_size", "width", "depth", "heads", "mlp_dim"):
-            _check_int(f"vision_config.{k}", getattr(self, k), 1)
+            _check_int(f"vision_config.{k}", getattr(self, k), 1, LIMITS[k])
         if self.image_size % self.patch_size:
             raise MiniGPTv2Error(f"vision_config.image_size {self.image_size} is not a multiple of patch_size "
                                  f"{self.patch_size}")
@@ -127,9 +133,8 @@ class MiniGPTv2Config(PreTrainedConfig):
         """Types and ranges of everything a model is built from: checked before any allocation."""
         if not isinstance(self.name, str):
             raise MiniGPTv2Error(f"config name must be a string, got {self.name!r}")
-        _check_int("group", self.group, 1)
-        _check_int("max_context_len", self.max_context_len, 1)
-        _check_int("max_txt_len", self.max_txt_len, 1)
+        for k in ("group", "max_context_len", "max_txt_len"):
+            _check_int(k, getattr(self, k), 1, LIMITS[k])
         if self.template not in ("llama2", "chat"):
             raise MiniGPTv2Error(f"unknown template {self.template!r}; use 'llama2' or 'chat'")
         if self.prompt_form not in ("official", "training"):
@@ -138,7 +143,10 @@ class MiniGPTv2Config(PreTrainedConfig):
         if v.grid ** 2 % self.group:
             raise MiniGPTv2Error(f"{v.grid ** 2} patches do not split into groups of {self.group}")
         for k in ("vocab_size", "hidden_size", "num_hidden_layers"):
-            _check_int(f"text_config.{k}", getattr(t, k, None), 1)
+            _check_int(f"text_config.{k}", getattr(t, k, None), 1, LIMITS[k])
+        for k in ("intermediate_size", "num_attention_heads", "num_key_value_heads"):
+            if getattr(t, k, None) is not None:
+                _check_int(f"text_config.{k}", getattr(t, k), 1, LIMITS[k])
         _check_int("image_token_id", self.image_token_id, 0, t.vocab_size - 1)
         if not isinstance(self.trainable, dict) or set(self.trainable) - set(PARTS):
             raise MiniGPTv2Error(f"trainable must be a dict with keys among {sorted(PARTS)}, got {self.trainable!r}")

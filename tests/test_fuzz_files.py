@@ -42,7 +42,7 @@ def _paths(d: dict, prefix=()):
 def _try(d) -> None:
     try:
         m, p = load(d)
-        [r] = generate(m, p, [IMG], ["[refer] red"], max_new_tokens=3)
+        [r] = generate(m, p, [IMG], ["[refer] red"], max_new_tokens=1)
         assert isinstance(r.text, str)
         OUTCOMES["loaded"] += 1
     except MiniGPTv2Error:
@@ -96,6 +96,6 @@ def test_random_weights_damage_loads_or_is_refused(folder, tmp_path_factory, see
 
 def test_both_outcomes_occurred():
     """Run after the two fuzz tests above (file order): some folders loaded, some were refused."""
-    if sum(OUTCOMES.values()) < 200:
+    if sum(OUTCOMES.values()) < 100:
         pytest.skip("the fuzz tests of this file did not run in this session")
-    assert OUTCOMES["loaded"] >= 20 and OUTCOMES["refused"] >= 20, OUTCOMES
+    assert OUTCOMES["loaded"] >= 10 and OUTCOMES["refused"] >= 10, OUTCOMES
