@@ -15,7 +15,7 @@ from minigptv2.boxes import Grounding, format_box, parse_boxes
 from minigptv2.config import PRESETS, MiniGPTv2Config, MiniGPTv2VisionConfig, preset
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import Chat, Result, generate, stream
-from minigptv2.model import MiniGPTv2ForConditionalGeneration, register
+from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import MiniGPTv2ImageProcessor, MiniGPTv2Processor
 
 __all__ = ["load", "generate", "stream", "Chat", "Result", "Grounding", "parse_boxes", "format_box",
@@ -23,6 +23,19 @@ __all__ = ["load", "generate", "stream", "Chat", "Result", "Grounding", "parse_b
            "MiniGPTv2ImageProcessor", "PRESETS", "preset", "MiniGPTv2Error", "NANO_DIR"]
 
 NANO_DIR = Path(__file__).parent / "assets" / "nano"
+
+
+def register() -> None:
+    """Make AutoConfig / AutoModelForImageTextToText / AutoProcessor know `model_type: "minigptv2"` (done on import)."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
+
+    AutoConfig.register("minigptv2", MiniGPTv2Config, exist_ok=True)
+    AutoConfig.register("minigptv2_vision", MiniGPTv2VisionConfig, exist_ok=True)
+    AutoModelForImageTextToText.register(MiniGPTv2Config, MiniGPTv2ForConditionalGeneration, exist_ok=True)
+    AutoImageProcessor.register(MiniGPTv2Config, MiniGPTv2ImageProcessor, exist_ok=True)
+    AutoProcessor.register(MiniGPTv2Config, MiniGPTv2Processor, exist_ok=True)
+
+
 register()
 
 

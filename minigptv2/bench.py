@@ -10,15 +10,18 @@ Models (random weights, nothing downloaded):
            tied embeddings) + a small EVA ViT (width 192, depth 6) at the official 448 px -> 256 image tokens.
     tiny   the unit-test toy (config.tiny()).
 
-Baseline ("official"): what `minigpt_base.py::generate` does per request (facts §3.2, §3.6): tokenize each text
-piece separately, embed it, concatenate with the image embeddings, left-pad with all-zero vectors, then HF
-`generate(inputs_embeds=...)`. Training baseline (facts §4.3): embeddings built per sample in Python, then one
-LLM forward on inputs_embeds. Every function returns a dict that the scripts print as one JSON line.
+Baseline ("official"): what `minigpt_base.py::generate` does per request (docs/official-model.md §3.2, §3.6):
+tokenize each text piece separately, embed it, concatenate with the image embeddings, left-pad with all-zero
+vectors, then HF `generate(inputs_embeds=...)`. Training baseline (docs/official-model.md §4.3): embeddings built
+per sample in Python, then one LLM forward on inputs_embeds. Every function returns a dict that the scripts print
+as one JSON line.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -133,21 +136,21 @@ def _gen_kw(processor, max_new_tokens: int) -> dict:
 
 
 def official_context_emb(model, processor, image, prompt: str) -> torch.Tensor:
-    """`get_context_emb`: one sample's (L, D) embeddings, built piece by piece (facts §3.2)."""
+    """`get_context_emb`: one sample's (L, D) embeddings, built piece by piece (docs/official-model.md §3.2)."""
     from minigptv2.images import load_image
 
     tok, emb = processor.tok, model.language_model.get_input_embeddings()
     segs, piece = [], []
     for it in prompts.render_inference([prompt], [], has_image=True):
         if it.kind == "image":
-            segs.append(emb(torch.tensor(piece)))
+            segs.append(emb(torch.tensor(piece, device=emb.weight.device)))
             piece = []
             pv = processor.image(load_image(image))[None].to(emb.weight.dtype)
             segs.append(model.get_image_features(pv)[0])
         else:
             piece += {"bos": [tok.bos_id], "eos": [tok.eos_id]}.get(it.kind) or tok.encode(it.text)
     if piece:
-        segs.append(emb(torch.tensor(piece)))
+        segs.append(emb(torch.tensor(piece, device=emb.weight.device)))
     return torch.cat(segs)
 
 
@@ -156,8 +159,8 @@ def official_generate(model, processor, images_, prompts_, max_new_tokens: int, 
     """`minigpt_base.py::generate`: per-sample context embeddings, zero-vector left padding, one HF generate."""
     embs = [official_context_emb(model, processor, im, p) for im, p in zip(images_, prompts_)]
     L, D = max(e.shape[0] for e in embs), embs[0].shape[1]
-    x = torch.zeros(len(embs), L, D, dtype=embs[0].dtype)
-    mask = torch.zeros(len(embs), L, dtype=torch.long)
+    x = torch.zeros(len(embs), L, D, dtype=embs[0].dtype, device=embs[0].device)
+    mask = torch.zeros(len(embs), L, dtype=torch.long, device=embs[0].device)
     for i, e in enumerate(embs):
         x[i, L - e.shape[0]:] = e
         mask[i, L - e.shape[0]:] = 1
@@ -281,7 +284,7 @@ def run_prefix_cache(args) -> dict:
     [im] = images(1, seed=2)
     qs = PROMPTS[: args.repeats + 1]
     generate(model, proc, [images(1, seed=3)[0]], [qs[0]], max_new_tokens=2)   # warm-up
-    cache = PrefixCache(max_items=4)
+    cache = PrefixCache()
     plain, cached, same = [], [], True
     for q in qs:
         t = time.perf_counter()
@@ -379,8 +382,8 @@ def train_samples(n: int, seed: int = 0) -> list:
 
 
 def official_loss_sum(model, proc, samples, dtype=torch.float32):
-    """Facts §4.3: images encoded as a batch, then per sample: tokenize each piece, embed, concat with the
-    image embeddings, right-pad with zeros; one LLM forward on inputs_embeds; CE on the answer tokens."""
+    """docs/official-model.md §4.3: images encoded as a batch, then per sample: tokenize each piece, embed, concat
+    with the image embeddings, right-pad with zeros; one LLM forward on inputs_embeds; CE on the answer tokens."""
     import torch.nn.functional as F
 
     tok, emb = proc.tok, model.language_model.get_input_embeddings()
@@ -482,8 +485,9 @@ def run_nano_train(args) -> dict:
         for k, attention in enumerate(("sdpa", "sdpa", "eager", "sdpa", "eager")):   # the first fills the cache
             model.load_state_dict(start)
             out = Path(d) / f"run{k}"
-            ls = T.train(model, proc, mix, dataclasses.replace(tc, attention=attention), out, progress=False,
-                         cache=cache)
+            with contextlib.redirect_stdout(io.StringIO()):      # train() prints its schedule: one JSON line here
+                ls = T.train(model, proc, mix, dataclasses.replace(tc, attention=attention), out, progress=False,
+                             cache=cache)
             rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
             if k:
                 times[attention] += [args.batch / r["samples_per_s"] for r in rows[1:]]   # step 1: warm-up
@@ -590,7 +594,8 @@ def main(argv=None) -> int:
     """`minigptv2 bench [--only NAME ...] [--out results.jsonl] [--tiny] [-- extra args for every script]`."""
     p = argparse.ArgumentParser(prog="minigptv2 bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    p.add_argument("--only", nargs="+", choices=BENCHMARKS + ("load", "gpu"), default=list(BENCHMARKS),
+                   help="benchmarks to run; `load` and `gpu` (benchmarks/gpu.py: pass -- --device cuda) only when named")
     p.add_argument("--out", default=None, help="append each JSON line to this file too")
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--plot", default=None, help="write a PNG of the results here")

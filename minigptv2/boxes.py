@@ -1,4 +1,4 @@
-"""Box text format of MiniGPT-v2 (facts §3.5, §3.8).
+"""Box text format of MiniGPT-v2 (docs/official-model.md §3.5, §3.8).
 
 A box is written `{<x1><y1><x2><y2>}`: integers on a 0..100 grid relative to the *original* image size
 (x = int(px / W * 100), truncation, as the official `ReferCOCODataset.preprocess`). Several boxes for one
@@ -19,7 +19,7 @@ BOX_RE = re.compile(r"\{\s*<(-?\d{1,4})>\s*<(-?\d{1,4})>\s*<(-?\d{1,4})>\s*<(-?\
 # a phrase followed by one or more boxes joined by <delim>
 PHRASE_RE = re.compile(r"<p>(.*?)</p>\s*((?:\{[^{}]*\}\s*(?:<delim>\s*)?)+)", re.S)
 
-# 16 colours of the official demo (facts §3.8), as RGB
+# 16 colours of the official demo (docs/official-model.md §3.8), as RGB
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (210, 210, 0), (255, 0, 255), (0, 255, 255),
           (114, 128, 250), (0, 165, 255), (0, 128, 0), (144, 238, 144), (238, 238, 175), (255, 191, 0),
           (0, 128, 0), (226, 43, 138), (255, 0, 255), (0, 215, 255)]
@@ -69,7 +69,7 @@ def format_box(grid_box) -> str:
 
 
 def format_boxes(grid_boxes) -> str:
-    """Several boxes joined with `<delim>` (facts §3.5)."""
+    """Several boxes joined with `<delim>` (docs/official-model.md §3.5)."""
     if not grid_boxes:
         raise MiniGPTv2Error("format_boxes needs at least one box")
     return "<delim>".join(format_box(b) for b in grid_boxes)

@@ -32,7 +32,8 @@ import torch
 
 from minigptv2.config import MiniGPTv2Config, MiniGPTv2VisionConfig, from_legacy_dict
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.model import MiniGPTv2ForConditionalGeneration, read_config
+from minigptv2.config import read_config
+from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import MiniGPTv2Processor, build_processor
 from minigptv2.tokenizers import Tokenizer, load_tokenizer
 from minigptv2.vit import interpolate_pos_embed
@@ -104,8 +105,11 @@ def write_folder(out_dir, overwrite: bool, write) -> Path:
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise MiniGPTv2Error(f"output folder {out} exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
+    except PermissionError as e:
+        raise MiniGPTv2Error(f"cannot write {out}: permission denied ({e.filename})") from None
     try:
         write(tmp)
         _apply_umask(tmp)
@@ -120,8 +124,10 @@ def write_folder(out_dir, overwrite: bool, write) -> Path:
             os.replace(tmp, out)
             shutil.rmtree(old, ignore_errors=True)
         _fsync_dir(out.parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, PermissionError):
+            raise MiniGPTv2Error(f"cannot write {out}: permission denied ({e.filename})") from None
         raise
     return out
 
@@ -376,7 +382,8 @@ def vit_config_from_state(sd: dict, depth: int | None, heads: int, image_size: i
         raise MiniGPTv2Error(f"the ViT file's blocks are not numbered 0..n-1 (found {blocks[:3]}...{blocks[-3:]})")
     file_depth = len(blocks)
     if depth is None:
-        depth = 39 if file_depth == 40 else file_depth   # the 40-block eva_vit_g.pth runs with 39 (docs/official-model.md)
+        # the 40-block eva_vit_g.pth runs with 39 (docs/official-model.md §1.3)
+        depth = 39 if file_depth == 40 else file_depth
     if not 0 < depth <= file_depth:
         raise MiniGPTv2Error(f"--vit-depth {depth} but the ViT file has {file_depth} blocks")
     if not isinstance(heads, int) or heads < 1 or w.shape[0] % heads:

@@ -8,7 +8,11 @@
     minigptv2 export --model runs/small/final --out exported      # LoRA merged; llm/: the LM alone (HF folder)
     minigptv2 migrate --model old_folder --out new_folder          # a folder of the older format -> this one
     minigptv2 synth --out data/synth --n 2000 --seed 0
+    minigptv2 data convert --from coco instances.json --images images/ --out ft_data --held-out 0.2
+    minigptv2 data check ft_data/mixture.json --model nano
+    minigptv2 train --init nano --data ft_data/mixture.json --eval-data ft_data/test.jsonl --out runs/ft
     minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --out runs/nano
+    (docs/finetune.md: fine-tuning on your own data, step by step)
 """
 from __future__ import annotations
 
@@ -39,7 +43,10 @@ def cmd_migrate(a) -> None:
 def cmd_export(a) -> None:
     from minigptv2.checkpoint import export, load
 
-    model, proc = load(a.model, dtype="auto", merge_lora=False)
+    from minigptv2.devices import load_kwargs
+
+    kw = load_kwargs(a)
+    model, proc = load(a.model, device=kw["device"], dtype=a.dtype or "auto", merge_lora=False)
     print(f"wrote {export(model, proc, a.out)}")
 
 
@@ -70,10 +77,12 @@ def _requests(a) -> list[dict]:
 
 def cmd_generate(a) -> None:
     from minigptv2 import generate, load
+    from minigptv2.devices import load_kwargs
 
-    model, proc = load(a.model, dtype=a.dtype, quantize=a.quantize)
+    model, proc = load(a.model, **load_kwargs(a))
     reqs = _requests(a)
-    kw = dict(max_new_tokens=a.max_new_tokens, do_sample=a.temperature is not None and not a.greedy)
+    kw = dict(max_new_tokens=a.max_new_tokens, do_sample=a.temperature is not None and not a.greedy,
+              constrain_boxes=a.constrain_boxes, compile=a.compile)
     if kw["do_sample"]:
         kw.update(temperature=a.temperature, top_p=a.top_p)
     as_json = a.json or bool(a.input_jsonl)
@@ -84,6 +93,8 @@ def cmd_generate(a) -> None:
 
 
 def main(argv=None) -> int:
+    from minigptv2.devices import add_device_args
+
     p = argparse.ArgumentParser(prog="minigptv2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
 
@@ -109,26 +120,30 @@ def main(argv=None) -> int:
 
     g = sub.add_parser("generate", help="answer prompts about images")
     g.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
-    g.add_argument("--image")
-    g.add_argument("--prompt")
-    g.add_argument("--input-jsonl")
-    g.add_argument("--max-new-tokens", type=int, default=300)
+    g.add_argument("--image", help="image file for --prompt (omit for a text-only prompt)")
+    g.add_argument("--prompt", help='instruction, e.g. "[refer] the cat" or "[vqa] what color is it?"')
+    g.add_argument("--input-jsonl", help='many requests: one {"image": path, "prompt": text} per line')
+    g.add_argument("--max-new-tokens", type=int, default=300, help="most tokens to generate per answer")
     g.add_argument("--greedy", action="store_true", help="greedy decoding (the default)")
     g.add_argument("--temperature", type=float, default=None, help="sample at this temperature")
-    g.add_argument("--top-p", type=float, default=0.9)
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--json", action="store_true")
-    g.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    g.add_argument("--quantize", default=None, choices=["8bit", "4bit"], help="bitsandbytes LLM (needs CUDA)")
+    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (with --temperature)")
+    g.add_argument("--batch-size", type=int, default=8, help="requests per generate call")
+    g.add_argument("--json", action="store_true", help="print one JSON object per answer (text, ids, boxes)")
+    g.add_argument("--constrain-boxes", action="store_true", help="[refer] / [detection] / [grounding] answers "
+                   "write well-formed boxes only (default off, as the official code)")
+    g.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (the first call "
+                   "compiles; meant for a GPU)")
+    add_device_args(g, quantize=True)
     g.set_defaults(fn=cmd_generate)
 
     e = sub.add_parser("export", help="merge LoRA; also write llm/, the LM alone as a standard HF folder")
-    e.add_argument("--model", required=True)
-    e.add_argument("--out", required=True)
+    e.add_argument("--model", required=True, help="the model folder to export")
+    e.add_argument("--out", required=True, help="the folder to write")
+    add_device_args(e)
     e.set_defaults(fn=cmd_export)
 
-    for name, module in (("synth", "synthetic"), ("eval", "evaluate"), ("train", "train"), ("demo", "demo"),
-                         ("serve", "server"), ("bench", "bench")):
+    for name, module in (("synth", "synthetic"), ("data", "datatools"), ("eval", "evaluate"), ("train", "train"),
+                         ("demo", "demo"), ("serve", "server"), ("bench", "bench")):
         s = sub.add_parser(name, add_help=False, help=f"see `minigptv2 {name} --help`")
         s.set_defaults(fn=None, module=module)
 

@@ -11,14 +11,23 @@ Sources of the official values: docs/official-model.md.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from minigptv2.errors import MiniGPTv2Error
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the BLIP-2 eval image processor (docs/official-model.md)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # the BLIP-2 eval image processor (docs/official-model.md §1.2)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-LIMIT = 1 << 20     # any size above this in a config is an error, never an allocation (docs/security.md)
+# The largest value a config may give each size (far above any real model): beyond, loading would allocate, or build
+# millions of modules even on the meta device, before the weights are read (tests/test_hostile_files.py, test_fuzz_files.py)
+LIMIT = 1 << 20
+LIMITS = {"depth": 1024, "num_hidden_layers": 1024, "heads": 1024, "num_attention_heads": 1024,
+          "num_key_value_heads": 1024, "width": 1 << 16, "hidden_size": 1 << 16, "mlp_dim": 1 << 18,
+          "intermediate_size": 1 << 18, "image_size": 1 << 14, "patch_size": 1 << 10, "vocab_size": 1 << 22,
+          "group": 1 << 10, "max_context_len": 1 << 22, "max_txt_len": 1 << 22}
 
 
 class MiniGPTv2VisionConfig(PreTrainedConfig):
@@ -43,7 +52,7 @@ class MiniGPTv2VisionConfig(PreTrainedConfig):
 
     def check(self) -> None:
         for k in ("image_size", "patch_size", "width", "depth", "heads", "mlp_dim"):
-            _check_int(f"vision_config.{k}", getattr(self, k), 1)
+            _check_int(f"vision_config.{k}", getattr(self, k), 1, LIMITS[k])
         if self.image_size % self.patch_size:
             raise MiniGPTv2Error(f"vision_config.image_size {self.image_size} is not a multiple of patch_size "
                                  f"{self.patch_size}")
@@ -65,7 +74,7 @@ class MiniGPTv2VisionConfig(PreTrainedConfig):
 LLAMA2_7B = dict(model_type="llama", vocab_size=32000, hidden_size=4096, intermediate_size=11008,
                  num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
                  rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
-# peft LoRA of MiniGPT-v2 `init_llm`: r 64, alpha 16, dropout 0.05 on q_proj / v_proj (docs/official-model.md)
+# peft LoRA of MiniGPT-v2 `init_llm`: r 64, alpha 16, dropout 0.05 on q_proj / v_proj (docs/official-model.md §1.7)
 OFFICIAL_LORA = {"r": 64, "alpha": 16, "dropout": 0.05, "targets": ["q_proj", "v_proj"]}
 PARTS = {"vit": ("frozen", "full"), "projector": ("frozen", "full"), "llm": ("frozen", "full", "lora")}
 
@@ -109,8 +118,8 @@ class MiniGPTv2Config(PreTrainedConfig):
             kw = dict(self.text_config)
             try:
                 self.text_config = AutoConfig.for_model(kw.pop("model_type", "llama"), **kw)
-            except (ValueError, TypeError, KeyError) as e:
-                raise MiniGPTv2Error(f"config text_config: {str(e).splitlines()[0][:160]}") from None
+            except Exception as e:  # noqa: BLE001 - transformers' strict dataclasses raise several types
+                raise MiniGPTv2Error(f"config text_config: {' '.join(str(e).split())[:240]}") from None
         if self.trainable is None:
             self.trainable = {"vit": "frozen", "projector": "full", "llm": "lora" if self.lora else "frozen"}
         if self.lora is not None:
@@ -124,9 +133,8 @@ class MiniGPTv2Config(PreTrainedConfig):
         """Types and ranges of everything a model is built from: checked before any allocation."""
         if not isinstance(self.name, str):
             raise MiniGPTv2Error(f"config name must be a string, got {self.name!r}")
-        _check_int("group", self.group, 1)
-        _check_int("max_context_len", self.max_context_len, 1)
-        _check_int("max_txt_len", self.max_txt_len, 1)
+        for k in ("group", "max_context_len", "max_txt_len"):
+            _check_int(k, getattr(self, k), 1, LIMITS[k])
         if self.template not in ("llama2", "chat"):
             raise MiniGPTv2Error(f"unknown template {self.template!r}; use 'llama2' or 'chat'")
         if self.prompt_form not in ("official", "training"):
@@ -135,7 +143,10 @@ class MiniGPTv2Config(PreTrainedConfig):
         if v.grid ** 2 % self.group:
             raise MiniGPTv2Error(f"{v.grid ** 2} patches do not split into groups of {self.group}")
         for k in ("vocab_size", "hidden_size", "num_hidden_layers"):
-            _check_int(f"text_config.{k}", getattr(t, k, None), 1)
+            _check_int(f"text_config.{k}", getattr(t, k, None), 1, LIMITS[k])
+        for k in ("intermediate_size", "num_attention_heads", "num_key_value_heads"):
+            if getattr(t, k, None) is not None:
+                _check_int(f"text_config.{k}", getattr(t, k), 1, LIMITS[k])
         _check_int("image_token_id", self.image_token_id, 0, t.vocab_size - 1)
         if not isinstance(self.trainable, dict) or set(self.trainable) - set(PARTS):
             raise MiniGPTv2Error(f"trainable must be a dict with keys among {sorted(PARTS)}, got {self.trainable!r}")
@@ -155,6 +166,10 @@ class MiniGPTv2Config(PreTrainedConfig):
 def _check_int(name: str, v, lo: int, hi: int = LIMIT) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise MiniGPTv2Error(f"config {name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+NANO_SCOPE = ("The embedded nano model knows coloured shapes (circles, squares, triangles) on plain backgrounds; "
+              "it was not trained on photos or for general chat. Convert the official weights for real images.")
 
 
 def nano() -> MiniGPTv2Config:
@@ -230,3 +245,21 @@ def from_legacy_dict(d: dict) -> MiniGPTv2Config:
     if lora is not None:
         lora = {"r": lora["r"], "alpha": lora["alpha"], "dropout": lora["dropout"], "targets": list(lora["targets"])}
     return MiniGPTv2Config(vision_config=d.pop("vision", None), text_config=d.pop("llm", None), lora=lora, **d)
+
+
+def read_config(folder) -> MiniGPTv2Config:
+    """config.json of a model folder (ours, this format), with errors that name the file."""
+    f = Path(folder) / "config.json"
+    try:
+        d = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise MiniGPTv2Error(f"cannot read {f}: {e}") from None
+    kind = d.get("model_type") if isinstance(d, dict) else None
+    if kind != "minigptv2":
+        raise MiniGPTv2Error(f"{f} is not a minigptv2 config (model_type {kind!r})")
+    try:
+        return MiniGPTv2Config.from_dict(d)
+    except MiniGPTv2Error as e:
+        raise MiniGPTv2Error(f"{f}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - transformers' strict dataclasses raise several types
+        raise MiniGPTv2Error(f"{f}: {' '.join(str(e).split())[:300]}") from None

@@ -5,7 +5,7 @@
     [r] = generate(model, processor, [img], ["[refer] red circle"], max_new_tokens=20, logits_processor=lp)
     lp = box_constraint(processor, max_new_tokens=100)                  # [detection] / [grounding]
 
-Grammar (facts §3.5), checked character by character on the text the tokens spell:
+Grammar (docs/official-model.md §3.5), checked character by character on the text the tokens spell:
     box   = "{" "<" n ">" "<" n ">" "<" n ">" "<" n ">" "}"        n = 0..100, no leading zeros, no spaces
     after a box, a "<" must continue as "<delim>{" (the next box of the same phrase); anything else is free text.
 Outside boxes nothing is constrained (free mode), except that a "{" opens a box. With `single=True` (the
@@ -200,6 +200,33 @@ def box_constraint(processor, max_new_tokens: int | None = None, single: bool = 
     """A LogitsProcessorList with one BoxConstraint for `generate(..., logits_processor=...)`."""
     tok = getattr(processor, "tok", processor)
     return LogitsProcessorList([BoxConstraint(tok, max_new_tokens=max_new_tokens, single=single)])
+
+
+BOX_TASKS = {"refer": True, "detection": False, "grounding": False}    # task -> single (exactly one box)
+
+
+class PerRow(LogitsProcessor):
+    """One constraint (or none) per batch row: prompts of different tasks can share a batch."""
+
+    def __init__(self, rows: list):
+        self.rows = rows
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        out = scores
+        for b, c in enumerate(self.rows):
+            if c is not None:
+                out = out.clone() if out is scores else out
+                out[b: b + 1] = c(input_ids[b: b + 1], scores[b: b + 1])
+        return out
+
+
+def for_tasks(processor, tasks: list, max_new_tokens: int | None = None) -> LogitsProcessorList | None:
+    """Box constraints for a batch whose rows ask `tasks` ("refer": one box then the end; "detection" and
+    "grounding": well-formed boxes; anything else: unconstrained). None when no row needs one."""
+    tok = getattr(processor, "tok", processor)
+    rows = [BoxConstraint(tok, max_new_tokens=max_new_tokens, single=BOX_TASKS[t]) if t in BOX_TASKS else None
+            for t in tasks]
+    return LogitsProcessorList([PerRow(rows)]) if any(r is not None for r in rows) else None
 
 
 def well_formed(text: str) -> bool:

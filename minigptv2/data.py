@@ -1,4 +1,5 @@
-"""Dataset readers for the annotation formats of the official MiniGPT-v2 recipe (facts §4.2, §4.4–4.5).
+"""Dataset readers for the annotation formats of the official MiniGPT-v2 recipe (docs/official-model.md §4.2,
+§4.4–4.5).
 
     from minigptv2.data import open_dataset, load_mixture
     ds = open_dataset("refcoco", "refcoco/refs(unc).p", image_root="coco/train2014")
@@ -32,9 +33,9 @@ Kinds (open_dataset) and the record format each reads:
                        used verbatim (no templates, no text processing); image relative to image_root
                        (default: the JSONL's folder) unless absolute.
 
-`blip_caption` (facts §4.4) is applied exactly where the official datasets apply it: refer sentences (twice for
-identify answers), VQA questions and answers, captions, LLaVA detail/reason instructions, unnatural
-instructions and outputs; never to grounded captions, detection outputs, conversations or LLaVA answers.
+`blip_caption` (docs/official-model.md §4.4) is applied exactly where the official datasets apply it: refer
+sentences (twice for identify answers), VQA questions and answers, captions, LLaVA detail/reason instructions,
+unnatural instructions and outputs; never to grounded captions, detection outputs, conversations or LLaVA answers.
 
 Any missing or corrupt annotation file raises MiniGPTv2Error naming the file and the record / field.
 """
@@ -65,7 +66,7 @@ class Sample:
     source: str = ""                   # "file#record-index", for error messages
 
 
-# ---- official instruction templates (facts §4.5, verbatim) ------------------------------------------------
+# ---- official instruction templates (docs/official-model.md §4.5, verbatim) ------------------------------------
 REFER_TEMPLATES = [
     "[refer] {}",
     "[refer] give me the location of {}",
@@ -122,7 +123,7 @@ _SPACES_RE = re.compile(r"\s{2,}")
 
 
 def blip_caption(text: str, max_words: int = 50) -> str:
-    """The official `blip_caption` text processor (facts §4.4), with the BLIP/LAVIS details kept:
+    """The official `blip_caption` text processor (docs/official-model.md §4.4), with the BLIP/LAVIS details kept:
 
     lowercase; each of . ! " ( ) * # : ; ~ -> a space; runs of 2+ whitespace characters -> one space (a single
     tab or newline is left as it is, as in the original); strip trailing newlines, then spaces; keep the first

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from minigptv2.boxes import draw_boxes, format_box
+from minigptv2.config import NANO_SCOPE
 
 
 def prompts_for(scene=None, obj: str = "red circle", shape: str = "circle", box=None) -> list[tuple[str, str]]:
@@ -54,14 +55,19 @@ def main(argv=None) -> int:
     p.add_argument("--object", default="red circle", help="object to [refer] to (with --image)")
     p.add_argument("--shape", default="circle", help="what to [detection] (with --image)")
     p.add_argument("--out", default="minigptv2_demo.png")
-    p.add_argument("--max-new-tokens", type=int, default=80)
+    p.add_argument("--max-new-tokens", type=int, default=80, help="most tokens per answer")
+    from minigptv2.devices import add_device_args, load_kwargs
+
+    add_device_args(p)
     a = p.parse_args(argv)
 
     from minigptv2 import generate, load
     from minigptv2.images import load_image
     from minigptv2.synthetic import make_scene
 
-    model, proc = load(a.model)
+    model, proc = load(a.model, **load_kwargs(a))
+    if a.model is None:
+        print(NANO_SCOPE)
     if a.image:
         scene, image = None, load_image(a.image)
         tasks = prompts_for(None, a.object, a.shape)
@@ -69,7 +75,8 @@ def main(argv=None) -> int:
         scene = make_scene(random.Random(a.seed))
         image = scene.image
         tasks = prompts_for(scene)
-    results = generate(model, proc, [image] * len(tasks), [t for t, _ in tasks], max_new_tokens=a.max_new_tokens)
+    results = generate(model, proc, [image] * len(tasks), [t for t, _ in tasks], max_new_tokens=a.max_new_tokens,
+                       constrain_boxes=True)
     W, H = image.size
     panels = [panel(image, "input", [])]
     n_ok = 0

@@ -25,14 +25,9 @@ from transformers import TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.generate import generate
+from minigptv2.generate import MAX_TEMPERATURE, MIN_TEMPERATURE, PrefixCache, generate, generate_cached
 
 log = logging.getLogger("minigptv2.engine")
-
-# Sampling divides the float32 logits by the temperature: below this the quotient overflows to inf for logits as
-# small as |3.4e38 * T| and sampling fails on NaN probabilities. 0 means greedy; (0, MIN_TEMPERATURE) is refused.
-MIN_TEMPERATURE = 1e-5
-MAX_TEMPERATURE = 2.0
 
 
 class Busy(Exception):
@@ -51,6 +46,7 @@ class GenSettings:
     max_new_tokens: int
     temperature: float = 0.0                  # 0 = greedy
     top_p: float = 1.0
+    constrain_boxes: bool = True              # [refer] / [detection] / [grounding] answers: well-formed boxes only
 
     def __post_init__(self):
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
@@ -66,7 +62,8 @@ class GenSettings:
             object.__setattr__(self, "top_p", 1.0)
 
     def kwargs(self) -> dict:
-        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0}
+        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0,
+              "constrain_boxes": self.constrain_boxes}
         if kw["do_sample"]:
             kw.update(temperature=self.temperature, top_p=self.top_p)
         return kw
@@ -125,7 +122,8 @@ class Engine:
     cancelled_running (their batch stopped mid-generation), cancel_requests."""
 
     def __init__(self, model, processor, name: str = "minigptv2", *, generate_fn=generate, max_batch: int = 8,
-                 batch_wait_ms: float = 10.0, max_queue: int = 64):
+                 batch_wait_ms: float = 10.0, max_queue: int = 64, compile: bool = False,
+                 prefix_cache_bytes: int = 0):
         for what, v in (("max_batch", max_batch), ("max_queue", max_queue)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise MiniGPTv2Error(f"{what} must be an integer >= 1, got {v!r}")
@@ -133,6 +131,10 @@ class Engine:
             raise MiniGPTv2Error(f"batch_wait_ms must be >= 0, got {batch_wait_ms!r}")
         self.model, self.processor, self.name = model, processor, name
         self.generate_fn = generate_fn
+        self.compile = compile                # static KV cache + compiled decode step (generate(compile=True))
+        # a request that runs alone with an image reuses the image embedding and the KV cache of the prompt up to
+        # the image when the same image came before (a follow-up turn resends it): generate.PrefixCache
+        self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self.max_batch, self.batch_wait, self.max_queue = max_batch, batch_wait_ms / 1000, max_queue
         self.stats: collections.Counter = collections.Counter()
         self._waiting: collections.deque[Job] = collections.deque()
@@ -243,8 +245,15 @@ class Engine:
                     j.future.set_exception(Cancelled("cancelled before generation started"))
                 return
             kw = group[0].settings.kwargs()
-            results = self.generate_fn(self.model, self.processor, [j.image for j in group],
-                                       [j.conversation for j in group], streamer=StepHook(group), **kw)
+            if self.compile:
+                kw["compile"] = True
+            if self.prefix_cache is not None and len(group) == 1 and group[0].image is not None \
+                    and not self.compile and self.generate_fn is generate:
+                results = [generate_cached(self.model, self.processor, group[0].image, group[0].conversation,
+                                           self.prefix_cache, streamer=StepHook(group), **kw)]
+            else:
+                results = self.generate_fn(self.model, self.processor, [j.image for j in group],
+                                           [j.conversation for j in group], streamer=StepHook(group), **kw)
             for j, r in zip(group, results):
                 j.future.set_result(r)
             with self._cv:

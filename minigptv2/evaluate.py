@@ -1,4 +1,5 @@
 """Evaluation harness: the official MiniGPT-v2 benchmark protocols, our synthetic benchmark, harness adapters.
+The same, as a page with tables: docs/evaluation.md.
 
     minigptv2 eval --model m7b --bench refcoco,refcoco+,refcocog --data /data/minigptv2-eval --out runs/eval-ref
     minigptv2 eval --model m7b --bench okvqa,gqa,vsr,iconvqa,vizwiz,hm --data /data/minigptv2-eval --out runs/eval-vqa
@@ -14,6 +15,8 @@ Benches (`--bench`, comma-separated; a family name expands to its splits):
     refcoco_val refcoco_testA refcoco_testB refcoco+_val refcoco+_testA refcoco+_testB refcocog_val refcocog_test
         (refcoco / refcoco+ / refcocog = all splits of that family)
     okvqa gqa vsr iconvqa vizwiz hm   (vqa = all six)      coco_caption   detection   grounding   synthetic
+    jsonl   (your own data: --data is a JSONL file in the training format, e.g. the test.jsonl of
+             `minigptv2 data convert --held-out`; scored as eval_jsonl.py says)
 
 Layout under --data ROOT (mirrors the official eval config: one folder per data set, COCO images shared):
     RefCOCO/+/g   ROOT/refcoco/refcoco_val.json ... ROOT/refcoco+/refcoco+_testB.json, ROOT/refcocog/refcocog_test.json
@@ -41,16 +44,17 @@ Layout under --data ROOT (mirrors the official eval config: one folder per data 
                   --data, OUT/synthetic_data is written with n = --limit or 500 scenes, seed HELDOUT_SEED.
 A missing annotation file or image is a MiniGPTv2Error naming the file(s) and where they should be.
 
-Protocols (facts §5): greedy, max_new_tokens 20 (--max-new-tokens overrides; captions 30, detection 100,
-grounding 200), batched (--batch-size, left padding as the official generate).
+Protocols (docs/official-model.md §5): greedy, max_new_tokens 20 (--max-new-tokens overrides; captions 30,
+detection 100, grounding 200), batched (--batch-size, left padding as the official generate).
   * RefCOCO: prompt `[refer] give me the location of {sents}`, scored per expression by
     metrics.refcoco_accuracy (the official parsing: the answer must start with the box; rescaled to the original
     W,H; inclusive-pixel IoU > 0.5; docs/evaluation-semantics.md §4). No `--resample`
     re-asking (the official one re-asks with a Python list repr in the prompt); unparsable answers count as misses
     and their number is reported (`parse_failures`).
   * OKVQA / GQA: `[vqa] Based on the image, respond to this question with a short answer: {q}`; VizWiz, VSR, HM with
-    their own prompts (facts §5.3, typo "writting" kept); scored by metrics.{vqa,gqa,vizwiz,vsr,hm}_score with
-    the official per-sample semantics, quirks included (docs/evaluation-semantics.md §1-2).
+    their own prompts (docs/official-model.md §5.3, typo "writting" kept); scored by
+    metrics.{vqa,gqa,vizwiz,vsr,hm}_score with the official per-sample semantics, quirks included
+    (docs/evaluation-semantics.md §1-2).
   * IconVQA: likelihood ranking. Each choice is scored by the model's forward pass on the official instruction
     string `<s>[INST] <Img><ImageHere></Img> [vqa] ... {q} [/INST]` + choice + `</s>` (chat_template off, so the
     sequence is the model's inference prompt: for the official prompt_form two BOS, one space before [/INST];
@@ -77,7 +81,7 @@ with ground-truth and predicted boxes drawn).
 
 Harness adapters: `MiniGPTv2ForEval` answers like the official eval (task identifier added, greedy) and returns
 grounding answers as normalised `[x1, y1, x2, y2]` floats (the 0..100 grid / 100), the form lmms-eval's
-refcoco bbox_rec and VLMEvalKit's RefCOCO parse (peers.md §2.1: both mis-read raw MiniGPT-v2 boxes).
+refcoco bbox_rec and VLMEvalKit's RefCOCO parse (docs/official-model.md §8: both mis-read raw MiniGPT-v2 boxes).
   lmms-eval: add lmms_eval/models/simple/minigptv2.py
 
         from lmms_eval.api.model import lmms
@@ -113,18 +117,18 @@ import json
 import os
 import textwrap
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from minigptv2 import metrics
 from minigptv2.boxes import Grounding, draw_boxes, format_box, parse_boxes, to_grid, to_pixels
-from minigptv2.constrained import box_constraint, well_formed
+from minigptv2.benchrun import (MAX_NEW_TOKENS, Item, _write_atomic, box_parse_failed,  # noqa: F401 - re-exported
+                                 run_prompts, write_predictions)
 from minigptv2.data import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES,
                             REFER_TEMPLATES, VQA_TEMPLATES, blip_caption)
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import generate
 
-# ---- prompts (facts §5.1, §5.3; identify / caption / grounding: the official training templates) -------------
+# ---- prompts (docs/official-model.md §5.1, §5.3; identify / caption / grounding: the official training templates)
 REFER_PROMPT = REFER_TEMPLATES[1]                 # "[refer] give me the location of {}"
 VQA_PROMPT = VQA_TEMPLATES[1]                     # "[vqa] Based on the image, respond to this question with ..."
 VIZWIZ_PROMPT = ("[vqa] The question is '{}' Based on the image, answer the question with a single word or phrase."
@@ -136,7 +140,6 @@ GROUNDING_PROMPT = GROUNDING_TEMPLATES[0]                 # "[grounding] please 
 DETECTION_PROMPT = DETECTION_TEMPLATE                     # "[detection] {}"
 IDENTIFY_PROMPT = IDENTIFY_TEMPLATES[1]                   # "[identify] what object is in this location {}"
 
-MAX_NEW_TOKENS = {"refer": 20, "vqa": 20, "identify": 20, "caption": 30, "detection": 100, "grounding": 200}
 SYNTH_MAX_NEW_TOKENS = {"refer": 20, "vqa": 20, "identify": 20, "caption": 30, "detection": 64, "grounding": 96}
 BOX_TASKS = ("refer", "detection", "grounding")
 
@@ -144,14 +147,14 @@ REFCOCO_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "tes
                   "refcocog": ("val", "test")}
 REFCOCO_BENCHES = tuple(f"{d}_{s}" for d, splits in REFCOCO_SPLITS.items() for s in splits)
 VQA_BENCHES = ("okvqa", "gqa", "vsr", "iconvqa", "vizwiz", "hm")
-OTHER_BENCHES = ("coco_caption", "detection", "grounding", "synthetic")
+OTHER_BENCHES = ("coco_caption", "detection", "grounding", "synthetic", "jsonl")
 ALL_BENCHES = REFCOCO_BENCHES + VQA_BENCHES + OTHER_BENCHES
 
 HELDOUT_SEED = 777_777         # synthetic scenes made by eval; training data uses other seeds (default 0)
 SYNTH_TARGETS = {"refer_acc": 0.80, "detection_recall": 0.70, "vqa_em": 0.90, "identify_em": 0.80,
                  "caption_em": 0.80}
 
-# Paper numbers (facts §6) — from the fact sheet's recollection of arXiv 2310.09478, NOT verified against the PDF.
+# Paper numbers (docs/official-model.md §6): arXiv 2310.09478 as recalled, NOT verified against the PDF.
 PAPER_REFCOCO = {
     "MiniGPT-v2 (7B)": (88.69, 91.65, 85.33, 79.97, 85.12, 74.45, 84.44, 84.66),
     "MiniGPT-v2-chat (7B)": (88.06, 91.29, 84.30, 79.58, 85.52, 73.32, 84.19, 84.31),
@@ -160,18 +163,8 @@ PAPER_VQA = {   # OKVQA, GQA, VSR, IconVQA, VizWiz, HM
     "MiniGPT-v2 (7B)": (56.9, 60.3, 60.6, 47.7, 32.9, 58.2),
     "MiniGPT-v2-chat (7B)": (57.8, 60.1, 62.9, 51.5, 53.6, 58.8),
 }
-PAPER_NOTE = ("† paper numbers as recalled in the project's fact sheet (facts §6, arXiv 2310.09478); the PDF was "
-              "not available, so they are unverified — check them against the paper before quoting.")
-
-
-@dataclass
-class Item:
-    """One prompt of a bench: image path, prompt text, ground truth (bench-specific), task (-> decoding)."""
-    id: str
-    image: str
-    prompt: str
-    task: str
-    gt: dict = field(default_factory=dict)
+PAPER_NOTE = ("† paper numbers as recalled (arXiv 2310.09478; docs/official-model.md §6); the PDF was not "
+              "available, so they are unverified — check them against the paper before quoting.")
 
 
 # ---- reading annotation files ------------------------------------------------------------------------------
@@ -394,34 +387,6 @@ def expand_benches(spec: str) -> list[str]:
 
 
 # ---- running the model -------------------------------------------------------------------------------------
-def _constraint(task: str, processor, max_new_tokens: int):
-    if task == "refer":
-        return box_constraint(processor, max_new_tokens, single=True)
-    if task in ("detection", "grounding"):
-        return box_constraint(processor, max_new_tokens)
-    return None
-
-
-def run_prompts(model, processor, items: list[Item], batch_size: int = 10, max_new_tokens: int | None = None,
-                constrained: bool = True, desc: str = "", progress: bool = True) -> list[str]:
-    """Greedy answers for items (all of one task), in order; tqdm shows progress and ETA."""
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise MiniGPTv2Error(f"--batch-size must be >= 1, got {batch_size}")
-    preds: list[str] = []
-    with tqdm(total=len(items), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True) as bar:
-        for s in range(0, len(items), batch_size):
-            chunk = items[s: s + batch_size]
-            n_new = max_new_tokens or MAX_NEW_TOKENS.get(chunk[0].task, 20)
-            lp = _constraint(chunk[0].task, processor, n_new) if constrained else None
-            results = generate(model, processor, [it.image for it in chunk], [it.prompt for it in chunk],
-                               max_new_tokens=n_new, logits_processor=lp)
-            preds += [r.text for r in results]
-            bar.update(len(chunk))
-    return preds
-
-
 def choice_losses(model, processor, items: list[Item], batch_size: int = 10, progress: bool = True,
                   desc: str = "iconvqa") -> list[list[float]]:
     """IconVQA candidate losses with the official `multi_select` arithmetic (module docstring)."""
@@ -433,22 +398,25 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
     from minigptv2.processor import IGNORE
 
     tok = processor.tok
-    dtype = next(model.language_model.parameters()).dtype
+    dev = model.input_device
     out: list[list[float]] = []
     with torch.inference_mode(), tqdm(total=len(items), desc=desc, unit="sample", disable=not progress,
                                       dynamic_ncols=True) as bar:
         for s in range(0, len(items), batch_size):
             chunk = items[s: s + batch_size]
-            pv = torch.stack([processor.image(load_image(it.image)) for it in chunk]).to(dtype)
+            pv = torch.stack([processor.image(load_image(it.image)) for it in chunk])
             image_embeds = model.get_image_features(pv)
             prompts = [processor.prompt_ids([it.prompt]) for it in chunk]
-            choices = [it.gt["choices"] for it in chunk]
+            # official: the choices are joined with "_" and split again (a "_" inside a choice makes several
+            # candidates; no choices make one empty candidate): docs/evaluation-semantics.md §3
+            choices = ["_".join(it.gt["choices"]).split("_") for it in chunk]
             losses = [[9999.0] * max(len(c), 1) for c in choices]
             for j in range(max(len(c) for c in choices)):
                 answers = [c[j] if j < len(c) else "none" for c in choices]
                 ans = [tok.encode(a)[: processor.config.max_txt_len] + [tok.eos_id] for a in answers]
                 batch = processor.collate([{"input_ids": p + a, "labels": [IGNORE] * len(p) + a,
                                             "pixel_values": None} for p, a in zip(prompts, ans)])
+                batch = {k: v.to(dev) for k, v in batch.items() if v is not None}     # where the model is
                 emb = model.embed(batch["input_ids"], image_embeds=image_embeds)
                 logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits.float()
                 nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
@@ -466,11 +434,6 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
 # ---- scoring: (items, predictions) -> (metrics, per-sample rows) -------------------------------------------
 def _clean(text: str) -> str:
     return (text or "").replace("<unk>", "").strip()
-
-
-def box_parse_failed(text: str) -> bool:
-    """A box answer that holds no box, or a malformed one."""
-    return not parse_boxes(text or "") or not well_formed(text or "")
 
 
 def score_refcoco(items, preds):
@@ -776,17 +739,6 @@ def synthetic_benchmark(model, processor, data_dir, limit: int | None = None, ba
 
 
 # ---- outputs -----------------------------------------------------------------------------------------------
-def _write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
-    os.replace(tmp, path)
-
-
-def write_predictions(rows: list[dict], path: Path) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
-
-
 def example_grid(rows: list[dict], path: Path, n: int = 8, cell: int = 320, cols: int = 4) -> Path | None:
     """PNG grid of the first n examples: image with ground-truth ("gt") and predicted ("pred") boxes, the prompt
     and the answer below it."""
@@ -877,6 +829,10 @@ def report_markdown(results: dict, model_name: str = "ours") -> str:
                 out.append("\nCaptions were tokenised without Java (no PTBTokenizer / METEOR): not comparable with "
                            "published numbers.")
             out.append("")
+    if "jsonl" in results:
+        from minigptv2.eval_jsonl import report
+
+        out += report(results["jsonl"])
     if "synthetic" in results:
         m = results["synthetic"]
         out += ["## Synthetic benchmark (held-out scenes, fractions)", "", "| metric | value | target | ok |",
@@ -914,6 +870,9 @@ def main(argv=None) -> int:
                    help="run the box benches with and without the constraint and report both")
     p.add_argument("--examples", type=int, default=8, help="examples drawn per bench in examples/*.png (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from minigptv2.devices import add_device_args, load_kwargs
+
+    add_device_args(p, quantize=True)
     a = p.parse_args(argv)
     if a.limit is not None and a.limit < 1:
         raise MiniGPTv2Error(f"--limit must be >= 1, got {a.limit}")
@@ -921,12 +880,16 @@ def main(argv=None) -> int:
     if a.data is None and any(b != "synthetic" for b in benches):
         raise MiniGPTv2Error("--data ROOT is required for " + ", ".join(b for b in benches if b != "synthetic"))
     root = Path(a.data) if a.data else None
-    if root is not None and not root.is_dir():
+    if "jsonl" in benches:          # --data is the file itself
+        if len(benches) > 1 or not root.is_file():
+            raise MiniGPTv2Error(f"--bench jsonl takes --data FILE.jsonl, alone (a held-out split in the training "
+                                 f"format, e.g. test.jsonl of `minigptv2 data convert`); got {root}")
+    elif root is not None and not root.is_dir():
         raise MiniGPTv2Error(f"--data folder not found: {root}")
 
     from minigptv2 import load
 
-    model, processor = load(a.model)
+    model, processor = load(a.model, **load_kwargs(a))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"model": a.model or "nano (embedded)", "data": a.data, "limit": a.limit, "batch_size": a.batch_size,
@@ -941,6 +904,10 @@ def main(argv=None) -> int:
 
                 write_synthetic(data_dir, n=a.limit or 500, seed=HELDOUT_SEED)
             m, rows = run_synthetic(model, processor, data_dir, a.limit, **kw)
+        elif bench == "jsonl":
+            from minigptv2.eval_jsonl import run_jsonl
+
+            m, rows = run_jsonl(model, processor, root, a.limit, **kw)
         else:
             m, rows = run_bench(model, processor, bench, root, a.limit, **kw)
         summary["benches"][bench] = m
@@ -1000,9 +967,9 @@ class MiniGPTv2ForEval:
         out = []
         for s in range(0, len(items), self.batch_size):
             chunk = items[s: s + self.batch_size]
-            lp = _constraint(task, self.processor, n_new) if self.constrained else None
             out += [r.text for r in generate(self.model, self.processor, [it.image for it in chunk],
-                                             [it.prompt for it in chunk], max_new_tokens=n_new, logits_processor=lp)]
+                                             [it.prompt for it in chunk], max_new_tokens=n_new,
+                                             constrain_boxes=self.constrained)]
         return out
 
     def ground(self, images, expressions) -> list[list[float] | None]:

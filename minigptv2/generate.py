@@ -24,6 +24,12 @@ from minigptv2.boxes import Grounding, parse_boxes
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.images import load_image
 
+# Sampling divides the float32 logits by the temperature: below this the quotient overflows to inf for logits as
+# small as |3.4e38 * T| and sampling fails on NaN probabilities. Greedy is do_sample=False (temperature 0 to the
+# server); a sampling temperature in (0, MIN_TEMPERATURE) is refused.
+MIN_TEMPERATURE = 1e-5
+MAX_TEMPERATURE = 2.0
+
 
 @dataclass
 class Result:
@@ -47,8 +53,9 @@ def _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repeti
     if repetition_penalty != 1.0:
         kw["repetition_penalty"] = repetition_penalty
     if do_sample:
-        if temperature <= 0:
-            raise MiniGPTv2Error(f"temperature must be > 0 when sampling, got {temperature}")
+        if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:      # NaN fails too
+            raise MiniGPTv2Error(f"a sampling temperature must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got "
+                                 f"{temperature!r} (greedy: do_sample=False)")
         if not 0 < top_p <= 1:
             raise MiniGPTv2Error(f"top_p must be in (0, 1], got {top_p}")
         kw.update(temperature=temperature, top_p=top_p, top_k=0)
@@ -65,11 +72,11 @@ def _prepare(model, processor, images, conversations, max_new_tokens):
         _check_context(processor, len(p), max_new_tokens)
         ids.append(p)
     batch = processor.generation_batch(ids, pil)
-    p = next(model.language_model.parameters())                       # inputs go where the model is (CPU or GPU)
-    pv = batch["pixel_values"].to(p.device, p.dtype) if batch["pixel_values"] is not None else None
-    embeds = model.embed(batch["input_ids"].to(p.device), pv)
+    dev = model.input_device                                 # inputs go where the model runs (CPU or GPU)
+    pv = batch["pixel_values"].to(dev, model.dtype) if batch["pixel_values"] is not None else None
+    embeds = model.embed(batch["input_ids"].to(dev), pv)
     sizes = [im.size if im is not None else None for im in pil]
-    return embeds, batch["attention_mask"].to(p.device), sizes
+    return embeds, batch["attention_mask"].to(dev), sizes
 
 
 def _normalise(prompts) -> list[tuple[list[str], list[str]]]:
@@ -89,14 +96,40 @@ def _normalise(prompts) -> list[tuple[list[str], list[str]]]:
 @torch.inference_mode()
 def generate(model, processor, images, prompts, *, max_new_tokens: int = 300, do_sample: bool = False,
              temperature: float = 1.0, top_p: float = 0.9, repetition_penalty: float = 1.0,
-             logits_processor=None, streamer=None) -> list[Result]:
-    """One batched call: images[i] (path / bytes / PIL / None) with prompts[i] (instruction or conversation)."""
+             logits_processor=None, streamer=None, constrain_boxes: bool = False,
+             compile=False) -> list[Result]:
+    """One batched call: images[i] (path / bytes / PIL / None) with prompts[i] (instruction or conversation).
+    `constrain_boxes`: rows asking [refer] write exactly one well-formed box, [detection] / [grounding] only
+    well-formed boxes (constrained.py); off by default, as the official code. `compile`: a static KV cache and a
+    compiled decode step (torch.compile; CUDA graphs on a GPU); the first call of each batch shape compiles. A
+    transformers `CompileConfig` instead of True chooses the backend / mode."""
     if len(images) != len(prompts) or not prompts:
         raise MiniGPTv2Error(f"need one image (or None) per prompt, got {len(images)} images, {len(prompts)} prompts")
+    conversations = _normalise(prompts)
+    if constrain_boxes:
+        logits_processor = _with_box_constraints(processor, conversations, max_new_tokens, logits_processor)
     kw = _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor)
-    embeds, mask, sizes = _prepare(model, processor, images, _normalise(prompts), max_new_tokens)
+    if compile:
+        from transformers import CompileConfig
+
+        cc = compile if isinstance(compile, CompileConfig) else CompileConfig()
+        cc._compile_all_devices = True          # transformers compiles by itself on GPUs only: here on every device
+        kw.update(cache_implementation="static", compile_config=cc)
+    embeds, mask, sizes = _prepare(model, processor, images, conversations, max_new_tokens)
     out = model.language_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
     return [_result(processor, row, size) for row, size in zip(out.tolist(), sizes)]
+
+
+def _with_box_constraints(processor, conversations, max_new_tokens: int, logits_processor):
+    from transformers import LogitsProcessorList
+
+    from minigptv2.constrained import for_tasks
+    from minigptv2.prompts import task_of
+
+    boxes = for_tasks(processor, [task_of(qs[-1]) for qs, _ in conversations], max_new_tokens)
+    if boxes is None:
+        return logits_processor
+    return LogitsProcessorList([*(logits_processor or []), *boxes])
 
 
 def _check_context(processor, n_prompt: int, max_new_tokens: int) -> None:
@@ -163,29 +196,47 @@ class Chat:
 
 # ---- image / prompt-prefix cache (one image, many questions) ---------------------------------------------------
 class PrefixCache:
-    """Bounded LRU for `generate_cached`: image content hash -> (prefix ids, image embeddings, KV cache of the
-    prompt prefix `BOS BOS [INST] <Img> IMAGE`). One cache per model (entries are that model's tensors)."""
+    """LRU for `generate_cached`, bounded by bytes: image content hash -> (prefix ids, image embeddings, KV cache
+    of the prompt prefix `BOS BOS [INST] <Img> IMAGE`). One cache per model (entries are that model's tensors)."""
 
-    def __init__(self, max_items: int = 8):
+    def __init__(self, max_bytes: int = 1 << 30):
         from collections import OrderedDict
 
-        self.max_items = max_items
-        self.items: OrderedDict = OrderedDict()
+        self.max_bytes = max_bytes
+        self.items: OrderedDict = OrderedDict()      # key -> (value, bytes)
+        self.bytes = 0
         self.hits = self.misses = 0
 
     def get(self, key):
         if key in self.items:
             self.items.move_to_end(key)
             self.hits += 1
-            return self.items[key]
+            return self.items[key][0]
         self.misses += 1
         return None
 
-    def put(self, key, value) -> None:
-        self.items[key] = value
-        self.items.move_to_end(key)
-        while len(self.items) > self.max_items:
-            self.items.popitem(last=False)
+    def put(self, key, value, nbytes: int) -> None:
+        if key in self.items:
+            self.bytes -= self.items.pop(key)[1]
+        if nbytes > self.max_bytes:                  # larger than the whole cache: not kept
+            return
+        self.items[key] = (value, nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.max_bytes:
+            self.bytes -= self.items.popitem(last=False)[1][1]
+
+
+def _nbytes(*objs) -> int:
+    """Bytes of the tensors in `objs` (tensors, or caches whose layers hold keys / values)."""
+    n = 0
+    for o in objs:
+        if torch.is_tensor(o):
+            n += o.numel() * o.element_size()
+        else:
+            for layer in getattr(o, "layers", []):
+                n += sum(t.numel() * t.element_size() for t in (getattr(layer, "keys", None),
+                                                                 getattr(layer, "values", None)) if torch.is_tensor(t))
+    return n
 
 
 @torch.inference_mode()
@@ -199,28 +250,32 @@ def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_
 
     from transformers import DynamicCache
 
-    gkw = _gen_kwargs(processor, max_new_tokens, kw.pop("do_sample", False), kw.pop("temperature", 1.0),
-                      kw.pop("top_p", 0.9), kw.pop("repetition_penalty", 1.0), kw.pop("logits_processor", None))
     [(qs, ans)] = _normalise([prompt])
+    lp = kw.pop("logits_processor", None)
+    if kw.pop("constrain_boxes", False):
+        lp = _with_box_constraints(processor, [(qs, ans)], max_new_tokens, lp)
+    gkw = _gen_kwargs(processor, max_new_tokens, kw.pop("do_sample", False), kw.pop("temperature", 1.0),
+                      kw.pop("top_p", 0.9), kw.pop("repetition_penalty", 1.0), lp)
     img = load_image(image)
     ids = processor.prompt_ids(qs, ans, has_image=True)
     _check_context(processor, len(ids), max_new_tokens)
     n = max(i for i, t in enumerate(ids) if t == processor.image_token_id) + 1     # the prefix ends with the image
     key = hashlib.sha256(f"{img.mode}{img.size}".encode() + img.tobytes()).hexdigest()
     hit = cache.get(key)
+    dev = model.input_device                               # every tensor built here goes where the model runs
     if hit is None or hit[0] != ids[:n]:
-        dtype = next(model.language_model.parameters()).dtype
-        img_emb = model.get_image_features(processor.image(img)[None].to(dtype))
+        img_emb = model.get_image_features(processor.image(img)[None])
         kv = DynamicCache(config=model.language_model.config)
         with warnings.catch_warnings():   # `past_key_values` is renamed `cache` in newer transformers
             warnings.simplefilter("ignore", FutureWarning)
-            model.language_model(inputs_embeds=model.embed(torch.tensor([ids[:n]]), image_embeds=img_emb),
-                      past_key_values=kv, use_cache=True)
+            model.language_model(inputs_embeds=model.embed(torch.tensor([ids[:n]], device=dev), image_embeds=img_emb),
+                                 past_key_values=kv, use_cache=True)
         hit = (ids[:n], img_emb, kv)
-        cache.put(key, hit)
-    embeds = model.embed(torch.tensor([ids]), image_embeds=hit[1])
+        cache.put(key, hit, _nbytes(img_emb, kv))
+    embeds = model.embed(torch.tensor([ids], device=dev), image_embeds=hit[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        out = model.language_model.generate(inputs_embeds=embeds, attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                 past_key_values=copy.deepcopy(hit[2]), **gkw, **kw)
+        out = model.language_model.generate(inputs_embeds=embeds,
+                                            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=dev),
+                                            past_key_values=copy.deepcopy(hit[2]), **gkw, **kw)
     return _result(processor, out[0].tolist(), img.size)

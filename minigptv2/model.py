@@ -7,7 +7,7 @@
 
 The 4-token grouping is a plain reshape, so an LM token is 4 horizontally adjacent patches of one patch row (not a
 2x2 block); ln_vision is a LayerNorm with eps 1e-5 that the official checkpoints never contain (weight 1, bias 0)
-(docs/official-model.md). The module names are the official ones (`visual_encoder`, `ln_vision`, `llama_proj`);
+(docs/official-model.md §1.4–1.5). The module names are the official ones (`visual_encoder`, `ln_vision`, `llama_proj`);
 the LM is `language_model`, a whole causal LM with its head, so its state dict is the LM's own under a prefix.
 
 `forward(input_ids, attention_mask, pixel_values, labels, ...)`: input_ids hold `config.image_token_id` where the
@@ -18,7 +18,6 @@ a standard peft adapter in `lora/`, which `from_pretrained` loads and merges (`m
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -82,6 +81,18 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         object.__setattr__(self, "_peft", peft_model)   # not a submodule: its parameters are the LM's
 
     @property
+    def input_device(self) -> torch.device:
+        """Where inputs go: the device of the token embeddings, or with a device_map the device they run on
+        (weights offloaded to the CPU or disk run on the CPU)."""
+        where = getattr(self, "hf_device_map", None)
+        if where:
+            name = "language_model.model.embed_tokens"
+            key = max((k for k in where if k == "" or name == k or name.startswith(k + ".")), key=len, default=None)
+            d = where.get(key, "cpu")
+            return torch.device("cpu" if d in ("cpu", "disk") else f"cuda:{d}" if isinstance(d, int) else d)
+        return self.get_input_embeddings().weight.device
+
+    @property
     def has_lora(self) -> bool:
         return self._peft is not None
 
@@ -129,6 +140,12 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         for name, p in self.language_model.named_parameters():
             p.requires_grad_(mode == "full" or (mode == "lora" and "lora_" in name))
 
+    def cast_for_training(self, compute_dtype: torch.dtype) -> None:
+        """As the official trains: frozen parts (ViT, LM base) held in the compute dtype, trainable ones (LoRA,
+        projector) in fp32 for the optimizer; run under autocast(compute_dtype)."""
+        for p in self.parameters():
+            p.data = p.data.float() if p.requires_grad else p.data.to(compute_dtype)
+
     # ---- forward --------------------------------------------------------------------------------------------
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The vision tower up to the projector (frozen in every official stage: train.VisionCache keeps it)."""
@@ -143,7 +160,8 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         p = self.visual_encoder.pos_embed
-        return self.project(self.vision_features(pixel_values.to(p.device, p.dtype)))
+        device = p.device if p.device.type != "meta" else self.input_device     # offloaded: its hook moves it
+        return self.project(self.vision_features(pixel_values.to(device, p.dtype)))
 
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
               image_embeds: torch.Tensor | None = None, vision_features: torch.Tensor | None = None) -> torch.Tensor:
@@ -198,18 +216,18 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         LoRA adapter (`lora/`) is loaded and merged (`merge_lora=False`: kept apart, e.g. to train on; it is
         never merged into quantized weights)."""
         want_info = kwargs.pop("output_loading_info", False)
-        kwargs.setdefault("ignore_mismatched_sizes", False)
-        try:
+        lenient = kwargs.pop("ignore_mismatched_sizes", False)
+        try:       # mis-shaped tensors are reported by name below (transformers' own error only says "see above")
             model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
-                                                  **kwargs)
-        except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
-            if isinstance(e, MiniGPTv2Error):
-                raise
+                                                  ignore_mismatched_sizes=True, **kwargs)
+        except MiniGPTv2Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - safetensors, json, OS and transformers errors of many types
             raise MiniGPTv2Error(f"cannot load {pretrained_model_name_or_path}: "
-                                 f"{str(e).strip().splitlines()[0][:400]}") from None
+                                 f"{' '.join(str(e).split())[:400]}") from None
         missing = [k for k in info.get("missing_keys", ()) if not _regenerated(k)]
         unexpected = [k for k in info.get("unexpected_keys", ()) if not _regenerated(k)]
-        if missing or unexpected or info.get("mismatched_keys"):
+        if missing or unexpected or (info.get("mismatched_keys") and not lenient):
             raise MiniGPTv2Error(f"{pretrained_model_name_or_path} does not match its config.json: missing "
                                  f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}, shape mismatches "
                                  f"{list(info.get('mismatched_keys', []))[:5]}")
@@ -253,34 +271,3 @@ def write_adapter(tensors: dict, lora: dict, folder: Path) -> None:
                target_modules=list(lora["targets"]), bias="none", task_type="CAUSAL_LM").save_pretrained(str(folder))
     save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(folder / "adapter_model.safetensors"),
               metadata={"format": "pt"})
-
-
-def register() -> None:
-    """Make AutoConfig / AutoModelForImageTextToText / AutoProcessor know `model_type: "minigptv2"`."""
-    from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor)
-
-    from minigptv2.config import MiniGPTv2VisionConfig
-    from minigptv2.processor import MiniGPTv2ImageProcessor, MiniGPTv2Processor
-
-    AutoConfig.register("minigptv2", MiniGPTv2Config, exist_ok=True)
-    AutoConfig.register("minigptv2_vision", MiniGPTv2VisionConfig, exist_ok=True)
-    AutoModelForImageTextToText.register(MiniGPTv2Config, MiniGPTv2ForConditionalGeneration, exist_ok=True)
-    AutoImageProcessor.register(MiniGPTv2Config, MiniGPTv2ImageProcessor, exist_ok=True)
-    AutoProcessor.register(MiniGPTv2Config, MiniGPTv2Processor, exist_ok=True)
-
-
-def read_config(folder) -> MiniGPTv2Config:
-    """config.json of a model folder (ours, this format), with errors that name the file."""
-    f = Path(folder) / "config.json"
-    try:
-        d = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise MiniGPTv2Error(f"cannot read {f}: {e}") from None
-    if not isinstance(d, dict) or d.get("model_type") != "minigptv2":
-        raise MiniGPTv2Error(f"{f} is not a minigptv2 config (model_type {d.get('model_type') if isinstance(d, dict) else None!r})")
-    try:
-        return MiniGPTv2Config.from_dict(d)
-    except MiniGPTv2Error as e:
-        raise MiniGPTv2Error(f"{f}: {e}") from None
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise MiniGPTv2Error(f"{f}: {str(e).splitlines()[0][:300]}") from None

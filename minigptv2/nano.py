@@ -1,6 +1,6 @@
 """The embedded default model ("nano") and the exact recipe that reproduces its committed weights.
 
-    python -m minigptv2.nano --work runs/nano          # synth data, tokenizer, ViT, RECIPE['stages']: ~1 h on 2 CPU cores (README)
+    python -m minigptv2.nano --work runs/nano          # data, tokenizer, ViT, RECIPE['stages']: ~1 h, 2 CPU cores (docs/nano.md)
     python -m minigptv2.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
     python -m minigptv2.nano --install-only runs/nano/model   # install an already trained folder
     python -m minigptv2.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
@@ -12,36 +12,11 @@ text can be typed.
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from minigptv2.errors import MiniGPTv2Error
-
-SYMBOLS = ([f"<{i}>" for i in range(101)] +
-           ["[INST]", "[/INST]", "<Img>", "</Img>", "<ImageHere>", "[vqa]", "[caption]", "[grounding]", "[refer]",
-            "[identify]", "[detection]", "<p>", "</p>", "<delim>", "{", "}", "$$"])
-
-
-def build_tokenizer(texts, out_file, vocab_size: int = 1024) -> Path:
-    """Train a LLaMA-style SentencePiece BPE model (unk 0, bos 1, eos 2, byte fallback) on `texts`."""
-    import sentencepiece as spm
-
-    texts = [t for t in texts if t and t.strip()]
-    if not texts:
-        raise MiniGPTv2Error("build_tokenizer needs some text")
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
-        byte_fallback=True, user_defined_symbols=SYMBOLS, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-        split_digits=True, character_coverage=1.0, num_threads=1, add_dummy_prefix=True,
-        remove_extra_whitespaces=False, normalization_rule_name="identity", hard_vocab_limit=False,
-        max_sentence_length=4096, minloglevel=2)
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(out)
-    return out
+# the tokenizer builder lives in tokenizers.py (`minigptv2 train` builds one from a user's data too)
+from minigptv2.tokenizers import SYMBOLS, build_tokenizer  # noqa: F401
 
 
 # ---- stage 0: dense pretraining of the tiny ViT ------------------------------------------------------------
@@ -119,17 +94,17 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
 RECIPE = dict(
     seed=0,
     # autocast dtype of every stage. bf16 needs a CPU with native bf16 (avx512_bf16): the installed model was
-    # trained on one; on an AVX2-only CPU a bf16 step is ~10x slower than fp32 (README), so use --precision fp32
+    # trained on one; on an AVX2-only CPU a bf16 step is ~10x slower than fp32 (docs/nano.md), so use --precision fp32
     precision="bf16",
     vocab_size=1024,
     llm=dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
              intermediate_size=768),
     # No single-object warm-up stage: with one object the name never matters, and the model trained after one
-    # answered every name of a multi-object scene with the same box (README: 0.119 -> 0.944 without it).
+    # answered every name of a multi-object scene with the same box (docs/nano.md: 0.119 -> 0.944 without it).
     data_all=dict(n=20000, seed=2, max_objects=3),       # 1–3 objects
     test=dict(n=600, seed=999, max_objects=3),           # held out, never trained on
     # sampling ratios per dataset kind (grounding tasks weighted up: they are the hard part). Two ~59 min variants
-    # that gave VQA ~21 % lost box reading (refer 0.17 / 0.25): README "What we measured about the recipe".
+    # that gave VQA ~21 % lost box reading (refer 0.17 / 0.25): docs/nano.md, research log.
     ratios={"refcoco": 30, "flickr_phrase_to_object": 22, "invrefcoco": 10, "vqa": 12, "coco_caption": 8,
             "flickr_grounded_caption": 8, "flickr_caption_to_phrase": 4, "llava_conversation": 4,
             "unnatural_instruction": 2},
@@ -140,20 +115,20 @@ RECIPE = dict(
     # attention: the LLM's attention kernel (TrainConfig.attention). "eager" computes what "sdpa" does and takes
     # ~0.67x the time a step here (PyTorch's fused CPU attention backward is slow at these sizes: benchmarks/
     # nano_train.py), but it rounds differently, and stage_all is fragile: rerun with eager it bound names to
-    # places worse (150 scenes: refer 0.479, names differ 0.853, against 0.754 / 0.951; README). So the first
+    # places worse (150 scenes: refer 0.479, names differ 0.853, against 0.754 / 0.951; docs/nano.md). So the first
     # three stages stay on sdpa, as the model was found, and the later ones use eager to pay for the identify phases
     stage_all=dict(steps=5500, batch_size=32, grad_accum=2, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100,
                    cache_vision=True, attention="sdpa"),
-    # Focus phases: in the mixture neither identify nor yes/no VQA is learned (README), so after stage_all the LLM
+    # Focus phases: in the mixture neither identify nor yes/no VQA is learned (docs/nano.md), so after stage_all the LLM
     # trains on identify alone (it then answers every prompt with a name), then on VQA alone (colour-of-a-shape
-    # questions are learned only there: 0.59 with refer and identify kept in, 0.87 without; README), then on the
+    # questions are learned only there: 0.59 with refer and identify kept in, 0.87 without; docs/nano.md), then on the
     # whole mixture again to bring refer, detection, identify and caption back.
     focus_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4,
                         warmup_steps=50, cache_vision=True, attention="sdpa", ratios={"invrefcoco": 1}),
     focus_vqa=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
                    cache_vision=True, attention="sdpa", ratios={"vqa": 1}),
     # caption, VQA and identify above stage_all's share, chat and text down (VQA 15 / caption 14 / refer 25 /
-    # phrase 18 here left caption at 0.790 and VQA at 0.894: README)
+    # phrase 18 here left caption at 0.790 and VQA at 0.894: docs/nano.md)
     stage_mixed=dict(steps=6000, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
                      cache_vision=True, attention="eager",
                      ratios={"refcoco": 23, "flickr_phrase_to_object": 16, "invrefcoco": 12, "vqa": 18,
@@ -162,7 +137,7 @@ RECIPE = dict(
     # Identify-heavy mixed phases (refer and phrase -> box down), three, each its own warmup + cosine. Found with
     # identify 40 % / VQA 12 %: on 150 scenes from an earlier installed model identify 0.652 -> 0.689 -> 0.744
     # over two phases, the rest kept; with the eager tail, four such phases reached identify 0.900 on the test
-    # scenes but left VQA at 0.895 and took ~60 min (README). So three, with identify 30 % and VQA 22 %
+    # scenes but left VQA at 0.895 and took ~60 min (docs/nano.md). So three, with identify 30 % and VQA 22 %
     mixed_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
                         cache_vision=True, attention="eager",
                         ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22,

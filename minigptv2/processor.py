@@ -111,7 +111,7 @@ class MiniGPTv2Processor(ProcessorMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "MiniGPTv2Processor":
-        from minigptv2.model import read_config
+        from minigptv2.config import read_config
 
         d = Path(pretrained_model_name_or_path)
         return build_processor(load_tokenizer(d), read_config(d))
@@ -125,18 +125,20 @@ class MiniGPTv2Processor(ProcessorMixin):
             out = [self.apply_chat_template(c, add_generation_prompt, tokenize, return_dict, return_tensors)
                    for c in conversation]
             return out if not tokenize else self._pad([o["input_ids"][0].tolist() for o in out], None)
-        questions, answers, has_image = _turns(conversation)
+        questions, answers, has_image, image = _turns(conversation)
         items = tuple(self._render(questions, answers, has_image))
         prompt = Prompt("".join(self._mark(it) for it in items))
         prompt.items = items
         if not tokenize:
             return prompt
-        return self(text=[prompt], images=None, return_tensors=return_tensors, _allow_missing_images=True)
+        if has_image and image is None:
+            raise MiniGPTv2Error('apply_chat_template(tokenize=True) needs the image itself in its part: '
+                                 '{"type": "image", "image": PIL image or path}')
+        return self(text=[prompt], images=[image] if has_image else None, return_tensors=return_tensors)
 
     def __call__(self, images=None, text=None, return_tensors="pt", padding_side: str = "left", **kwargs):
         """text: a prompt (a `Prompt` from apply_chat_template, or a str with the markers) or a list of them;
         images: one per prompt that has an image slot. -> input_ids, attention_mask, pixel_values."""
-        allow_missing = kwargs.pop("_allow_missing_images", False)
         texts = [text] if isinstance(text, str) else list(text or [])
         if not texts:
             raise MiniGPTv2Error("the processor needs text: a prompt from apply_chat_template")
@@ -147,7 +149,7 @@ class MiniGPTv2Processor(ProcessorMixin):
             items = t.items if isinstance(t, Prompt) and t.items else self._parse(t)
             rows.append(self.encode_items(items)[0])
         n_slots = sum(1 for r in rows if self.image_token_id in r)
-        if n_slots != len(imgs) and not (allow_missing and not imgs):
+        if n_slots != len(imgs):
             raise MiniGPTv2Error(f"{n_slots} prompt(s) with an image slot but {len(imgs)} image(s)")
         out = self._pad(rows, imgs or None, padding_side)
         return out
@@ -318,9 +320,9 @@ def hf_tokenizer(tok):
     return hf
 
 
-def _turns(conversation) -> tuple[list[str], list[str], bool]:
-    """transformers / OpenAI messages -> (questions, answers, has_image)."""
-    questions, answers, has_image = [], [], False
+def _turns(conversation) -> tuple[list[str], list[str], bool, object]:
+    """transformers / OpenAI messages -> (questions, answers, has_image, the image when the part holds one)."""
+    questions, answers, has_image, image = [], [], False, None
     if not isinstance(conversation, (list, tuple)) or not conversation:
         raise MiniGPTv2Error("messages must be a non-empty list of {'role', 'content'} dicts")
     for i, m in enumerate(conversation):
@@ -337,6 +339,7 @@ def _turns(conversation) -> tuple[list[str], list[str], bool]:
                 if m["role"] != "user" or questions or has_image:
                     raise MiniGPTv2Error(f"message {i}: MiniGPT-v2 takes one image, in the first user message")
                 has_image = True
+                image = next((p[k] for k in ("image", "path", "url") if p.get(k) is not None), None)
             elif kind == "text" and isinstance(p.get("text"), str):
                 texts.append(p["text"])
             else:
@@ -344,4 +347,4 @@ def _turns(conversation) -> tuple[list[str], list[str], bool]:
         (questions if m["role"] == "user" else answers).append(" ".join(texts))
     if conversation[-1]["role"] != "user" or len(answers) != len(questions) - 1:
         raise MiniGPTv2Error("messages must alternate user / assistant, starting and ending with the user")
-    return questions, answers, has_image
+    return questions, answers, has_image, image

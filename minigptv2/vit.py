@@ -1,4 +1,5 @@
-"""EVA ViT in plain PyTorch, parameter names identical to the EVA / LAVIS checkpoint (facts §1.3, §2.3).
+"""EVA ViT in plain PyTorch, parameter names identical to the EVA / LAVIS checkpoint (docs/official-model.md §1.3,
+§2.3).
 
 patch conv (stride = patch) -> flatten row-major -> prepend CLS -> + absolute pos_embed -> pre-norm blocks
 (qkv without bias param + learnable q_bias / v_bias, zero k bias; q scaled by head_dim^-0.5; exact GELU MLP)
@@ -27,7 +28,8 @@ class Attention(nn.Module):
     def forward(self, x):
         B, N, C = x.shape
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        # through the module, not its .weight: offloading (device_map) loads a module's weights when it is called
+        qkv = (self.qkv(x) + bias).reshape(B, N, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]                      # (B, H, N, d)
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)   # (B, H, N, N)
         return self.proj((attn @ v).transpose(1, 2).reshape(B, N, C))

@@ -79,7 +79,11 @@ def example_images(n: int = N_EXAMPLES) -> list[str]:
     """A few synthetic scenes written to a temp folder (what the nano model was trained on)."""
     from minigptv2.synthetic import make_scene
 
+    import atexit
+    import shutil
+
     out = Path(tempfile.mkdtemp(prefix="minigptv2-examples-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)      # the server leaves nothing in /tmp
     paths = []
     for seed in range(n):
         p = out / f"scene{seed}.png"
@@ -162,7 +166,10 @@ def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max
         return [], None, None, ""
 
     with gr.Blocks(title="MiniGPT-v2") as demo:
-        gr.Markdown(f"## MiniGPT-v2 demo &nbsp; <small>model: `{html.escape(engine.name)}`</small>")
+        from minigptv2.config import NANO_SCOPE
+
+        scope = f"\n\n{NANO_SCOPE}" if engine.processor.config.name == "nano" else ""   # a line under the title
+        gr.Markdown(f"## MiniGPT-v2 demo &nbsp; <small>model: `{html.escape(engine.name)}`</small>{scope}")
         state = gr.State(None)
         with gr.Row():
             with gr.Column(scale=1):

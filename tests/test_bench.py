@@ -76,7 +76,7 @@ def test_official_style_baseline_matches_ours(tmp_path):
 def test_prefix_cache_same_ids_tiny(tmp_path):
     model, proc = tiny_model(tmp_path)          # with LoRA, as the official model
     ims = bench.images(2, seed=7)
-    cache = G.PrefixCache(max_items=1)
+    cache = G.PrefixCache()
     questions = list(bench.PROMPTS) + [[{"role": "user", "content": "[vqa] what color"},
                                         {"role": "assistant", "content": "red"},
                                         {"role": "user", "content": "[refer] the circle"}]]
@@ -85,7 +85,9 @@ def test_prefix_cache_same_ids_tiny(tmp_path):
             [plain] = G.generate(model, proc, [im], [q], max_new_tokens=8)
             cached = G.generate_cached(model, proc, im, q, cache, max_new_tokens=8)
             assert cached.token_ids == plain.token_ids and cached.text == plain.text
-    assert len(cache.items) == 1 and cache.misses == 3 and cache.hits > cache.misses
+            if cache.max_bytes > cache.bytes > 0:     # bounded by bytes: room for exactly one image's entry
+                cache.max_bytes = cache.bytes
+    assert len(cache.items) == 1 and cache.bytes == cache.max_bytes and cache.misses == 3 and cache.hits > cache.misses
     # same content through another object (bytes) hits the cache
     import io
 
@@ -117,7 +119,7 @@ def test_prefix_cache_and_baseline_match_official_fixtures(official):
     instr = json.loads((F / "inputs/prompts.json").read_text())["instructions"]
     names = torch.load(F / "outputs/vision_outputs.pt", weights_only=True)["image_names"]
     images = [F / "inputs/images" / n for n in names]
-    cache = G.PrefixCache(max_items=8)
+    cache = G.PrefixCache()
     # a third of the 40 pairs (every image, every prompt), grouped by image: cache hits
     pairs = [pr for pr in gen["pairs"] if (pr["image_index"] + pr["prompt_index"]) % 3 == 0]
     for k, pr in enumerate(sorted(pairs, key=lambda pr: pr["image_index"])):
@@ -128,3 +130,18 @@ def test_prefix_cache_and_baseline_match_official_fixtures(official):
         if k % 3 == 0:
             assert bench.official_generate(model, proc, [im], [q], 20) == [want]
     assert cache.hits > 0
+
+
+def test_gpu_benchmark_runs_tiny_on_cpu():
+    """benchmarks/gpu.py --tiny --device cpu: every section prints its JSON line (the figures belong to a GPU run)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [d["section"] for d in lines] == ["env", "load", "vit", "decode", "batch", "prefix", "quantized", "train"]
+    by = {d["section"]: d for d in lines}
+    assert by["decode"]["compiled_tokens_s"] > 0 and by["batch"]["speedup"] > 0 and by["train"]["batch4"]["step_s"] > 0
+    assert by["load"]["host_peak_gb"] > 0 and "error" not in by["load"]

@@ -222,3 +222,47 @@ def test_cli_errors_are_clear(tmp_path):
     assert r.returncode == 2 and "bad.jsonl:1" in r.stderr
     r = _cli("generate", "--model", tmp_path / "m", "--image", tmp_path / "missing.png", "--prompt", "[vqa] hi")
     assert r.returncode == 2 and "missing.png" in r.stderr
+
+
+def test_device_map_auto_with_disk_offload_gives_the_same_answer(tmp_path):
+    """device_map="auto" over a small memory budget offloads whole ViT blocks and the LM to disk (the split points
+    `_no_split_modules` declares); the answer is the one of the model held in memory."""
+    import random
+
+    from transformers import AutoModelForImageTextToText
+
+    import minigptv2
+    from minigptv2.synthetic import make_scene
+
+    scene = make_scene(random.Random(1000))
+    q = "[refer] " + scene.objects[0].name
+    model, proc = minigptv2.load()
+    [want] = generate(model, proc, [scene.image], [q], max_new_tokens=20)
+    off = AutoModelForImageTextToText.from_pretrained(minigptv2.NANO_DIR, dtype=torch.float32, device_map="auto",
+                                                      max_memory={"cpu": "12MB"}, offload_folder=str(tmp_path))
+    assert "disk" in set(off.hf_device_map.values()) and "cpu" in set(off.hf_device_map.values())
+    assert not any(k.count(".") > 2 for k in off.hf_device_map)      # no split inside a ViT block
+    [got] = generate(off, proc, [scene.image], [q], max_new_tokens=20)
+    assert got.token_ids == want.token_ids and want.boxes
+
+
+def test_saving_into_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
+    """A folder the user cannot write (simulated: these tests run as root, whom permission bits do not stop)."""
+    import tempfile
+
+    from minigptv2 import checkpoint as ck
+
+    model, proc = tiny_model(tmp_path)
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro"))
+    monkeypatch.setattr(tempfile, "mkdtemp", denied)
+    with pytest.raises(MiniGPTv2Error, match="permission denied"):
+        save(model, proc, tmp_path / "ro" / "m")
+    monkeypatch.undo()
+
+    def denied_late(tmp):
+        raise PermissionError(13, "Permission denied", str(tmp / "x"))
+    with pytest.raises(MiniGPTv2Error, match="permission denied"):
+        ck.save(model, proc, tmp_path / "m2", extra=denied_late)
+    assert not (tmp_path / "m2").exists() and not list(tmp_path.glob(".m2.tmp*"))

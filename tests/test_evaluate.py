@@ -8,6 +8,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from helpers import tiny_model
+from minigptv2 import benchrun
 from minigptv2 import evaluate as ev
 from minigptv2.boxes import format_box, to_grid
 from minigptv2.checkpoint import save
@@ -42,6 +43,12 @@ class FakeGenerate:
             text = self.answers.get((str(im), p), self.answers.get(p, self.default))
             out.append(Result(text, []))
         return out
+
+
+def patch_generate(monkeypatch, fake):
+    """Replace the model's generate where the benches call it (evaluate.py and the shared benchrun.py)."""
+    monkeypatch.setattr(ev, "generate", fake)
+    monkeypatch.setattr(benchrun, "generate", fake)
 
 
 def _refcoco_root(tmp: Path, files=("refcoco_val",), n=12, images=True) -> Path:
@@ -98,7 +105,7 @@ def test_refcoco_prompts_layout_and_exact_score(tmp_path, mp, monkeypatch):
         px = [nums[0] / 100 * W, nums[1] / 100 * H, nums[2] / 100 * W, nums[3] / 100 * H]
         expected_hits += _iou_inclusive(px, (x, y, x + w, y + h)) > 0.5
     fake = FakeGenerate(answers)
-    monkeypatch.setattr(ev, "generate", fake)
+    patch_generate(monkeypatch, fake)
     model, proc = mp
     m, rows = ev.run_bench(model, proc, "refcoco_val", root, batch_size=5, progress=False)
     assert expected_hits >= 3 and expected_fail >= 3
@@ -189,7 +196,7 @@ def test_vqa_benches_official_prompts_and_exact_scores(tmp_path, mp, monkeypatch
         "This is an image writting 't0'. Is this image hateful? Answer yes or no. Answer:": "yes",
         "This is an image writting 't1'. Is this image hateful? Answer yes or no. Answer:": "no",
     }, default="UNMATCHED")
-    monkeypatch.setattr(ev, "generate", fake)
+    patch_generate(monkeypatch, fake)
     model, proc = mp
     expected = {"okvqa": 100 * (1 + 0.9 + 0) / 3, "vizwiz": 100 * (2 / 3 + 1) / 2, "gqa": 50.0,
                 "vsr": 100 / 3, "hm": 100.0}
@@ -250,14 +257,14 @@ def test_detection_grounding_caption_benches(tmp_path, mp, monkeypatch):
     answers = {(str(root / "detection" / r["image"]), f"[detection] {r['phrase']}"):
                f"<p>{r['phrase']}</p> {r['bbox']}" for r in det}
     answers.update({(str(root / "grounding" / r["image"]), ev.GROUNDING_PROMPT): r["grounded_caption"] for r in gro})
-    monkeypatch.setattr(ev, "generate", FakeGenerate(answers))
+    patch_generate(monkeypatch, FakeGenerate(answers))
     m, rows = ev.run_bench(*mp, "detection", root, progress=False)
     assert m["recall"] == 1.0 and m["precision"] == 1.0 and m["parse_failures"] == 0 and m["AP50"] == pytest.approx(1)
     m, rows = ev.run_bench(*mp, "grounding", root, progress=False)
     assert m["recall"] == 1.0 and m["precision"] == 1.0 and rows[0]["gt_boxes"] == rows[0]["pred_boxes"]
     # half the detection answers empty: recall counts boxes, parse failures count answers
     half = {k: v for j, (k, v) in enumerate(answers.items()) if j % 2 == 0}
-    monkeypatch.setattr(ev, "generate", FakeGenerate(half, default="nothing"))
+    patch_generate(monkeypatch, FakeGenerate(half, default="nothing"))
     items = ev.load_bench(root, "detection")
     m, _ = ev.run_bench(*mp, "detection", root, progress=False)
     n_gt_kept = sum(len(it.gt["boxes"]) for j, it in enumerate(items) if j % 2 == 0)
@@ -271,7 +278,7 @@ def test_detection_grounding_caption_benches(tmp_path, mp, monkeypatch):
     for c in caps:
         _img(root / "coco" / c["image"])
     by_image = {(str(root / "coco" / c["image"]), ev.CAPTION_PROMPT): c["caption"] for c in caps}
-    monkeypatch.setattr(ev, "generate", FakeGenerate(by_image))
+    patch_generate(monkeypatch, FakeGenerate(by_image))
     monkeypatch.setattr(shutil, "which", lambda name: None)      # Java-free tokenizer path: fast and offline
     m, rows = ev.run_bench(*mp, "coco_caption", root, progress=False)
     assert m["BLEU-1"] == pytest.approx(1.0, abs=1e-6) and m["total"] == 4
@@ -301,7 +308,7 @@ def test_synthetic_benchmark_exact_scores(tmp_path, mp, monkeypatch):
     d = write_synthetic(tmp_path / "synth", n=6, seed=11)
     vqa = json.loads((d / "vqa.json").read_text())
     wrong = {r["question_id"] for r in vqa[::4]}
-    monkeypatch.setattr(ev, "generate", FakeGenerate(_synthetic_answers(d, wrong)))
+    patch_generate(monkeypatch, FakeGenerate(_synthetic_answers(d, wrong)))
     s = ev.synthetic_benchmark(*mp, d, batch_size=8, progress=False)
     assert s["refer_acc"] == 1.0 and s["identify_em"] == 1.0 and s["caption_em"] == 1.0
     assert s["detection_recall"] == 1.0 and s["detection_precision"] == 1.0 and s["grounding_recall"] == 1.0
@@ -316,9 +323,9 @@ def test_synthetic_benchmark_exact_scores(tmp_path, mp, monkeypatch):
     for k in set(n_obj.values()):                   # the wrong VQA answers, counted per object count
         qs = [r for r in vqa if n_obj[str(d / r["image"])] == k]
         assert by["vqa_em"][k] == pytest.approx(1 - sum(r["question_id"] in wrong for r in qs) / len(qs))
-    monkeypatch.setattr(ev, "generate", FakeGenerate({}, default="{<10><10><60><60>}"))
+    patch_generate(monkeypatch, FakeGenerate({}, default="{<10><10><60><60>}"))
     assert ev.synthetic_benchmark(*mp, d, progress=False)["refer_names_differ"] == 0.0   # one box whatever the name
-    monkeypatch.setattr(ev, "generate", FakeGenerate(_synthetic_answers(d, wrong)))
+    patch_generate(monkeypatch, FakeGenerate(_synthetic_answers(d, wrong)))
     limited = ev.synthetic_benchmark(*mp, d, limit=2, progress=False)
     assert limited["n"]["caption"] == 2
 
@@ -346,7 +353,7 @@ def test_cli_end_to_end_with_tiny_model(tmp_path, model_dir):
 
 def test_cli_synthetic_without_data_writes_heldout_set(tmp_path, model_dir, monkeypatch):
     out = tmp_path / "o"
-    monkeypatch.setattr(ev, "generate", FakeGenerate({}, default="{<10><10><60><60>}"))   # wiring only: fast
+    patch_generate(monkeypatch, FakeGenerate({}, default="{<10><10><60><60>}"))   # wiring only: fast
     assert ev.main(["--model", str(model_dir), "--bench", "synthetic", "--out", str(out), "--limit", "2",
                     "--quiet", "--examples", "2", "--max-new-tokens", "14"]) == 0
     assert len((out / "synthetic_data" / "scenes.jsonl").read_text().splitlines()) == 2
@@ -363,7 +370,7 @@ def test_adapter_call_shapes(tmp_path, mp, monkeypatch):
     _img(img)
     fake = FakeGenerate({"[refer] give me the location of the man on the left": "{<10><20><35><40>}",
                          "[vqa] Based on the image, respond to this question with a short answer: what is it?": "a cat"})
-    monkeypatch.setattr(ev, "generate", fake)
+    patch_generate(monkeypatch, fake)
     a = ev.MiniGPTv2ForEval(model=mp[0], processor=mp[1])
     # VLMEvalKit
     msg = [{"type": "image", "value": str(img)},
@@ -371,7 +378,7 @@ def test_adapter_call_shapes(tmp_path, mp, monkeypatch):
                                      "describes: the man on the left"}]
     assert a.generate_inner(msg, dataset="RefCOCO_testA") == "[0.10, 0.20, 0.35, 0.40]"
     assert a.generate_inner([msg[0], {"type": "text", "value": "what is it?"}], dataset="GQA") == "a cat"
-    assert fake.calls[0]["logits_processor"] is not None and fake.calls[1]["logits_processor"] is None
+    assert fake.calls[0]["constrain_boxes"] is True      # generate() constrains the [refer] rows only
     # lmms-eval
     a.task_dict = {"refcoco_bbox_rec_val": {"val": {0: {"img": img}}}, "gqa": {"testdev": {5: {"img": img}}}}
     reqs = [SimpleNamespace(args=("... describes: the man on the left", {"max_new_tokens": 16},
@@ -381,3 +388,15 @@ def test_adapter_call_shapes(tmp_path, mp, monkeypatch):
     assert a.ground([str(img)], ["the man on the left"]) == [[0.10, 0.20, 0.35, 0.40]]
     assert [a.is_grounding(n) for n in ("refcoco_bbox_rec_val", "RefCOCO_testA", "refcoco_bbox_val", "gqa")] == \
         [True, True, False, False]
+
+
+def test_iconvqa_choices_are_joined_and_split_on_underscores_as_officially(tmp_path, mp):
+    """A choice containing "_" becomes several candidates (shifting later indices); no choices make one empty
+    candidate (docs/evaluation-semantics.md §3)."""
+    model, proc = mp
+    img = tmp_path / "i.png"
+    Image.new("RGB", (20, 20), "red").save(img)
+    items = [ev.Item("a", str(img), "[vqa] which?", "vqa", {"choices": ["red_circle", "blue"], "answer": 1}),
+             ev.Item("b", str(img), "[vqa] which?", "vqa", {"choices": [], "answer": 0})]
+    losses = ev.choice_losses(model, proc, items, batch_size=2, progress=False)
+    assert [len(x) for x in losses] == [3, 1]

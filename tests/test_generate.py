@@ -88,3 +88,25 @@ def test_sampling_samples(mp):
     # a near-zero temperature, or a top_p that keeps only the top token, leaves just the greedy choice
     assert run(0, do_sample=True, temperature=1e-4, top_p=1.0) == greedy
     assert run(0, do_sample=True, temperature=1.5, top_p=1e-6) == greedy
+
+
+def _compile_pair(tmp_path, backend):
+    from transformers import CompileConfig
+
+    model, proc = tiny_model(tmp_path)
+    model.merge_lora()
+    imgs = [Image.new("RGB", (40, 30), "red"), Image.new("RGB", (30, 40), "blue")]
+    qs = ["[refer] red circle", "[vqa] what color is it?"]
+    eager = [r.token_ids for r in generate(model, proc, imgs, qs, max_new_tokens=10)]
+    cc = CompileConfig(backend=backend)
+    compiled = [r.token_ids for r in generate(model, proc, imgs, qs, max_new_tokens=10, compile=cc)]
+    again = [r.token_ids for r in generate(model, proc, imgs, qs, max_new_tokens=10, compile=cc)]
+    streamed = "".join(stream(model, proc, imgs[0], qs[0], max_new_tokens=10, compile=cc))
+    return eager, compiled, again, streamed, proc.decode_answer(eager[0])
+
+
+def test_compiled_static_cache_decode_gives_the_eager_ids(tmp_path):
+    """generate(compile=...): static KV cache + torch.compile'd decode step, batched and streamed, fp32 on CPU.
+    The dynamo-only backend keeps this fast (inductor compiles for about a minute here; benchmarks/gpu.py runs it)."""
+    eager, compiled, again, streamed, text = _compile_pair(tmp_path, "eager")
+    assert eager == compiled == again and streamed.strip() == text

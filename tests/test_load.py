@@ -25,7 +25,7 @@ from transformers import LogitsProcessorList
 from helpers import tiny_model
 from minigptv2 import generate
 from minigptv2 import server as srv
-from test_server import ForceText, data_url, live_server, png, user  # noqa: F401 - shared test helpers
+from test_server import ForceText, data_url, live_server, png, unconstrained, user  # noqa: F401 - shared test helpers
 
 ANSWER = "<p>red circle</p> {<12><40><38><71>}"
 BOX = [12, 40, 38, 71]
@@ -43,7 +43,7 @@ def mp(tmp_path_factory):
 @contextlib.contextmanager
 def serving(mp, **engine_kw):
     model, proc = mp
-    fn = functools.partial(generate, logits_processor=LogitsProcessorList([ForceText(proc, ANSWER)]))
+    fn = unconstrained(functools.partial(generate, logits_processor=LogitsProcessorList([ForceText(proc, ANSWER)])))
     engine = srv.Engine(model, proc, "tiny-load", generate_fn=fn, **engine_kw)
     try:
         with live_server(srv.create_app(engine, LIMITS, webui=False)) as url:

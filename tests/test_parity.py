@@ -211,3 +211,53 @@ def test_auto_classes_and_processor_reproduce_official_ids(official, tmp_path, m
             want = _official_new_ids(ids)
             assert row[: len(want)] == want and all(t == p.tok.pad_id for t in row[len(want):])
             assert p.post_process_image_text_to_text([row[: len(want)]]) == [text]
+
+
+def test_pipeline_image_text_to_text_matches_the_processor_path():
+    """transformers' pipeline on the embedded model: the image in the message part reaches the model."""
+    import random
+
+    from transformers import pipeline
+
+    import minigptv2
+    from minigptv2.synthetic import make_scene
+
+    scene = make_scene(random.Random(1000))
+    q = "[refer] " + scene.objects[0].name
+    model, proc = minigptv2.load()
+    [want] = generate(model, proc, [scene.image], [q], max_new_tokens=20)
+    pipe = pipeline("image-text-to-text", model=str(minigptv2.NANO_DIR), dtype=torch.float32)
+    msgs = [{"role": "user", "content": [{"type": "image", "image": scene.image}, {"type": "text", "text": q}]}]
+    [out] = pipe(text=msgs, max_new_tokens=20, do_sample=False, return_full_text=False)
+    assert out["generated_text"] == want.text and want.boxes
+    with pytest.raises(minigptv2.MiniGPTv2Error, match="needs the image itself"):
+        proc.apply_chat_template([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}],
+                                 tokenize=True)
+
+
+def test_the_language_model_attends_through_the_registry():
+    """An attention function registered with transformers (how vLLM's Transformers backend plugs in its own) is the
+    one the model's language model calls; the answer is unchanged."""
+    import random
+
+    from transformers import AttentionInterface, AutoModelForImageTextToText
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    import minigptv2
+    from minigptv2.synthetic import make_scene
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return sdpa_attention_forward(*args, **kwargs)
+
+    AttentionInterface.register("minigptv2_test_counted", counted)
+    scene = make_scene(random.Random(1000))
+    q = "[refer] " + scene.objects[0].name
+    model, proc = minigptv2.load()
+    [want] = generate(model, proc, [scene.image], [q], max_new_tokens=20)
+    m = AutoModelForImageTextToText.from_pretrained(minigptv2.NANO_DIR, dtype=torch.float32,
+                                                    attn_implementation="minigptv2_test_counted")
+    [got] = generate(m, proc, [scene.image], [q], max_new_tokens=20)
+    assert calls and got.token_ids == want.token_ids

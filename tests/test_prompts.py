@@ -18,7 +18,7 @@ def test_inference_layout_single_and_multi_turn(proc):
     tok = proc.tok
     ids = proc.prompt_ids(["[refer] red circle"])
     n = proc.config.num_image_tokens
-    assert ids[:2] == [tok.bos_id, tok.bos_id]                 # auto BOS + literal <s> (facts §3.2)
+    assert ids[:2] == [tok.bos_id, tok.bos_id]                 # auto BOS + literal <s> (docs/official-model.md §3.2)
     assert ids.count(proc.image_token_id) == n
     assert ids[2:2 + len(tok.encode("[INST] <Img>"))] == tok.encode("[INST] <Img>")
     assert ids[-len(tok.encode("</Img> [refer] red circle [/INST]")):] == tok.encode("</Img> [refer] red circle [/INST]")
@@ -32,7 +32,7 @@ def test_inference_layout_single_and_multi_turn(proc):
 def test_prompt_form_training_is_exactly_the_training_sequence(tmp_path):
     """prompt_form "training" (the nano preset): the inference prompt followed by the answer and EOS is token for
     token the training example, single and multi-turn, with and without an image; "official" is not (two BOS,
-    one space before [/INST], facts §3.2)."""
+    one space before [/INST], docs/official-model.md §3.2)."""
     from minigptv2.config import nano
     from minigptv2.errors import MiniGPTv2Error
     from minigptv2.config import MiniGPTv2Config

@@ -44,8 +44,16 @@ class ForceText(LogitsProcessor):
         return forced
 
 
+def unconstrained(fn):
+    """The forced answers are the tests' own: box constraints (on by default in the server) are tested with the real
+    model in tests/test_server_decoding.py."""
+    def gen(*a, **kw):
+        return fn(*a, **{**kw, "constrain_boxes": False})
+    return gen
+
+
 def forced_generate(processor, text=ANSWER):
-    return functools.partial(generate, logits_processor=LogitsProcessorList([ForceText(processor, text)]))
+    return unconstrained(functools.partial(generate, logits_processor=LogitsProcessorList([ForceText(processor, text)])))
 
 
 def png(w=200, h=100, colour=(200, 30, 30)) -> bytes:
@@ -185,7 +193,7 @@ def test_multi_turn_uses_the_first_image_and_earlier_turns(mp):
         assert call["images"][0].size == (80, 60)
         assert [m["role"] for m in call["prompts"][0]] == ["user", "assistant", "user"]
         assert call["prompts"][0][2]["content"] == "[identify] what is this " + BOX
-        assert call["kw"] == {"max_new_tokens": 20, "do_sample": False}
+        assert call["kw"] == {"max_new_tokens": 20, "do_sample": False, "constrain_boxes": True}
     finally:
         engine.close()
 

@@ -23,7 +23,7 @@ from helpers import tiny_model
 from minigptv2 import generate
 from minigptv2 import server as srv
 from minigptv2.errors import MiniGPTv2Error
-from test_server import ForceText, Recorder, forced_generate, live_server, user
+from test_server import ForceText, Recorder, forced_generate, live_server, unconstrained, user
 
 WORDS = "red " * 120        # one token per word, each streamed as soon as it is generated, and never an EOS
 LIMITS = srv.Limits(max_body_bytes=200_000, max_image_pixels=50_000, max_tokens=100, default_max_tokens=16)
@@ -65,7 +65,7 @@ def counted_engine(mp, hold_at, **kw):
     model, proc = mp
     engine = None
     steps = Steps(hold_at, lambda: engine.stats["cancel_requests"] > 0)
-    fn = functools.partial(generate, logits_processor=LogitsProcessorList([steps, ForceText(proc, WORDS)]))
+    fn = unconstrained(functools.partial(generate, logits_processor=LogitsProcessorList([steps, ForceText(proc, WORDS)])))
     engine = srv.Engine(model, proc, "tiny", generate_fn=fn, **kw)
     return engine, steps
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -299,9 +300,16 @@ def killed(data):
     runs = {name: data["root"] / f"killed-{name}" for name in ("between", "in_save")}
     ps = {"between": _popen([sys.executable, "-c", CHILD, "step", "5", *args(data, runs["between"])]),
           "in_save": _popen([sys.executable, "-c", CHILD, "save", "2", *args(data, runs["in_save"])])}
-    ready = ""
-    if select.select([ps["between"].stdout], [], [], 120)[0]:
-        ready = ps["between"].stdout.readline().strip()
+    # the child prints the data check's table and the schedule before READY: read the pipe itself (no buffer
+    # that select cannot see) until READY
+    fd, seen, deadline = ps["between"].stdout.fileno(), b"", time.monotonic() + 120
+    while b"READY\n" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            seen += chunk
+    ready = "READY" if b"READY\n" in seen else seen.decode(errors="replace")[-300:]
     if ready == "READY":
         ps["between"].send_signal(signal.SIGKILL)
     errs = {name: _finish(p, 120) for name, p in ps.items()}
@@ -523,7 +531,7 @@ def test_bf16_runs_close_to_fp32(data, ref, tmp_path):
 
 
 def test_precision_auto_takes_bf16_only_where_it_is_native(data, ref, tmp_path, monkeypatch, capsys):
-    """bf16 on a CPU without it in hardware is emulated (~10x slower than fp32 here, README), so the default
+    """bf16 on a CPU without it in hardware is emulated (~10x slower than fp32 here, docs/nano.md), so the default
     "auto" trains in fp32 there, and the checkpoint records the precision that was used."""
     flags = {"avx2 fma": False, "avx2 avx512f avx512_bf16": True, "avx512f amx_bf16 amx_tile": True}
     for f, want in flags.items():
