@@ -124,7 +124,10 @@ class MiniGPTv2Processor(ProcessorMixin):
         if conversation and isinstance(conversation[0], (list, tuple)):
             out = [self.apply_chat_template(c, add_generation_prompt, tokenize, return_dict, return_tensors)
                    for c in conversation]
-            return out if not tokenize else self._pad([o["input_ids"][0].tolist() for o in out], None)
+            if not tokenize:
+                return out
+            images = [t[3] for t in map(_turns, conversation) if t[2]]     # each row checked for its image above
+            return self._pad([o["input_ids"][0].tolist() for o in out], images)
         questions, answers, has_image, image = _turns(conversation)
         items = tuple(self._render(questions, answers, has_image))
         prompt = Prompt("".join(self._mark(it) for it in items))

@@ -38,15 +38,23 @@ def chat_proc(tmp_path_factory):
     return from_llm(hf_folder(tmp_path_factory.mktemp("chat"), "llama"), small_vision_config())[1]
 
 
-# ---- messages -> (questions, answers, has_image) -------------------------------------------------------------
+# ---- messages -> (questions, answers, has_image, image) ------------------------------------------------------
+PIC = Image.new("RGB", (4, 4))
+
+
 @pytest.mark.parametrize("messages, want", [
-    ([{"role": "user", "content": "hi"}], (["hi"], [], False)),
-    (({"role": "user", "content": "hi"},), (["hi"], [], False)),                          # a tuple is a list
-    ([{"role": "user", "content": [IMG, text("[refer]"), text("red circle")]}], (["[refer] red circle"], [], True)),
-    ([{"role": "user", "content": [text("a"), {"type": "image_url", "image_url": {"url": "x"}}]}], (["a"], [], True)),
-    ([{"role": "user", "content": [IMG]}], ([""], [], True)),
+    ([{"role": "user", "content": "hi"}], (["hi"], [], False, None)),
+    (({"role": "user", "content": "hi"},), (["hi"], [], False, None)),                    # a tuple is a list
+    ([{"role": "user", "content": [IMG, text("[refer]"), text("red circle")]}], (["[refer] red circle"], [], True, None)),
+    ([{"role": "user", "content": [text("a"), {"type": "image_url", "image_url": {"url": "x"}}]}],
+     (["a"], [], True, None)),
+    ([{"role": "user", "content": [IMG]}], ([""], [], True, None)),
+    ([{"role": "user", "content": [{"type": "image", "image": PIC}, text("q")]}], (["q"], [], True, PIC)),
+    ([{"role": "user", "content": [{"type": "image", "path": "a.png", "url": "u"}]}], ([""], [], True, "a.png")),
+    ([{"role": "user", "content": [{"type": "image", "image": None, "url": "http://x/i.png"}]}],
+     ([""], [], True, "http://x/i.png")),
     ([{"role": "user", "content": [IMG, text("q1")]}, {"role": "assistant", "content": [text("a1")]},
-      {"role": "user", "content": "q2"}], (["q1", "q2"], ["a1"], True)),
+      {"role": "user", "content": "q2"}], (["q1", "q2"], ["a1"], True, None)),
 ])
 def test_turns_of_valid_messages(messages, want):
     assert _turns(messages) == want
@@ -97,11 +105,18 @@ def test_apply_chat_template_renders_the_official_and_the_training_form(proc):
 
 def test_apply_chat_template_tokenized(proc):
     tok = proc.tok
-    msgs = [{"role": "user", "content": [IMG, text("[vqa] what color")]}]
+    msgs = [{"role": "user", "content": [{"type": "image", "image": PIC}, text("[vqa] what color")]}]
     out = proc.apply_chat_template(msgs, tokenize=True)
     assert out["input_ids"].tolist() == [proc.prompt_ids(["[vqa] what color"])]
-    assert out["attention_mask"].tolist() == [[1] * out["input_ids"].shape[1]] and "pixel_values" not in out
+    assert out["attention_mask"].tolist() == [[1] * out["input_ids"].shape[1]]
+    assert torch.equal(out["pixel_values"], proc.image(PIC)[None])
+    assert "pixel_values" not in proc.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=True)
+    with pytest.raises(MiniGPTv2Error, match=r"^apply_chat_template\(tokenize=True\) needs the image itself in its "
+                                             r"part: \{\"type\": \"image\", \"image\": PIL image or path\}$"):
+        proc.apply_chat_template([{"role": "user", "content": [IMG, text("q")]}], tokenize=True)
     batch = proc.apply_chat_template([msgs, [{"role": "user", "content": "hi"}]], tokenize=True)
+    assert torch.equal(batch["pixel_values"], proc.image(PIC)[None])             # the batch keeps its image
+    assert proc.apply_chat_template([msgs, msgs], tokenize=True)["pixel_values"].shape[0] == 2
     short = [tok.bos_id, tok.bos_id] + tok.encode("[INST] hi [/INST]")
     n = batch["input_ids"].shape[1] - len(short)
     assert batch["input_ids"][1].tolist() == [proc._fill_id] * n + short         # left padding

@@ -6,9 +6,11 @@ nothing, so the resume tests of tests/test_train.py cannot see a random state th
 Uses the data, the run helpers and the kill machinery of tests/test_train.py.
 """
 import json
-import signal
+import os
 import select
+import signal
 import sys
+import time
 
 import pytest
 import torch
@@ -78,13 +80,18 @@ def test_sigkill_then_resume_is_bit_identical(data, init, dref):
     """A training process SIGKILLed while in step 6 (checkpoint at 3), resumed by a new process."""
     out = data["root"] / "dropout-killed"
     p = _popen([sys.executable, "-c", CHILD, "step", "5", *dargs(data, init, out)])
-    ready = ""
-    if select.select([p.stdout], [], [], 120)[0]:
-        ready = p.stdout.readline().strip()
-    if ready == "READY":
+    # the child prints the data check and the schedule before READY: read the pipe itself (as tests/test_train.py)
+    fd, seen, deadline = p.stdout.fileno(), b"", time.monotonic() + 120
+    while b"READY\n" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            seen += chunk
+    if b"READY\n" in seen:
         p.send_signal(signal.SIGKILL)
     err = _finish(p, 120)
-    assert ready == "READY" and p.returncode == -signal.SIGKILL, err[-3000:]
+    assert b"READY\n" in seen and p.returncode == -signal.SIGKILL, err[-3000:]
     assert len(log_rows(out)) == 5
     run_main(dargs(data, init, out, "--resume"))
     assert losses(out) == losses(dref)
