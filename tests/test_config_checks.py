@@ -109,3 +109,12 @@ def test_config_edges_that_are_valid():
     assert config(trainable={}).trainable == {}
     assert config(template="chat", prompt_form="training").template == "chat"
     assert config(name="").name == ""
+
+
+def test_optional_text_sizes_are_checked_only_where_the_config_has_them():
+    """GPT-2's config has no intermediate_size or num_key_value_heads (it maps its own names onto hidden_size,
+    num_hidden_layers and num_attention_heads): accepted; where they exist they are range-checked."""
+    c = config(text_config=dict(model_type="gpt2", vocab_size=512, n_embd=64, n_layer=2, n_head=4))
+    assert c.text_config.hidden_size == 64 and c.text_config.num_hidden_layers == 2
+    with pytest.raises(MiniGPTv2Error, match=r"text_config\.num_attention_heads must be an integer in \[1, 1024\]"):
+        config(text_config=dict(model_type="gpt2", vocab_size=512, n_embd=2050, n_layer=2, n_head=1025))

@@ -242,3 +242,28 @@ def test_need_and_step_by_hand():
     for fn, args in ((need, (("bogus",),)), (step, (("bogus",), "x"))):
         with pytest.raises(ValueError, match=r"unknown state \('bogus',\)"):
             fn(*args)
+
+
+def test_per_row_constraints_for_a_batch_of_tasks():
+    """for_tasks: refer rows get one box then the end, detection / grounding rows well-formed boxes, other rows
+    nothing; the scores passed in are not changed in place."""
+    from minigptv2.constrained import PerRow, for_tasks
+
+    tok = FakeTok()
+    assert for_tasks(tok, ["vqa", "caption", "identify"]) is None
+    [lp] = for_tasks(tok, ["refer", "vqa", "detection", "grounding"], max_new_tokens=20)
+    assert isinstance(lp, PerRow) and lp.rows[1] is None
+    assert [(c.single, c.max_new_tokens, c.t.single) for c in (lp.rows[0], lp.rows[2], lp.rows[3])] == \
+        [(True, 20, True), (False, 20, False), (False, 20, False)]
+    scores = torch.zeros(4, len(tok))
+    out = lp(torch.zeros((4, 0), dtype=torch.long), scores)
+    allowed = [{i for i, v in enumerate(row) if torch.isfinite(v)} for row in out]
+    assert allowed[0] == {5, 6} and allowed[1] == set(range(len(tok)))          # " " or "{" first; free
+    assert allowed[2] == allowed[3] == set(range(len(tok)))
+    assert torch.equal(scores, torch.zeros(4, len(tok)))                         # the input is left as it was
+    ids = torch.tensor([[6], [6], [6], [4]])                                      # "{" "{" "{" "red"
+    out = lp(ids, torch.zeros(4, len(tok)))
+    assert [{i for i, v in enumerate(row) if torch.isfinite(v)} for row in out] == \
+        [{8}, set(range(len(tok))), {8}, set(range(len(tok)))]                   # "<" inside an open box
+    free = torch.zeros(2, len(tok))
+    assert PerRow([None, None])(torch.zeros((2, 0), dtype=torch.long), free) is free

@@ -157,3 +157,10 @@ def test_chat_templates_that_cannot_be_cut_are_refused():
         prompts.render_chat_inference(Forgetful(), ["q1", "q2"], ["a1"])
     with pytest.raises(MiniGPTv2Error, match="^the chat template does not end the assistant turn with '<E>'$"):
         prompts.render_chat_training(FakeChat(end=""), [("q", "a")], has_image=False)
+
+
+@pytest.mark.parametrize("text, task", [("[refer] red circle", "refer"), ("  [vqa] x", "vqa"), ("[identify]", "identify"),
+                                        ("refer x", None), ("[chat] hi", None), ("", None), ("x [refer] y", None),
+                                        ("[detection][refer] x", "detection")])
+def test_task_of(text, task):
+    assert prompts.task_of(text) == task
