@@ -247,7 +247,7 @@ def test_need_and_step_by_hand():
 def test_per_row_constraints_for_a_batch_of_tasks():
     """for_tasks: refer rows get one box then the end, detection / grounding rows well-formed boxes, other rows
     nothing; the scores passed in are not changed in place."""
-    from minigptv2.constrained import PerRow, for_tasks
+    from minigptv2.constrained import PerRow, _tables_for, for_tasks
 
     tok = FakeTok()
     assert for_tasks(tok, ["vqa", "caption", "identify"]) is None
@@ -267,3 +267,7 @@ def test_per_row_constraints_for_a_batch_of_tasks():
         [{8}, set(range(len(tok))), {8}, set(range(len(tok)))]                   # "<" inside an open box
     free = torch.zeros(2, len(tok))
     assert PerRow([None, None])(torch.zeros((2, 0), dtype=torch.long), free) is free
+    from types import SimpleNamespace
+
+    [lp] = for_tasks(SimpleNamespace(tok=tok), ["refer"])                   # a processor: its prompt tokenizer
+    assert lp.rows[0].t is _tables_for(tok, True)
