@@ -94,7 +94,8 @@ def test_text_config_sizes(key):
     big = LIMITS[key] + 4 if key == "hidden_size" else LIMITS[key] + 1      # + 4: a multiple of the 4 heads
     # transformers checks that the heads divide hidden_size: give it a size they divide
     fit = {"hidden_size": 2 * big, "num_key_value_heads": big} if key == "num_attention_heads" else {}
-    with pytest.raises(MiniGPTv2Error, match=rf"text_config\.{key} must be an integer in \[1, {LIMITS[key]}\], got {big}"):
+    with pytest.raises(MiniGPTv2Error, match=rf"text_config\.{key} must be an integer in \[1, {LIMITS[key]}\], "
+                                             rf"got {big}"):
         config(text_config={**t, **fit, key: big})
 
 

@@ -45,7 +45,8 @@ PIC = Image.new("RGB", (4, 4))
 @pytest.mark.parametrize("messages, want", [
     ([{"role": "user", "content": "hi"}], (["hi"], [], False, None)),
     (({"role": "user", "content": "hi"},), (["hi"], [], False, None)),                    # a tuple is a list
-    ([{"role": "user", "content": [IMG, text("[refer]"), text("red circle")]}], (["[refer] red circle"], [], True, None)),
+    ([{"role": "user", "content": [IMG, text("[refer]"), text("red circle")]}],
+     (["[refer] red circle"], [], True, None)),
     ([{"role": "user", "content": [text("a"), {"type": "image_url", "image_url": {"url": "x"}}]}],
      (["a"], [], True, None)),
     ([{"role": "user", "content": [IMG]}], ([""], [], True, None)),

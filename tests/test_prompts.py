@@ -159,8 +159,8 @@ def test_chat_templates_that_cannot_be_cut_are_refused():
         prompts.render_chat_training(FakeChat(end=""), [("q", "a")], has_image=False)
 
 
-@pytest.mark.parametrize("text, task", [("[refer] red circle", "refer"), ("  [vqa] x", "vqa"), ("[identify]", "identify"),
-                                        ("refer x", None), ("[chat] hi", None), ("", None), ("x [refer] y", None),
-                                        ("[detection][refer] x", "detection")])
+@pytest.mark.parametrize("text, task", [("[refer] red circle", "refer"), ("  [vqa] x", "vqa"),
+                                        ("[identify]", "identify"), ("refer x", None), ("[chat] hi", None), ("", None),
+                                        ("x [refer] y", None), ("[detection][refer] x", "detection")])
 def test_task_of(text, task):
     assert prompts.task_of(text) == task
