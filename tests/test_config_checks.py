@@ -2,7 +2,7 @@
 both edges of each range, with the field named in the message (tests/test_model.py has one case per rule)."""
 import pytest
 
-from minigptv2.config import LIMIT, MiniGPTv2Config, MiniGPTv2VisionConfig, tiny
+from minigptv2.config import LIMITS, MiniGPTv2Config, MiniGPTv2VisionConfig, tiny
 from minigptv2.errors import MiniGPTv2Error
 
 VISION = dict(image_size=56, patch_size=14, width=32, depth=2, heads=2, mlp_dim=64)
@@ -18,16 +18,17 @@ def config(**kw):
 
 
 @pytest.mark.parametrize("key", INTS)
-@pytest.mark.parametrize("value", [0, -1, "14", 14.0, True, None, LIMIT + 1])
+@pytest.mark.parametrize("value", [0, -1, "14", 14.0, True, None, "over"])
 def test_vision_sizes_are_positive_ints(key, value):
-    with pytest.raises(MiniGPTv2Error, match=rf"config vision_config\.{key} must be an integer in \[1, {LIMIT}\], "
-                                             rf"got {value!r}"):
+    value = LIMITS[key] + 1 if value == "over" else value
+    with pytest.raises(MiniGPTv2Error, match=rf"config vision_config\.{key} must be an integer in "
+                                             rf"\[1, {LIMITS[key]}\], got {value!r}"):
         vision(**{key: value})
 
 
 def test_vision_edges_that_are_valid():
     assert vision(depth=1, mlp_dim=1).depth == 1
-    assert vision(depth=LIMIT).depth == LIMIT                                  # the upper limit itself is allowed
+    assert vision(depth=LIMITS["depth"]).depth == LIMITS["depth"]              # the upper limit itself is allowed
     assert vision(image_size=14, patch_size=14, width=3, heads=3).grid == 1
     assert vision(mean=(0, 1, 2.5), std=(1, 1e-9, 2)).std == (1, 1e-9, 2)
 
@@ -50,9 +51,11 @@ def test_vision_consistency(kw, match):
 
 
 @pytest.mark.parametrize("key", ["group", "max_context_len", "max_txt_len"])
-@pytest.mark.parametrize("value", [0, "4", 4.0, False, LIMIT + 1])
+@pytest.mark.parametrize("value", [0, "4", 4.0, False, "over"])
 def test_top_level_sizes_are_positive_ints(key, value):
-    with pytest.raises(MiniGPTv2Error, match=rf"config {key} must be an integer in \[1, {LIMIT}\], got {value!r}"):
+    value = LIMITS[key] + 1 if value == "over" else value
+    with pytest.raises(MiniGPTv2Error, match=rf"config {key} must be an integer in \[1, {LIMITS[key]}\], "
+                                             rf"got {value!r}"):
         config(**{key: value})
 
 
@@ -85,14 +88,14 @@ def test_text_config_sizes(key):
     t = tiny().text_config.to_dict()
     with pytest.raises(MiniGPTv2Error, match=rf"config text_config\.{key} must be an integer in \[1, "):
         config(text_config={**t, key: 0})
-    with pytest.raises(MiniGPTv2Error, match=rf"text_config\.{key} must be an integer in \[1, {LIMIT}\]"):
-        config(text_config={**t, key: LIMIT + 4})          # + 4: hidden_size stays a multiple of the heads
+    with pytest.raises(MiniGPTv2Error, match=rf"text_config\.{key} must be an integer in \[1, {LIMITS[key]}\]"):
+        config(text_config={**t, key: LIMITS[key] + 4})    # + 4: hidden_size stays a multiple of the heads
 
 
 def test_config_edges_that_are_valid():
     assert config(image_token_id=511).image_token_id == 511 and config(image_token_id=0).image_token_id == 0
     assert config(group=1).num_image_tokens == 16 and config(group=16).num_image_tokens == 1
-    assert config(max_context_len=1, max_txt_len=LIMIT).max_context_len == 1
+    assert config(max_context_len=1, max_txt_len=LIMITS["max_txt_len"]).max_context_len == 1
     assert config(lora={"r": 1, "dropout": 0.0, "alpha": 0.5}).lora["r"] == 1
     assert config(lora={"dropout": 0.999}).lora["dropout"] == 0.999
     assert config(trainable={"vit": "full", "projector": "frozen", "llm": "lora"}).trainable["vit"] == "full"

@@ -49,7 +49,7 @@ def chat_proc(tmp_path_factory):
       {"role": "user", "content": "q2"}], (["q1", "q2"], ["a1"], True)),
 ])
 def test_turns_of_valid_messages(messages, want):
-    assert _turns(messages) == want
+    assert _turns(messages) == (*want, None)         # the image itself: none of these parts holds one
 
 
 @pytest.mark.parametrize("messages, match", [
@@ -97,10 +97,12 @@ def test_apply_chat_template_renders_the_official_and_the_training_form(proc):
 
 def test_apply_chat_template_tokenized(proc):
     tok = proc.tok
-    msgs = [{"role": "user", "content": [IMG, text("[vqa] what color")]}]
+    msgs = [{"role": "user", "content": [{**IMG, "image": Image.new("RGB", (20, 10))}, text("[vqa] what color")]}]
     out = proc.apply_chat_template(msgs, tokenize=True)
     assert out["input_ids"].tolist() == [proc.prompt_ids(["[vqa] what color"])]
-    assert out["attention_mask"].tolist() == [[1] * out["input_ids"].shape[1]] and "pixel_values" not in out
+    assert out["attention_mask"].tolist() == [[1] * out["input_ids"].shape[1]] and out["pixel_values"].shape[0] == 1
+    with pytest.raises(MiniGPTv2Error, match="needs the image itself"):
+        proc.apply_chat_template([{"role": "user", "content": [IMG, text("q")]}], tokenize=True)
     batch = proc.apply_chat_template([msgs, [{"role": "user", "content": "hi"}]], tokenize=True)
     short = [tok.bos_id, tok.bos_id] + tok.encode("[INST] hi [/INST]")
     n = batch["input_ids"].shape[1] - len(short)

@@ -7,7 +7,6 @@ Uses the data, the run helpers and the kill machinery of tests/test_train.py.
 """
 import json
 import signal
-import select
 import sys
 
 import pytest
@@ -18,8 +17,8 @@ from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import Tokenizer
-from test_train import (CHILD, _finish, _popen, assert_same_weights, data, log_rows, losses,  # noqa: F401 - fixture
-                        one_thread, run_main)
+from test_train import (CHILD, _finish, _popen, assert_same_weights, data, log_rows, losses,  # noqa: F401 - fixtures
+                        one_thread, read_until_ready, run_main)
 
 STEPS, BATCH, EVERY = 8, 4, 3
 DROPOUT = 0.2
@@ -78,9 +77,7 @@ def test_sigkill_then_resume_is_bit_identical(data, init, dref):
     """A training process SIGKILLed while in step 6 (checkpoint at 3), resumed by a new process."""
     out = data["root"] / "dropout-killed"
     p = _popen([sys.executable, "-c", CHILD, "step", "5", *dargs(data, init, out)])
-    ready = ""
-    if select.select([p.stdout], [], [], 120)[0]:
-        ready = p.stdout.readline().strip()
+    ready = read_until_ready(p)
     if ready == "READY":
         p.send_signal(signal.SIGKILL)
     err = _finish(p, 120)
