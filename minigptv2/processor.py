@@ -122,12 +122,14 @@ class MiniGPTv2Processor(ProcessorMixin):
         """OpenAI / transformers messages ({"type": "image"} and {"type": "text"} parts, or str contents) -> the
         prompt the official code builds (config.template / prompt_form). The last message must be the user's."""
         if conversation and isinstance(conversation[0], (list, tuple)):
-            out = [self.apply_chat_template(c, add_generation_prompt, tokenize, return_dict, return_tensors)
-                   for c in conversation]
+            prompts = [self.apply_chat_template(c, add_generation_prompt) for c in conversation]
             if not tokenize:
-                return out
-            images = [t[3] for t in map(_turns, conversation) if t[2]]     # each row checked for its image above
-            return self._pad([o["input_ids"][0].tolist() for o in out], images)
+                return prompts
+            turns = [_turns(c) for c in conversation]
+            if any(t[2] and t[3] is None for t in turns):
+                raise MiniGPTv2Error('apply_chat_template(tokenize=True) needs the image itself in its part: '
+                                     '{"type": "image", "image": PIL image or path}')
+            return self(text=prompts, images=[t[3] for t in turns if t[2]] or None, return_tensors=return_tensors)
         questions, answers, has_image, image = _turns(conversation)
         items = tuple(self._render(questions, answers, has_image))
         prompt = Prompt("".join(self._mark(it) for it in items))

@@ -6,11 +6,8 @@ nothing, so the resume tests of tests/test_train.py cannot see a random state th
 Uses the data, the run helpers and the kill machinery of tests/test_train.py.
 """
 import json
-import os
-import select
 import signal
 import sys
-import time
 
 import pytest
 import torch
@@ -20,8 +17,8 @@ from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import Tokenizer
-from test_train import (CHILD, _finish, _popen, assert_same_weights, data, log_rows, losses,  # noqa: F401 - fixture
-                        one_thread, run_main)
+from test_train import (CHILD, _finish, _popen, assert_same_weights, data, log_rows, losses,  # noqa: F401 - fixtures
+                        one_thread, read_until_ready, run_main)
 
 STEPS, BATCH, EVERY = 8, 4, 3
 DROPOUT = 0.2
@@ -80,18 +77,11 @@ def test_sigkill_then_resume_is_bit_identical(data, init, dref):
     """A training process SIGKILLed while in step 6 (checkpoint at 3), resumed by a new process."""
     out = data["root"] / "dropout-killed"
     p = _popen([sys.executable, "-c", CHILD, "step", "5", *dargs(data, init, out)])
-    # the child prints the data check and the schedule before READY: read the pipe itself (as tests/test_train.py)
-    fd, seen, deadline = p.stdout.fileno(), b"", time.monotonic() + 120
-    while b"READY\n" not in seen and time.monotonic() < deadline:
-        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            seen += chunk
-    if b"READY\n" in seen:
+    ready = read_until_ready(p)
+    if ready == "READY":
         p.send_signal(signal.SIGKILL)
     err = _finish(p, 120)
-    assert b"READY\n" in seen and p.returncode == -signal.SIGKILL, err[-3000:]
+    assert ready == "READY" and p.returncode == -signal.SIGKILL, err[-3000:]
     assert len(log_rows(out)) == 5
     run_main(dargs(data, init, out, "--resume"))
     assert losses(out) == losses(dref)

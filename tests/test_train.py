@@ -292,6 +292,19 @@ def _finish(p: subprocess.Popen, timeout: float = 300) -> str:
         return p.communicate()[1] + "\n(timed out)"
 
 
+def read_until_ready(p, timeout: float = 120) -> str:
+    """The child prints the data check's table and the schedule before READY: read the pipe itself (no buffer that
+    select cannot see) until READY. Returns "READY", or the end of what was read."""
+    fd, seen, deadline = p.stdout.fileno(), b"", time.monotonic() + timeout
+    while b"READY\n" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            seen += chunk
+    return "READY" if b"READY\n" in seen else seen.decode(errors="replace")[-300:]
+
+
 @pytest.fixture(scope="module")
 def killed(data):
     """Two training children started together (they are mostly interpreter start-up): `between` is
@@ -300,16 +313,7 @@ def killed(data):
     runs = {name: data["root"] / f"killed-{name}" for name in ("between", "in_save")}
     ps = {"between": _popen([sys.executable, "-c", CHILD, "step", "5", *args(data, runs["between"])]),
           "in_save": _popen([sys.executable, "-c", CHILD, "save", "2", *args(data, runs["in_save"])])}
-    # the child prints the data check's table and the schedule before READY: read the pipe itself (no buffer
-    # that select cannot see) until READY
-    fd, seen, deadline = ps["between"].stdout.fileno(), b"", time.monotonic() + 120
-    while b"READY\n" not in seen and time.monotonic() < deadline:
-        if select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            seen += chunk
-    ready = "READY" if b"READY\n" in seen else seen.decode(errors="replace")[-300:]
+    ready = read_until_ready(ps["between"])
     if ready == "READY":
         ps["between"].send_signal(signal.SIGKILL)
     errs = {name: _finish(p, 120) for name, p in ps.items()}
