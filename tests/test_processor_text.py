@@ -118,7 +118,8 @@ def test_apply_chat_template_tokenized(proc):
     batch = proc.apply_chat_template([msgs, [{"role": "user", "content": "hi"}]], tokenize=True)
     assert torch.equal(batch["pixel_values"], proc.image(PIC)[None])             # the batch keeps its image
     assert proc.apply_chat_template([msgs, msgs], tokenize=True)["pixel_values"].shape[0] == 2
-    with pytest.raises(MiniGPTv2Error, match=r"^apply_chat_template\(tokenize=True\) needs the image itself"):
+    with pytest.raises(MiniGPTv2Error, match=r"^apply_chat_template\(tokenize=True\) needs the image itself in its "
+                                             r"part: \{\"type\": \"image\", \"image\": PIL image or path\}$"):
         proc.apply_chat_template([msgs, [{"role": "user", "content": [IMG, text("q")]}]], tokenize=True)
     short = [tok.bos_id, tok.bos_id] + tok.encode("[INST] hi [/INST]")
     n = batch["input_ids"].shape[1] - len(short)
