@@ -18,6 +18,8 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
 from minigptv2.errors import MiniGPTv2Error
@@ -96,6 +98,8 @@ class HFTokenizer:
         self.path = Path(source)
         self._lock = threading.Lock()        # split_special_tokens is state on the shared Rust tokenizer
         self.chat_template = hf.chat_template
+        if self.chat_template:
+            _check_template(self.chat_template, source)
         self.eos_text = self._end_of_turn() if self.chat_template else hf.eos_token
         if self.eos_text is None:
             raise MiniGPTv2Error(f"the tokenizer from {source} has no eos token")
@@ -107,8 +111,8 @@ class HFTokenizer:
     def _end_of_turn(self) -> str:
         """The special token the chat template writes right after an assistant message."""
         probe = "\ue000answer\ue001"
-        text = self.hf.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}],
-                                           tokenize=False)
+        text = self.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": probe}],
+                                        add_generation_prompt=False)
         after = text.split(probe, 1)[1].lstrip() if probe in text else ""
         for t in sorted(self.hf.all_special_tokens + [str(a) for a in self.hf.added_tokens_decoder.values()
                                                       if getattr(a, "special", False)], key=len, reverse=True):
@@ -137,10 +141,62 @@ class HFTokenizer:
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool) -> str:
         if not self.chat_template:
             raise MiniGPTv2Error(f"the tokenizer from {self.path} has no chat template; use template 'llama2'")
-        return self.hf.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        return _bounded(lambda: self.hf.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                            tokenize=False), self.path)
 
     def save(self, folder: Path) -> None:
         self.hf.save_pretrained(str(Path(folder) / "tokenizer"))
+
+
+TEMPLATE_SECONDS = 2.0        # one chat-template rendering: a few messages take well under a millisecond
+
+
+class _TemplateTimeout(Exception):
+    pass
+
+
+def _check_template(template, source) -> None:
+    """Refuse what tracing cannot interrupt: `**` (a huge power runs in C, even while Jinja compiles the template,
+    which folds constants). Lexing is linear in the template's length."""
+    import jinja2
+
+    for t in (template.values() if isinstance(template, dict) else [template]):
+        try:
+            if any(kind == "operator" and value == "**" for _, kind, value in jinja2.Environment().lex(t)):
+                raise MiniGPTv2Error(f"the chat template of {source} uses the power operator `**`, which is refused "
+                                     "(it can run for ever; SECURITY.md)")
+        except jinja2.TemplateSyntaxError as e:
+            raise MiniGPTv2Error(f"the chat template of {source} does not parse: {e}") from None
+
+
+def _bounded(render, source):
+    """render() with Python execution bounded to TEMPLATE_SECONDS: a trace function on this thread raises once the
+    deadline has passed (Jinja compiles templates to Python, so every loop runs Python lines). Any failure of the
+    template is a MiniGPTv2Error naming the folder."""
+    deadline = time.monotonic() + TEMPLATE_SECONDS
+
+    def trace(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise _TemplateTimeout
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        return render()
+    except _TemplateTimeout:
+        raise MiniGPTv2Error(f"the chat template of {source} took more than {TEMPLATE_SECONDS:g} s to render "
+                             "(refused; SECURITY.md)") from None
+    except (RecursionError, MemoryError, OverflowError) as e:
+        raise MiniGPTv2Error(f"the chat template of {source} failed: {type(e).__name__}") from None
+    except Exception as e:
+        import jinja2
+
+        if isinstance(e, jinja2.TemplateError):
+            raise MiniGPTv2Error(f"the chat template of {source} failed: {e}") from None
+        raise
+    finally:
+        sys.settrace(previous)
 
 
 def build_tokenizer(texts, out_file, vocab_size: int = 1024) -> Path:

@@ -316,3 +316,32 @@ def test_chat_template_that_drops_messages_is_refused(tmp_path):
     assert proc.prompt_ids(["only"], has_image=False)
     with pytest.raises(MiniGPTv2Error, match="every message once and in order"):
         proc.prompt_ids(["first", "second"], ["answer"], has_image=False)
+
+
+HANG = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.mark.parametrize("template,where,match", [
+    (HANG + CHATML, "load", "took more than 0.3 s"),                          # loops at the load-time probe
+    ("{% if 'xyzzy' in messages[0]['content'] %}" + HANG + "{% endif %}" + CHATML, "render", "took more than 0.3 s"),
+    ("{% set n = 7 ** (9 ** 9) %}" + CHATML, "load", "power operator"),    # folded in C while compiling: no trace
+    ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}" + CHATML, "load", "RecursionError"),
+    ("{{ raise_exception('roles must alternate') }}" + CHATML, "load", "roles must alternate"),
+    ("{% for m in messages %}" + CHATML, "load", "Unexpected end of template"),
+])
+def test_hostile_chat_template_is_refused_in_bounded_time(tmp_path, monkeypatch, template, where, match):
+    import minigptv2.tokenizers as toks
+
+    monkeypatch.setattr(toks, "TEMPLATE_SECONDS", 0.3)
+    hf = hf_tokenizer(tmp_path)
+    hf.chat_template = template
+    before = sys.gettrace()
+    if where == "load":
+        with pytest.raises(MiniGPTv2Error, match=match):
+            HFTokenizer(tmp_path, hf=hf)
+    else:
+        tok = HFTokenizer(tmp_path, hf=hf)                      # the probe conversation renders normally
+        assert tok.apply_chat_template([{"role": "user", "content": "hi"}], True).endswith("<|im_start|>assistant\n")
+        with pytest.raises(MiniGPTv2Error, match=match):
+            tok.apply_chat_template([{"role": "user", "content": "xyzzy"}], True)
+    assert sys.gettrace() is before                            # the caller's tracer (a debugger, coverage) is back
