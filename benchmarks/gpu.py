@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
-from minigptv2 import bench  # noqa: E402
+from benchmarks import common as bench  # noqa: E402
 from minigptv2.config import preset  # noqa: E402
 from minigptv2.generate import PrefixCache, generate, generate_cached  # noqa: E402
 from minigptv2.model import MiniGPTv2ForConditionalGeneration  # noqa: E402
@@ -252,7 +252,7 @@ def section_quantized(a, model, proc, ctx):
 
 
 def section_train(a, model, proc, ctx):
-    from minigptv2.train import loss_sum, make_batch, param_groups
+    from minigptv2.train.loop import loss_sum, make_batch, param_groups
 
     ctx.pop("merged", None)
     cdtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32

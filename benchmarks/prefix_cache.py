@@ -1,9 +1,9 @@
-"""Benchmark 'prefix_cache' (see minigptv2/bench.py run_prefix_cache): prints one JSON line. `--tiny` for a seconds-long run."""
+"""Benchmark 'prefix_cache' (see benchmarks/common.py run_prefix_cache): prints one JSON line. `--tiny` for a seconds-long run."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minigptv2.bench import script_main  # noqa: E402
+from benchmarks.common import script_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(script_main("prefix_cache", sys.argv[1:]))

@@ -6,7 +6,7 @@
     from minigptv2.synthetic import make_scene, write_synthetic
     scene = make_scene(random.Random(0))      # scene.image (PIL), scene.objects [Obj(color, shape, box)]
     write_synthetic("data/synth", n=2000, seed=0)
-    parts = minigptv2.data.load_mixture("data/synth/mixture.json")
+    parts = minigptv2.data.datasets.load_mixture("data/synth/mixture.json")
 
 A scene is a W×H canvas (each in [192, 320], not square on purpose) with a near-white tinted background,
 0–3 grey distractors (short lines, small dots) that are not objects, and 1..max_objects non-overlapping
@@ -25,7 +25,7 @@ Canonical answers (deterministic wording, objects ordered left to right by box c
     chat       2–3 turns in LLaVA conversation format ("what is in this image?" -> "the image shows ...", ...)
     text       a fixed set of text-only questions about shapes and colours (unnatural-instructions format)
 
-The readers of minigptv2.data apply the official instruction templates and text processing to these files,
+The readers of minigptv2.data.datasets apply the official instruction templates and text processing to these files,
 so synthetic training runs through exactly the code path of the real data.
 
 Output layout of write_synthetic(out, n, seed):

@@ -5,7 +5,7 @@ import torch
 
 from minigptv2.config import tiny
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
-from minigptv2.nano import build_tokenizer
+from minigptv2.tokenizers import build_tokenizer
 from minigptv2.processor import build_processor
 from minigptv2.tokenizers import Tokenizer
 

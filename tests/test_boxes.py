@@ -82,7 +82,7 @@ def test_refcoco_training_target_is_truncated(tmp_path):
     import json
     import random
 
-    from minigptv2.data import open_dataset
+    from minigptv2.data.datasets import open_dataset
 
     rec = {"img_id": "COCO_train2014_000000000001_1", "sents": "the cup", "bbox": [5, 3, 634, 424], "width": 640,
            "height": 428}

@@ -9,7 +9,7 @@ from helpers import tiny_model, tiny_tokenizer
 from minigptv2 import generate
 from minigptv2.boxes import parse_boxes
 from minigptv2.constrained import BOX_CHARS, BoxConstraint, box_constraint, well_formed
-from minigptv2.metrics import refcoco_parse
+from minigptv2.eval.metrics import refcoco_parse
 from minigptv2.processor import Tokenizer
 
 LLAMA_TOK = FIXTURES / "tiny_llama" / "tokenizer.model"

@@ -11,11 +11,11 @@ from conftest import ROOT
 from helpers import tiny_model, tiny_tokenizer
 from minigptv2 import checkpoint as ckpt
 from minigptv2 import cli
-from minigptv2 import train as T
-from minigptv2.dataconvert import convert
-from minigptv2.datatools import model_folder, write_example
+from minigptv2.train import loop as T
+from minigptv2.data.convert import convert
+from minigptv2.data.cli import model_folder, write_example
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.trainrun import apply_overrides
+from minigptv2.train.schedule import apply_overrides
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -27,8 +27,8 @@ from PIL import Image
 from helpers import tiny_model
 from minigptv2 import boxes as bx
 from minigptv2 import prompts
-from minigptv2 import server as srv
-from minigptv2.data import KINDS, load_mixture, open_dataset
+from minigptv2.serve import server as srv
+from minigptv2.data.datasets import KINDS, load_mixture, open_dataset
 from minigptv2.errors import MiniGPTv2Error
 import minigptv2.generate  # noqa: F401 - the package's `generate` attribute is the function
 from minigptv2.generate import Result

@@ -274,7 +274,7 @@ def test_bad_inputs_name_the_problem(tmp_path):
 def test_server_answers_413_for_the_cap_and_400_for_refused_formats():
     import base64
 
-    from minigptv2 import server as srv
+    from minigptv2.serve import server as srv
 
     limits = srv.Limits(max_image_pixels=10_000)
     url = lambda data: "data:image/png;base64," + base64.b64encode(data).decode()   # noqa: E731
@@ -291,7 +291,7 @@ def test_web_demo_editor_checks_uploads_before_gradio_decodes_them(decodes, tmp_
     import gradio as gr
     from gradio.data_classes import FileData
 
-    from minigptv2.webui import capped_editor
+    from minigptv2.serve.webui import capped_editor
 
     editor = capped_editor(10_000, type="pil", image_mode="RGBA")
     big = tmp_path / "big.png"

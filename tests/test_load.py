@@ -24,7 +24,7 @@ from transformers import LogitsProcessorList
 
 from helpers import tiny_model
 from minigptv2 import generate
-from minigptv2 import server as srv
+from minigptv2.serve import server as srv
 from test_server import ForceText, data_url, live_server, png, unconstrained, user  # noqa: F401 - shared test helpers
 
 ANSWER = "<p>red circle</p> {<12><40><38><71>}"

@@ -1,4 +1,4 @@
-"""Synthetic scenes (minigptv2.synthetic): determinism, exact boxes, formats readable by minigptv2.data."""
+"""Synthetic scenes (minigptv2.synthetic): determinism, exact boxes, formats readable by minigptv2.data.datasets."""
 import json
 import random
 from pathlib import Path
@@ -9,7 +9,7 @@ from PIL import Image
 
 from minigptv2 import synthetic
 from minigptv2.boxes import parse_box, parse_boxes, to_grid
-from minigptv2.data import TASKS, load_mixture
+from minigptv2.data.datasets import TASKS, load_mixture
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.synthetic import COLORS, SHAPES, Obj, Scene, make_scene, write_synthetic
 

@@ -1,0 +1,2 @@
+"""Training data: the official datasets and the mixture file (datasets.py), and `minigptv2 data` (cli.py) with
+its converters from COCO / CSV / JSONL (convert.py) and the checks run before training (check.py)."""

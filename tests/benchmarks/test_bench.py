@@ -1,0 +1,150 @@
+"""Benchmarks run (tiny configuration, valid JSON) and every optimised / baseline path gives the same greedy ids.
+
+No speed thresholds here: timings live in BENCHMARKS.md.
+"""
+import importlib
+import json
+
+import pytest
+import torch
+
+from conftest import FIXTURES, ROOT
+from helpers import tiny_model
+from benchmarks import common as bench
+
+G = importlib.import_module("minigptv2.generate")
+
+SMALL = {   # the tiniest runs of each script
+    "latency": ["--max-new-tokens", "3", "--repeats", "1"],
+    "generate_batch": ["--max-new-tokens", "3", "--batch", "3"],
+    "prefix_cache": ["--max-new-tokens", "3", "--repeats", "2"],
+    "scaling": ["--max-new-tokens", "3", "--batches", "1", "2", "--lengths", "2", "4"],
+    "train_step": ["--batch", "2", "--steps", "1"],
+    "bandwidth": ["--max-new-tokens", "3", "--copy-mb", "4", "--repeats", "1"],
+    "nano_train": ["--batch", "4", "--steps", "2"],
+}
+
+
+@pytest.mark.parametrize("name", bench.BENCHMARKS)
+def test_script_prints_one_json_line(name, capsys):
+    assert bench.script_main(name, ["--tiny"] + SMALL[name]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    d = json.loads(lines[0])
+    assert d["bench"] == name and d["model"] == "tiny" and d["peak_rss_mb"] > 0
+    if "same_token_ids" in d:
+        assert d["same_token_ids"] is True
+    if name == "train_step":
+        assert d["max_abs_loss_diff"] < 1e-4        # the baseline builds the same sequences
+    if name == "nano_train":
+        assert d["sdpa_s_per_step"] > 0 and d["eager_s_per_step"] > 0 and d["max_abs_loss_diff"] < 0.05
+    if name == "scaling":
+        assert [(r["batch"], r["max_new_tokens"]) for r in d["rows"]] == [(1, 2), (1, 3), (1, 4), (2, 3)]
+
+
+def test_cli_runs_the_script_files(capsys, tmp_path):
+    from minigptv2.cli import main
+
+    assert (ROOT / "benchmarks" / "bandwidth.py").is_file()
+    out, png = tmp_path / "r.jsonl", tmp_path / "b.png"
+    assert main(["bench", "--only", "bandwidth", "--tiny", "--out", str(out), "--plot", str(png),
+                 "--max-new-tokens", "2", "--copy-mb", "4"]) == 0
+    d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert d["bench"] == "bandwidth" and d["copy_bandwidth_gb_s"] > 0 and 0 < d["fraction_of_bound"]
+    assert json.loads(out.read_text()) == d and png.stat().st_size > 1000
+
+
+def test_plot_all_results(tmp_path, capsys):
+    lines = []
+    for name in ("scaling", "latency"):
+        bench.script_main(name, ["--tiny"] + SMALL[name])
+        lines.append(json.loads(capsys.readouterr().out))
+    lines += [{"bench": "generate_batch", "batch": 3, "throughput_ratio": 1.5}, {"bench": "train_step", "ratio": 1.0},
+              {"bench": "prefix_cache", "speedup_later_vs_first": 2.0}]
+    bench.plot(lines, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_official_style_baseline_matches_ours(tmp_path):
+    model, proc = tiny_model(tmp_path)
+    ims, ps = bench.requests(3)
+    ours = bench.ours_generate(model, proc, ims, ps, 6)
+    assert bench.official_generate(model, proc, ims, ps, 6) == ours                 # batched, zero padding
+    assert [bench.official_generate(model, proc, [i], [p], 6)[0] for i, p in zip(ims, ps)] == ours
+
+
+def test_prefix_cache_same_ids_tiny(tmp_path):
+    model, proc = tiny_model(tmp_path)          # with LoRA, as the official model
+    ims = bench.images(2, seed=7)
+    cache = G.PrefixCache()
+    questions = list(bench.PROMPTS) + [[{"role": "user", "content": "[vqa] what color"},
+                                        {"role": "assistant", "content": "red"},
+                                        {"role": "user", "content": "[refer] the circle"}]]
+    for im, qs in ((ims[0], questions[::2]), (ims[1], questions[1:6:2]), (ims[0], questions[-2:])):  # + eviction
+        for q in qs:
+            [plain] = G.generate(model, proc, [im], [q], max_new_tokens=8)
+            cached = G.generate_cached(model, proc, im, q, cache, max_new_tokens=8)
+            assert cached.token_ids == plain.token_ids and cached.text == plain.text
+            if cache.max_bytes > cache.bytes > 0:     # bounded by bytes: room for exactly one image's entry
+                cache.max_bytes = cache.bytes
+    assert len(cache.items) == 1 and cache.bytes == cache.max_bytes and cache.misses == 3 and cache.hits > cache.misses
+    # same content through another object (bytes) hits the cache
+    import io
+
+    buf = io.BytesIO()
+    ims[0].save(buf, format="PNG")
+    h = cache.hits
+    G.generate_cached(model, proc, buf.getvalue(), questions[0], cache, max_new_tokens=2)
+    assert cache.hits == h + 1
+
+
+@pytest.fixture(scope="module")
+def official():
+    from minigptv2.checkpoint import convert_official
+    F = FIXTURES
+    model, proc = convert_official(F / "tiny_llama", F / "eva_vit_tiny_224.pth", F / "minigptv2_tiny_ckpt.pth",
+                                   vit_depth=2, vit_heads=4, image_size=448, lora_alpha=16, dtype="fp32")
+    return model.eval(), proc
+
+
+def _official_new_ids(ids):
+    ids = ids[1:]                     # the official 4.30 output starts with the BOS placeholder
+    return ids[: ids.index(2) + 1] if 2 in ids else ids
+
+
+def test_prefix_cache_and_baseline_match_official_fixtures(official):
+    model, proc = official
+    F = FIXTURES
+    gen = json.loads((F / "outputs/generation.json").read_text())
+    instr = json.loads((F / "inputs/prompts.json").read_text())["instructions"]
+    names = torch.load(F / "outputs/vision_outputs.pt", weights_only=True)["image_names"]
+    images = [F / "inputs/images" / n for n in names]
+    cache = G.PrefixCache()
+    # a third of the 40 pairs (every image, every prompt), grouped by image: cache hits
+    pairs = [pr for pr in gen["pairs"] if (pr["image_index"] + pr["prompt_index"]) % 3 == 0]
+    for k, pr in enumerate(sorted(pairs, key=lambda pr: pr["image_index"])):
+        want = _official_new_ids(pr["generated_ids"])
+        im, q = images[pr["image_index"]], instr[pr["prompt_index"]]
+        r = G.generate_cached(model, proc, im, q, cache, max_new_tokens=20)
+        assert r.token_ids == want and r.text == pr["generated_text"], pr["prompt"]
+        if k % 3 == 0:
+            assert bench.official_generate(model, proc, [im], [q], 20) == [want]
+    assert cache.hits > 0
+
+
+def test_gpu_benchmark_runs_tiny_on_cpu():
+    """benchmarks/gpu.py --tiny --device cpu: every section prints its JSON line (the figures belong to a GPU run)."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--tiny", "--device", "cpu"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [d["section"] for d in lines] == ["env", "load", "vit", "decode", "batch", "prefix", "quantized", "train"]
+    by = {d["section"]: d for d in lines}
+    # timings of a seconds-long tiny run are noise (a decode rate can come out negative): only their presence counts
+    for section, key in (("decode", "compiled_tokens_s"), ("batch", "speedup"), ("prefix", "speedup")):
+        assert isinstance(by[section][key], float), (section, key)
+    assert by["train"]["batch4"]["step_s"] > 0
+    assert by["load"]["host_peak_gb"] > 0 and "error" not in by["load"]

@@ -1,0 +1,155 @@
+"""The embedded default model (minigptv2/assets/nano): it loads with no arguments and its synthetic table is
+produced here by the eval CLI, on the first 60 held-out scenes (the eval's own deterministic set: seed
+HELDOUT_SEED, greedy, constrained boxes).
+
+The floors are what this model measured on exactly that set, minus MARGIN, overall and per number of objects in
+the scene, so a real drop fails (switching nano to the official prompt form takes identify 0.864 -> 0.591 and
+VQA 0.920 -> 0.882 here). They are not the README's 500-scene table (refer 0.832, detection 0.796, VQA 0.911,
+identify 0.841, caption 0.866). A retrained model must re-measure them: run the eval command of
+`test_synthetic_table_by_the_eval_cli` and copy metrics.json's values (truncated to 3 decimals) into MEASURED.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+import minigptv2
+
+MARGIN = 0.03
+# measured on the 60-scene set (training prompt form), truncated to 3 decimals
+MEASURED = {"refer_acc": 0.809, "detection_recall": 0.800, "vqa_em": 0.919, "identify_em": 0.863,
+            "caption_em": 0.866, "grounding_recall": 0.872, "refer_names_differ": 1.0}
+MEASURED_BY_OBJECTS = {      # {metric: {objects in the scene: value}}
+    "refer_acc": {1: 1.0, 2: 0.892, 3: 0.666},
+    "detection_recall": {1: 1.0, 2: 0.857, 3: 0.666},
+    "vqa_em": {1: 0.991, 2: 0.926, 3: 0.841},
+    "identify_em": {1: 1.0, 2: 0.928, 3: 0.759},
+    "caption_em": {1: 1.0, 2: 0.928, 3: 0.611},
+    "grounding_recall": {1: 1.0, 2: 0.821, 3: 0.833},
+}
+LIMIT = 60
+
+
+@pytest.fixture(scope="module")
+def nano():
+    assert (minigptv2.NANO_DIR / "model.safetensors").is_file(), "the embedded nano model is missing"
+    return minigptv2.load()
+
+
+def test_loads_with_no_arguments_and_records_its_recipe(nano):
+    model, proc = nano
+    assert model.config.name == "nano"
+    recipe = json.loads((minigptv2.NANO_DIR / "recipe.json").read_text())
+    assert recipe["recipe"]["stage_all"]["steps"] > 0 and recipe["times"]["total_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    """`minigptv2 eval --bench synthetic --limit 60` on the embedded model: (metrics, report, data folder)."""
+    out = tmp_path_factory.mktemp("nano_eval")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-m", "minigptv2.cli", "eval", "--bench", "synthetic", "--limit", str(LIMIT),
+                        "--out", str(out), "--batch-size", "32", "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())["benches"]["synthetic"]
+    return m, (out / "report.md").read_text(), out / "synthetic_data"
+
+
+def test_synthetic_table_by_the_eval_cli(table):
+    m, report, _ = table
+    print(report)
+    assert "refer" in report.lower() and "|" in report
+    low = {k: (round(m[k], 3), floor) for k, v in MEASURED.items() if m[k] < (floor := v - MARGIN)}
+    assert not low, f"below the floor (value, floor): {low}"
+    got = m["by_objects"]
+    low = {(k, n): (round(got[k][str(n)], 3), floor) for k, per in MEASURED_BY_OBJECTS.items() for n, v in per.items()
+           if got[k][str(n)] < (floor := v - MARGIN)}
+    assert not low, f"below the floor per number of objects (value, floor): {low}"
+    assert m["refer_parse_failure_rate"] == 0.0
+
+
+def test_nano_is_prompted_in_the_training_form_which_scores_higher(nano, table):
+    """nano is configured for prompt_form "training"; the official form scores it clearly lower on identify (the
+    README: 0.561 against 0.841 on 500 scenes), so the setting is what the floors above depend on. Identify only,
+    on the same scenes (the official form has no floor of its own: not wanted for nano)."""
+    from minigptv2.config import MiniGPTv2Config
+    from minigptv2.eval.cli import SYNTH_MAX_NEW_TOKENS, _score_synth, run_prompts, synthetic_items
+    from minigptv2.processor import build_processor
+
+    model, proc = nano
+    assert model.config.prompt_form == "training" and proc.config.prompt_form == "training"
+    assert json.loads((minigptv2.NANO_DIR / "config.json").read_text())["prompt_form"] == "training"
+    m, _, data_dir = table
+    official = build_processor(proc.tok, MiniGPTv2Config.from_dict({**proc.config.to_dict(),
+                                                                    "prompt_form": "official"}))
+    items = synthetic_items(data_dir, LIMIT)["identify"]
+    preds = run_prompts(model, official, items, 32, SYNTH_MAX_NEW_TOKENS["identify"], progress=False)
+    score = _score_synth("identify", items, preds)[0]["identify_em"]
+    assert score < m["identify_em"] - 0.10, (score, m["identify_em"])
+
+
+def test_dense_vit_pretraining_learns_classes_and_boxes():
+    import random
+
+    import torch
+
+    from minigptv2.config import tiny
+    from recipes.nano import patch_targets, pretrain_vit
+    from minigptv2.processor import MiniGPTv2ImageProcessor
+    from minigptv2.synthetic import COLORS, SHAPES, make_scene
+    from minigptv2.vit import EVAViT
+
+    cfg = tiny()
+    torch.manual_seed(0)
+    vit = EVAViT(cfg.vision_config)
+    classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
+
+    def scenes(seed):
+        sc = make_scene(random.Random(seed))
+        return sc.image, [(o.name, o.box) for o in sc.objects]
+
+    img, objs = scenes(0)
+    cls, box = patch_targets(objs, img.width, img.height, cfg.vision_config.grid, classes)
+    assert (cls > 0).any() and ((box >= 0) & (box <= 1)).all()
+    logs = []
+    losses = pretrain_vit(vit, MiniGPTv2ImageProcessor.from_config(cfg), scenes, classes, steps=40, batch_size=8, lr=2e-3,
+                          log=logs.append)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    assert "patch acc" in logs[-1] and not vit.training
+
+
+def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
+    """nano.run with every count shrunk: data, tokenizer, ViT, every stage of RECIPE["stages"] (the later ones with
+    their own ratios, all with the frozen-ViT cache), recipe.json, install."""
+    import torch
+
+    from recipes import nano
+
+    r = dict(nano.RECIPE, data_all=dict(n=6, seed=2, max_objects=3), test=dict(n=2, seed=999, max_objects=3),
+             vocab_size=512, vit_steps=2, vit_batch=2,
+             llm=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                      intermediate_size=64))
+    for stage in r["stages"]:
+        r[stage] = dict(r[stage], steps=2, batch_size=4, warmup_steps=1)
+    monkeypatch.setattr(nano, "RECIPE", r)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = nano.run(tmp_path / "work", log=lambda *a: None)
+        installed = nano.install_fp16(out["model"], tmp_path / "installed")
+    finally:
+        torch.set_num_threads(n)
+    work = tmp_path / "work"
+    for stage in r["stages"][1:]:       # each later stage trains on its own ratios
+        mix = json.loads((work / "data_all" / f"mixture_{stage}.json").read_text())
+        assert {e["kind"]: e["ratio"] for e in mix} == {**{e["kind"]: 0 for e in mix}, **r[stage]["ratios"]}
+        assert len((work / stage / "log.jsonl").read_text().splitlines()) == 2
+    saved = json.loads((installed / "recipe.json").read_text())
+    assert saved["recipe"]["stage_mixed"]["ratios"] == r["stage_mixed"]["ratios"] and saved["times"]["total_s"] > 0
+    assert set(saved["times"]) >= {f"{s}_s" for s in r["stages"]}
+    model, _ = minigptv2.load(installed)
+    assert model.config.name == "nano"

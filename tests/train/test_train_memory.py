@@ -1,0 +1,48 @@
+"""Training memory like the official: gradient checkpointing works with LoRA and the frozen ViT (same gradients),
+and frozen parts can be held in the compute dtype while the trainable ones stay fp32 (train() does it on a GPU)."""
+import torch
+from PIL import Image
+
+from helpers import tiny_model
+from minigptv2.train import loop as T
+
+
+def _grads(model, batch, checkpointing: bool) -> dict:
+    model.zero_grad()
+    model.visual_encoder.gradient_checkpointing = checkpointing
+    if checkpointing:
+        model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.language_model.gradient_checkpointing_disable()
+    s, n = T.loss_sum(model, batch, torch.float32)
+    (s / n).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def test_gradient_checkpointing_gives_the_same_lora_and_projector_gradients(tmp_path):
+    model, proc = tiny_model(tmp_path)
+    model.train()
+    with torch.no_grad():                      # a trained-looking adapter (B is zero at init)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    ex = [proc.training_example([("[vqa] color?", "red")], image=Image.new("RGB", (40, 30), "red")),
+          proc.training_example([("[refer] the circle", "{<1><2><3><4>}")], image=Image.new("RGB", (30, 40), "blue"))]
+    batch = proc.collate(ex)
+    plain, ckpt = _grads(model, batch, False), _grads(model, batch, True)
+    assert any("lora_A" in k for k in plain) and "llama_proj.weight" in plain
+    for k in plain:
+        assert ckpt[k].abs().sum() > 0, k
+        torch.testing.assert_close(ckpt[k], plain[k], atol=1e-6, rtol=1e-5)
+
+
+def test_cast_for_training_holds_frozen_parts_in_the_compute_dtype(tmp_path):
+    model, proc = tiny_model(tmp_path)
+    model.cast_for_training(torch.bfloat16)
+    trainable = {p.dtype for p in model.parameters() if p.requires_grad}
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert trainable == {torch.float32} and frozen == {torch.bfloat16}
+    batch = proc.collate([proc.training_example([("[vqa] color?", "red")], image=Image.new("RGB", (40, 30), "red"))])
+    s, n = T.loss_sum(model, batch, torch.bfloat16)
+    s.backward()
+    assert torch.isfinite(s) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
