@@ -392,7 +392,7 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
     configuration came from ({"stage", "preset", "notes", "given"}, main), printed and saved in schedule.json."""
     from tqdm.auto import tqdm
 
-    from minigptv2.train.loop import schedule as trainrun
+    from minigptv2.train import schedule as trainrun
 
     rank, world, device = init_distributed()
     if tc.batch_size % (world * tc.grad_accum):
@@ -514,7 +514,7 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
 
 
 def main(argv=None) -> int:
-    from minigptv2.train.loop import schedule as trainrun
+    from minigptv2.train import schedule as trainrun
 
     p = argparse.ArgumentParser(prog="minigptv2 train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
