@@ -45,6 +45,7 @@ from collections import Counter
 from pathlib import Path
 
 from minigptv2.boxes import format_box, to_grid
+from minigptv2.data.annotations import read_json, read_text
 from minigptv2.data.datasets import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, IDENTIFY_TEMPLATES, REFER_TEMPLATES,
                             VQA_TEMPLATES)
 from minigptv2.errors import MiniGPTv2Error
@@ -124,9 +125,7 @@ def _boxes_text(boxes) -> str:
 # ---- COCO ---------------------------------------------------------------------------------------------------
 def from_coco(path: Path, images: _Images, tasks=COCO_TASKS) -> tuple[list[tuple[str, dict]], Counter]:
     """[(image file, record)] and counts of what was skipped."""
-    from minigptv2.data.datasets import _read_json
-
-    data = _read_json(str(path))
+    data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
                                                                                      "categories")):
         raise MiniGPTv2Error(f"{path}: a COCO detection file is an object with lists 'images', 'annotations' and "
@@ -259,9 +258,7 @@ def simple_record(r: dict, where: str, images: _Images, box_format: str) -> tupl
 
 
 def from_csv(path: Path, images: _Images, box_format: str = "xyxy") -> list[tuple[str, dict]]:
-    from minigptv2.data.datasets import _read_text
-
-    reader = csv.DictReader(io.StringIO(_read_text(str(path)), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     if not reader.fieldnames or "image" not in [f.strip() for f in reader.fieldnames]:
         raise MiniGPTv2Error(f"{path}: the first row must name the columns, among them 'image' "
                              f"(image, question, answer, boxes, task); got {reader.fieldnames}")
@@ -276,10 +273,8 @@ def from_csv(path: Path, images: _Images, box_format: str = "xyxy") -> list[tupl
 
 
 def from_jsonl(path: Path, images: _Images, box_format: str = "xyxy") -> list[tuple[str, dict]]:
-    from minigptv2.data.datasets import _read_text
-
     out = []
-    for n, line in enumerate(_read_text(str(path)).splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}: line {n}"
