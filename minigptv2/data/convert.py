@@ -30,8 +30,8 @@ rule: x = int(x_pixels / width * 100)):
     answer alone                 -> caption    "[caption] Briefly describe this image." -> "{answer}"
   A question that already starts with a task identifier ("[vqa] ...") is used as it is.
 
-The instructions are the prompts `minigptv2 eval` asks (evaluate.py), so a model is scored on what it trained on.
-Every error names the file, the record and the value.
+The instructions are the prompts `minigptv2 eval` asks (minigptv2/eval/benches.py), so a model is scored on what it
+trained on. Every error names the file, the record and the value.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ from minigptv2.errors import MiniGPTv2Error
 from minigptv2.images import image_size
 from minigptv2.prompts import IDENTIFIERS
 
-# the prompts of evaluate.py (REFER_PROMPT, VQA_PROMPT, IDENTIFY_PROMPT, DETECTION_PROMPT, CAPTION_PROMPT)
+# the prompts of minigptv2/eval/benches.py: REFER_PROMPT, VQA_PROMPT, IDENTIFY_PROMPT, DETECTION_PROMPT, CAPTION_PROMPT
 PROMPTS = {"refer": REFER_TEMPLATES[1], "vqa": VQA_TEMPLATES[1], "identify": IDENTIFY_TEMPLATES[1],
            "detection": DETECTION_TEMPLATE, "caption": "[caption] " + CAPTION_TEMPLATES[0]}
 FORMATS = ("coco", "csv", "jsonl")

@@ -22,6 +22,7 @@ import json
 import time
 from pathlib import Path
 
+from minigptv2.devices import add_device_args, load_kwargs
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval.benches import expand_benches, load_bench
 from minigptv2.eval.jsonl import run_jsonl
@@ -62,7 +63,7 @@ def _key_metrics(m: dict) -> dict:
     return {k: m[k] for k in keys if k in m}
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="minigptv2 eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
@@ -78,10 +79,12 @@ def main(argv=None) -> int:
                    help="run the box benches with and without the constraint and report both")
     p.add_argument("--examples", type=int, default=8, help="examples drawn per bench in examples/*.png (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    from minigptv2.devices import add_device_args, load_kwargs
-
     add_device_args(p, quantize=True)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     if a.limit is not None and a.limit < 1:
         raise MiniGPTv2Error(f"--limit must be >= 1, got {a.limit}")
     benches = expand_benches(a.bench)

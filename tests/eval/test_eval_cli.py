@@ -1,5 +1,6 @@
 """`minigptv2 eval` (minigptv2/eval/cli.py) with a tiny model: every output written, the help."""
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -42,3 +43,16 @@ def test_cli_synthetic_without_data_writes_heldout_set(tmp_path, model_dir, monk
     assert "Synthetic benchmark" in (out / "report.md").read_text()
     with pytest.raises(MiniGPTv2Error, match="--data ROOT is required"):
         cli.main(["--bench", "refcoco_val", "--out", str(out)])
+
+
+def test_help_has_a_line_for_every_argument_and_points_to_the_layout():
+    p = cli.parser()
+    assert all(action.help for action in p._actions), [a.dest for a in p._actions if not a.help]
+    text = p.format_help()
+    assert "docs/evaluation.md" in text and "ROOT/" not in text and len(text.splitlines()) < 60
+    layout = (Path(__file__).parents[2] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    for where in ("ROOT/refcoco/refcoco_val.json", "ROOT/okvqa/okvqa_test_split.json", "ROOT/vizwiz/val.json",
+                  "ROOT/gqa/testdev_balanced.json", "ROOT/vsr/test.jsonl", "ROOT/hm/dev.jsonl",
+                  "ROOT/iconvqa/choose_text_val.json", "ROOT/coco_caption/coco_karpathy_test.json",
+                  "ROOT/detection/phrase_to_object.json", "ROOT/grounding/grounded_caption.json"):
+        assert where in layout, where
