@@ -187,3 +187,20 @@ def test_detection_grounding_caption_benches(tmp_path, mp, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)      # Java-free tokenizer path: fast and offline
     m, rows = cli.run_bench(*mp, "coco_caption", root, progress=False)
     assert m["BLEU-1"] == pytest.approx(1.0, abs=1e-6) and m["total"] == 4
+
+
+@pytest.mark.parametrize("bench, rel, records, message", [
+    ("gqa", "gqa/testdev_balanced.json", [{"image": "g.jpg", "question": "left?"}], r"record 0: missing field 'answer'"),
+    ("refcoco_val", "refcoco/refcoco_val.json", [{"img_id": "COCO_train2014_000000000001_1", "sents": "cup",
+                                                  "bbox": [1, 2, 3, 4], "width": True, "height": 5}],
+     r"record 0: field 'width' must be int or float, got bool"),
+    ("detection", "detection/phrase_to_object.json", [{"phrase": "cup", "bbox": "{<1><2><3><4>}"}],
+     r"record 0: missing field 'image_id' \(or 'image'\)"),
+    ("vsr", "vsr/test.jsonl", "{\"image\": \"s.jpg\"}\n{oops}\n", r"line 2: invalid JSON at column 2"),
+])
+def test_loader_errors_name_the_file_record_and_field(tmp_path, bench, rel, records, message):
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True)
+    path.write_text(records if isinstance(records, str) else json.dumps(records))
+    with pytest.raises(MiniGPTv2Error, match=rf"{path.name}: {message}"):
+        benches.load_bench(tmp_path, bench)
