@@ -161,7 +161,8 @@ def test_detection_grounding_caption_benches(tmp_path, mp, monkeypatch):
     gro = json.loads((root / "grounding" / "grounded_caption.json").read_text())
     answers = {(str(root / "detection" / r["image"]), f"[detection] {r['phrase']}"):
                f"<p>{r['phrase']}</p> {r['bbox']}" for r in det}
-    answers.update({(str(root / "grounding" / r["image"]), benches.GROUNDING_PROMPT): r["grounded_caption"] for r in gro})
+    answers.update({(str(root / "grounding" / r["image"]), benches.GROUNDING_PROMPT): r["grounded_caption"]
+                    for r in gro})
     patch_generate(monkeypatch, FakeGenerate(answers))
     m, rows = cli.run_bench(*mp, "detection", root, progress=False)
     assert m["recall"] == 1.0 and m["precision"] == 1.0 and m["parse_failures"] == 0 and m["AP50"] == pytest.approx(1)
@@ -190,7 +191,8 @@ def test_detection_grounding_caption_benches(tmp_path, mp, monkeypatch):
 
 
 @pytest.mark.parametrize("bench, rel, records, message", [
-    ("gqa", "gqa/testdev_balanced.json", [{"image": "g.jpg", "question": "left?"}], r"record 0: missing field 'answer'"),
+    ("gqa", "gqa/testdev_balanced.json", [{"image": "g.jpg", "question": "left?"}],
+     r"record 0: missing field 'answer'"),
     ("refcoco_val", "refcoco/refcoco_val.json", [{"img_id": "COCO_train2014_000000000001_1", "sents": "cup",
                                                   "bbox": [1, 2, 3, 4], "width": True, "height": 5}],
      r"record 0: field 'width' must be int or float, got bool"),

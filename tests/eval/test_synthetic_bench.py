@@ -50,7 +50,8 @@ def test_synthetic_benchmark_exact_scores(tmp_path, mp, monkeypatch):
         qs = [r for r in vqa if n_obj[str(d / r["image"])] == k]
         assert by["vqa_em"][k] == pytest.approx(1 - sum(r["question_id"] in wrong for r in qs) / len(qs))
     patch_generate(monkeypatch, FakeGenerate({}, default="{<10><10><60><60>}"))
-    assert synthetic.synthetic_benchmark(*mp, d, progress=False)["refer_names_differ"] == 0.0   # one box whatever the name
+    one_box = synthetic.synthetic_benchmark(*mp, d, progress=False)
+    assert one_box["refer_names_differ"] == 0.0     # one box whatever the name
     patch_generate(monkeypatch, FakeGenerate(_synthetic_answers(d, wrong)))
     limited = synthetic.synthetic_benchmark(*mp, d, limit=2, progress=False)
     assert limited["n"]["caption"] == 2
