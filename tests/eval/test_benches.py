@@ -7,10 +7,16 @@ from pathlib import Path
 import pytest
 
 from eval_helpers import REFCOCO, FakeGenerate, iconvqa_root, img_file, patch_generate, refcoco_root
+from helpers import tiny_model
 from minigptv2.boxes import format_box, to_grid
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval import benches, cli
 from minigptv2.synthetic import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def mp(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
 
 
 def _iou_inclusive(a, b):

@@ -6,8 +6,16 @@ import pytest
 from PIL import Image
 
 from eval_helpers import FakeGenerate, patch_generate, refcoco_root
+from helpers import tiny_model
+from minigptv2.checkpoint import save
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval import cli
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    model, proc = tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
+    return save(model, proc.tok.path, tmp_path_factory.mktemp("evm") / "tiny")
 
 
 def test_cli_end_to_end_with_tiny_model(tmp_path, model_dir):

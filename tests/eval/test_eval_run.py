@@ -3,7 +3,13 @@ import pytest
 from PIL import Image
 
 from eval_helpers import iconvqa_root
+from helpers import tiny_model
 from minigptv2.eval import benches, run
+
+
+@pytest.fixture(scope="module")
+def mp(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
 
 
 def test_iconvqa_loss_is_official_padded_mean(tmp_path, mp):

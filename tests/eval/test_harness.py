@@ -1,10 +1,17 @@
 """The lmms-eval / VLMEvalKit adapter (minigptv2/eval/harness.py): the calls each harness makes, and the answers."""
 from types import SimpleNamespace
 
+import pytest
 from PIL import Image
 
 from eval_helpers import FakeGenerate, img_file, patch_generate
+from helpers import tiny_model
 from minigptv2.eval.harness import MiniGPTv2ForEval
+
+
+@pytest.fixture(scope="module")
+def mp(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
 
 
 def test_adapter_call_shapes(tmp_path, mp, monkeypatch):

@@ -5,9 +5,15 @@ from pathlib import Path
 import pytest
 
 from eval_helpers import FakeGenerate, patch_generate
+from helpers import tiny_model
 from minigptv2.boxes import format_box, to_grid
 from minigptv2.eval import benches, synthetic
 from minigptv2.synthetic import write_synthetic
+
+
+@pytest.fixture(scope="module")
+def mp(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
 
 
 def _synthetic_answers(d: Path, wrong_vqa=()):
