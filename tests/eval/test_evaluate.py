@@ -16,7 +16,7 @@ from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import Result
 from minigptv2.synthetic import write_synthetic
 
-REFCOCO = Path(__file__).parent / "fixtures" / "refcoco"
+REFCOCO = Path(__file__).parents[1] / "fixtures" / "refcoco"
 
 
 @pytest.fixture(scope="module")
