@@ -51,11 +51,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from minigptv2 import prompts
 from minigptv2.boxes import format_box, parse_boxes, to_grid
 from minigptv2.errors import MiniGPTv2Error
 
-TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection", "chat", "text")
-VISION_TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection")
+VISION_TASKS = prompts.TASKS
+TASKS = VISION_TASKS + ("chat", "text")
 
 
 @dataclass
