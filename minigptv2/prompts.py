@@ -59,6 +59,12 @@ def with_task(task: str | None, text: str) -> str:
     return f"[{task}] {text}"
 
 
+def without_task(text: str) -> str:
+    """The instruction without its leading task identifier ("red circle" for "[refer] red circle")."""
+    task = task_of(text)
+    return text.lstrip()[len(task) + 2:].lstrip() if task else text
+
+
 def task_of(text: str) -> str | None:
     """The task identifier an instruction starts with ("refer" for "[refer] red circle"), or None."""
     head = text.lstrip()

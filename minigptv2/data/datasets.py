@@ -51,14 +51,15 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from minigptv2 import prompts
 from minigptv2.boxes import format_box, parse_boxes, to_grid
 from minigptv2.data.annotations import field as _field, flickr_image as _flickr_image, read_json as _read_json
 from minigptv2.data.annotations import read_list as _list_file, read_text as _read_text, str_list as _str_list
 from minigptv2.data.annotations import where as _where
 from minigptv2.errors import MiniGPTv2Error
 
-TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection", "chat", "text")
-VISION_TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection")
+VISION_TASKS = prompts.TASKS
+TASKS = VISION_TASKS + ("chat", "text")
 
 
 @dataclass

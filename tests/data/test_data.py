@@ -12,7 +12,7 @@ from minigptv2.data.datasets import (CAPTION_TEMPLATES, GROUNDING_TEMPLATES, IDE
                             Sample, blip_caption, load_mixture, open_dataset)
 from minigptv2.errors import MiniGPTv2Error
 
-REPO_REFCOCO = Path(__file__).parent / "fixtures" / "refcoco" / "refcoco_val.json"   # first 200 records of the real file
+REPO_REFCOCO = Path(__file__).parents[1] / "fixtures" / "refcoco" / "refcoco_val.json"   # first 200 records of the real file
 
 
 def write(path: Path, obj) -> Path:
