@@ -46,15 +46,11 @@ from pathlib import Path
 
 from minigptv2.boxes import format_box, to_grid
 from minigptv2.data.annotations import read_json, read_text
-from minigptv2.data.datasets import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, IDENTIFY_TEMPLATES, REFER_TEMPLATES,
-                            VQA_TEMPLATES)
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.images import image_size
-from minigptv2.prompts import IDENTIFIERS
+from minigptv2.prompts import EVAL_PROMPTS, IDENTIFIERS
 
-# the prompts of minigptv2/eval/benches.py: REFER_PROMPT, VQA_PROMPT, IDENTIFY_PROMPT, DETECTION_PROMPT, CAPTION_PROMPT
-PROMPTS = {"refer": REFER_TEMPLATES[1], "vqa": VQA_TEMPLATES[1], "identify": IDENTIFY_TEMPLATES[1],
-           "detection": DETECTION_TEMPLATE, "caption": "[caption] " + CAPTION_TEMPLATES[0]}
+PROMPTS = {t: EVAL_PROMPTS[t] for t in ("refer", "vqa", "identify", "detection", "caption")}   # as eval asks
 FORMATS = ("coco", "csv", "jsonl")
 COCO_TASKS = ("refer", "identify", "detection")
 PIXEL_SLACK = 1.0     # a box may reach this far past the image edge (float rounding in real annotations)

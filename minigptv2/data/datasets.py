@@ -57,6 +57,7 @@ from minigptv2.data.annotations import field as _field, flickr_image as _flickr_
 from minigptv2.data.annotations import read_list as _list_file, read_text as _read_text, str_list as _str_list
 from minigptv2.data.annotations import where as _where
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.prompts import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES)
 
 VISION_TASKS = prompts.TASKS
 TASKS = VISION_TASKS + ("chat", "text")
@@ -68,57 +69,6 @@ class Sample:
     turns: list[tuple[str, str]]       # [(instruction, answer), ...]; instruction without <Img>/[INST]
     task: str                          # one of TASKS
     source: str = ""                   # "file#record-index", for error messages
-
-
-# ---- official instruction templates (docs/official-model.md §4.5, verbatim) ------------------------------------
-REFER_TEMPLATES = [
-    "[refer] {}",
-    "[refer] give me the location of {}",
-    "[refer] where is {} ?",
-    "[refer] from this image, tell me the location of {}",
-    "[refer] the location of {} is",
-    "[refer] could you tell me the location for {} ?",
-    "[refer] where can I locate the {} ?",
-]
-IDENTIFY_TEMPLATES = [
-    "[identify] {}",
-    "[identify] what object is in this location {}",
-    "[identify] identify the object present at this location {}",
-    "[identify] what is it in {}",
-    "[identify] describe this object in {}",
-    "[identify] this {} is",
-    "[identify] the object in {} is",
-]
-VQA_TEMPLATES = [
-    "[vqa] {}",
-    "[vqa] Based on the image, respond to this question with a short answer: {}",
-]
-CAPTION_TEMPLATES = [  # used as "[caption] " + template
-    "Briefly describe this image.",
-    "Provide a concise depiction of this image.",
-    "Present a short description of this image.",
-    "Summarize this image in a few words.",
-    "A short image caption:",
-    "A short image description:",
-    "A photo of ",
-    "An image that shows ",
-    "Write a short description for the image. ",
-    "Write a description for the photo.",
-    "Provide a description of what is presented in the photo.",
-    "Briefly describe the content of the image.",
-    "Can you briefly explain what you see in the image?",
-    "Could you use a few words to describe what you perceive in the photo?",
-    "Please provide a short depiction of the picture.",
-    "Using language, provide a short account of the image.",
-    "Use a few words to illustrate what is happening in the picture.",
-]
-GROUNDING_TEMPLATES = [
-    "[grounding] please describe this image in details",
-    "[grounding] describe this image as detailed as possible",
-    "[grounding] summarize this image in details",
-    "[grounding] give a thorough description of what you see in this image",
-]
-DETECTION_TEMPLATE = "[detection] {}"
 
 
 # ---- text processor ---------------------------------------------------------------------------------------

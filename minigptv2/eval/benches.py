@@ -10,22 +10,21 @@ from pathlib import Path
 
 from minigptv2.boxes import parse_boxes
 from minigptv2.data.annotations import field, flickr_image, read_records
-from minigptv2.data.datasets import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES,
-                                     REFER_TEMPLATES, VQA_TEMPLATES)
+from minigptv2.prompts import EVAL_PROMPTS
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval.run import Item
 
 # ---- prompts (docs/official-model.md §5.1, §5.3; identify / caption / grounding: the official training templates)
-REFER_PROMPT = REFER_TEMPLATES[1]                 # "[refer] give me the location of {}"
-VQA_PROMPT = VQA_TEMPLATES[1]                     # "[vqa] Based on the image, respond to this question with ..."
+REFER_PROMPT = EVAL_PROMPTS["refer"]             # "[refer] give me the location of {}"
+VQA_PROMPT = EVAL_PROMPTS["vqa"]                 # "[vqa] Based on the image, respond to this question with ..."
 VIZWIZ_PROMPT = ("[vqa] The question is '{}' Based on the image, answer the question with a single word or phrase."
                  " and reply 'unanswerable' when the provided information is insufficient")
 VSR_PROMPT = "[vqa] Based on the image, is this statement true or false? {}"
 HM_PROMPT = "This is an image writting '{}'. Is this image hateful? Answer yes or no. Answer:"
-CAPTION_PROMPT = "[caption] " + CAPTION_TEMPLATES[0]      # "[caption] Briefly describe this image."
-GROUNDING_PROMPT = GROUNDING_TEMPLATES[0]                 # "[grounding] please describe this image in details"
-DETECTION_PROMPT = DETECTION_TEMPLATE                     # "[detection] {}"
-IDENTIFY_PROMPT = IDENTIFY_TEMPLATES[1]                   # "[identify] what object is in this location {}"
+CAPTION_PROMPT = EVAL_PROMPTS["caption"]                 # "[caption] Briefly describe this image."
+GROUNDING_PROMPT = EVAL_PROMPTS["grounding"]             # "[grounding] please describe this image in details"
+DETECTION_PROMPT = EVAL_PROMPTS["detection"]             # "[detection] {}"
+IDENTIFY_PROMPT = EVAL_PROMPTS["identify"]               # "[identify] what object is in this location {}"
 
 REFCOCO_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "testA", "testB"),
                   "refcocog": ("val", "test")}
