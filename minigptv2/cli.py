@@ -77,14 +77,14 @@ def _requests(a) -> list[dict]:
 
 def cmd_generate(a) -> None:
     from minigptv2 import generate, load
+    from minigptv2.generate import GenSettings
     from minigptv2.devices import load_kwargs
 
     model, proc = load(a.model, **load_kwargs(a))
     reqs = _requests(a)
-    kw = dict(max_new_tokens=a.max_new_tokens, do_sample=a.temperature is not None and not a.greedy,
-              constrain_boxes=a.constrain_boxes, compile=a.compile)
-    if kw["do_sample"]:
-        kw.update(temperature=a.temperature, top_p=a.top_p)
+    sampling = a.temperature is not None and not a.greedy
+    kw = GenSettings(a.max_new_tokens, a.temperature if sampling else 0.0, a.top_p if sampling else 1.0,
+                     a.constrain_boxes).kwargs() | {"compile": a.compile}
     as_json = a.json or bool(a.input_jsonl)
     for i in range(0, len(reqs), a.batch_size):
         chunk = reqs[i: i + a.batch_size]

@@ -43,22 +43,48 @@ class Result:
         return {"text": self.text, "token_ids": self.token_ids, "boxes": [b.to_dict(W, H) for b in self.boxes]}
 
 
+@dataclass(frozen=True)
+class GenSettings:
+    """Generation settings of one request; requests with equal settings may share a batch.
+
+    `temperature` is 0 (greedy) or in [MIN_TEMPERATURE, MAX_TEMPERATURE]; anything else raises MiniGPTv2Error."""
+    max_new_tokens: int
+    temperature: float = 0.0                  # 0 = greedy
+    top_p: float = 1.0
+    constrain_boxes: bool = True              # [refer] / [detection] / [grounding] answers: well-formed boxes only
+
+    def __post_init__(self):
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
+                or self.max_new_tokens < 1:
+            raise MiniGPTv2Error(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        t = self.temperature
+        if not (t == 0 or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):     # NaN fails both
+            raise MiniGPTv2Error(f"temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], "
+                                 f"got {t!r}")
+        if not 0 < self.top_p <= 1:
+            raise MiniGPTv2Error(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if t == 0:               # top_p means nothing when greedy: let such requests batch together
+            object.__setattr__(self, "top_p", 1.0)
+
+    def kwargs(self) -> dict:
+        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0,
+              "constrain_boxes": self.constrain_boxes}
+        if kw["do_sample"]:
+            kw.update(temperature=self.temperature, top_p=self.top_p)
+        return kw
+
+
 def _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor):
-    if max_new_tokens < 1:
-        raise MiniGPTv2Error(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    tok = processor.tok
-    kw = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=1,
-              eos_token_id=tok.eos_id, pad_token_id=processor.config.text_config.pad_token_id or 0,
-              logits_processor=logits_processor)
+    if do_sample and not temperature > 0:
+        raise MiniGPTv2Error(f"a sampling temperature must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got "
+                             f"{temperature!r} (greedy: do_sample=False)")
+    s = GenSettings(max_new_tokens, temperature if do_sample else 0.0, top_p if do_sample else 1.0)
+    kw = dict(max_new_tokens=s.max_new_tokens, do_sample=do_sample, num_beams=1, eos_token_id=processor.tok.eos_id,
+              pad_token_id=processor.config.text_config.pad_token_id or 0, logits_processor=logits_processor)
     if repetition_penalty != 1.0:
         kw["repetition_penalty"] = repetition_penalty
     if do_sample:
-        if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:      # NaN fails too
-            raise MiniGPTv2Error(f"a sampling temperature must be in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], got "
-                                 f"{temperature!r} (greedy: do_sample=False)")
-        if not 0 < top_p <= 1:
-            raise MiniGPTv2Error(f"top_p must be in (0, 1], got {top_p}")
-        kw.update(temperature=temperature, top_p=top_p, top_k=0)
+        kw.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
     return kw
 
 

@@ -25,7 +25,7 @@ from transformers import TextStreamer
 from transformers.generation.streamers import BaseStreamer
 
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.generate import MAX_TEMPERATURE, MIN_TEMPERATURE, PrefixCache, generate, generate_cached
+from minigptv2.generate import GenSettings, PrefixCache, generate, generate_cached
 
 log = logging.getLogger("minigptv2.serve.engine")
 
@@ -36,37 +36,6 @@ class Busy(Exception):
 
 class Cancelled(Exception):
     """Generation of a batch stopped because every request in it was cancelled."""
-
-
-@dataclass(frozen=True)
-class GenSettings:
-    """Generation settings of one request; requests with equal settings may share a batch.
-
-    `temperature` is 0 (greedy) or in [MIN_TEMPERATURE, MAX_TEMPERATURE]; anything else raises MiniGPTv2Error."""
-    max_new_tokens: int
-    temperature: float = 0.0                  # 0 = greedy
-    top_p: float = 1.0
-    constrain_boxes: bool = True              # [refer] / [detection] / [grounding] answers: well-formed boxes only
-
-    def __post_init__(self):
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) \
-                or self.max_new_tokens < 1:
-            raise MiniGPTv2Error(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
-        t = self.temperature
-        if not (t == 0 or MIN_TEMPERATURE <= t <= MAX_TEMPERATURE):     # NaN fails both
-            raise MiniGPTv2Error(f"temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}], "
-                                 f"got {t!r}")
-        if not 0 < self.top_p <= 1:
-            raise MiniGPTv2Error(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if t == 0:               # top_p means nothing when greedy: let such requests batch together
-            object.__setattr__(self, "top_p", 1.0)
-
-    def kwargs(self) -> dict:
-        kw = {"max_new_tokens": self.max_new_tokens, "do_sample": self.temperature > 0,
-              "constrain_boxes": self.constrain_boxes}
-        if kw["do_sample"]:
-            kw.update(temperature=self.temperature, top_p=self.top_p)
-        return kw
 
 
 class TokenStreamer(TextStreamer):

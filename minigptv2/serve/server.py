@@ -42,8 +42,8 @@ from pathlib import Path
 from PIL import Image
 
 from minigptv2.serve import remote
-from minigptv2.serve.engine import (MAX_TEMPERATURE, MIN_TEMPERATURE, Busy, Cancelled, Engine, GenSettings,  # noqa: F401
-                              Job, StepHook, TokenStreamer)
+from minigptv2.generate import MAX_TEMPERATURE, MIN_TEMPERATURE, GenSettings
+from minigptv2.serve.engine import Busy, Engine, Job, TokenStreamer
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import Result
 from minigptv2.images import ImageTooLarge, load_image

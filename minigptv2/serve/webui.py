@@ -118,7 +118,8 @@ def capped_editor(max_pixels: int, **kw):
 def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max_pixels: int = 16_000_000):
     import gradio as gr
 
-    from minigptv2.serve.engine import Busy, GenSettings
+    from minigptv2.generate import GenSettings
+    from minigptv2.serve.engine import Busy
 
     def respond(editor_value, text, history, state, temperature, max_tokens):
         text = (text or "").strip()

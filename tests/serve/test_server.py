@@ -24,6 +24,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from helpers import tiny_model
 from minigptv2 import generate
+from minigptv2.serve import engine as E
 from minigptv2.serve import server as srv
 from minigptv2.errors import MiniGPTv2Error
 
@@ -104,7 +105,7 @@ class Recorder:
         self.entered = threading.Event()
 
     def __call__(self, model, processor, images, prompts, **kw):
-        assert isinstance(kw.get("streamer"), srv.StepHook)      # the engine's per-step cancel check
+        assert isinstance(kw.get("streamer"), E.StepHook)      # the engine's per-step cancel check
         self.calls.append({"images": list(images), "prompts": list(prompts),
                            "kw": {k: v for k, v in kw.items() if k != "streamer"}})
         self.entered.set()

@@ -21,6 +21,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from helpers import tiny_model
 from minigptv2 import generate
+from minigptv2.serve import engine as E
 from minigptv2.serve import server as srv
 from minigptv2.errors import MiniGPTv2Error
 from test_server import ForceText, Recorder, forced_generate, live_server, unconstrained, user
@@ -154,12 +155,12 @@ def test_a_running_non_streamed_request_stops_within_one_step_of_the_disconnect(
 
 def test_a_cancelled_batch_mate_does_not_stop_the_batch():
     """StepHook (the per-step check): a batch stops only when every job in it is cancelled."""
-    a, b = (srv.Job(None, [], srv.GenSettings(5)) for _ in range(2))
-    hook = srv.StepHook([a, b])
+    a, b = (E.Job(None, [], srv.GenSettings(5)) for _ in range(2))
+    hook = E.StepHook([a, b])
     a.cancelled.set()
     hook.put(None)                  # b still wants its answer
     b.cancelled.set()
-    with pytest.raises(srv.Cancelled):
+    with pytest.raises(E.Cancelled):
         hook.put(None)
 
 

@@ -4,7 +4,8 @@ from PIL import Image
 
 from helpers import tiny_model
 from minigptv2 import generate
-from minigptv2.serve.engine import Engine, GenSettings
+from minigptv2.generate import GenSettings
+from minigptv2.serve.engine import Engine
 
 
 def test_follow_up_turn_hits_the_prefix_cache_with_the_same_answers(tmp_path):
