@@ -17,10 +17,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
+from minigptv2.devices import add_device_args, load_kwargs
 from minigptv2.errors import MiniGPTv2Error
 
 
@@ -42,8 +44,6 @@ def cmd_migrate(a) -> None:
 
 def cmd_export(a) -> None:
     from minigptv2.checkpoint import export, load
-
-    from minigptv2.devices import load_kwargs
 
     kw = load_kwargs(a)
     model, proc = load(a.model, device=kw["device"], dtype=a.dtype or "auto", merge_lora=False)
@@ -78,7 +78,6 @@ def _requests(a) -> list[dict]:
 def cmd_generate(a) -> None:
     from minigptv2 import generate, load
     from minigptv2.generate import GenSettings
-    from minigptv2.devices import load_kwargs
 
     model, proc = load(a.model, **load_kwargs(a))
     reqs = _requests(a)
@@ -92,66 +91,92 @@ def cmd_generate(a) -> None:
             print(json.dumps(r.to_dict()) if as_json else r.text, flush=True)
 
 
-def main(argv=None) -> int:
-    from minigptv2.devices import add_device_args
-
-    p = argparse.ArgumentParser(prog="minigptv2", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    c = sub.add_parser("convert", help="official LLaMA folder + EVA .pth + MiniGPT-v2 checkpoint -> our folder")
-    c.add_argument("--llm", required=True, help="the Llama-2-7b-chat-hf folder (config.json, weights, tokenizer.model)")
-    c.add_argument("--vit", required=True, help="EVA ViT-g weights (eva_vit_g.pth)")
-    c.add_argument("--checkpoint", required=True, help="the MiniGPT-v2 training checkpoint (.pth, key 'model')")
-    c.add_argument("--out", required=True, help="the model folder to write")
-    c.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
+def convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", required=True, help="the Llama-2-7b-chat-hf folder (config.json, weights, tokenizer.model)")
+    p.add_argument("--vit", required=True, help="EVA ViT-g weights (eva_vit_g.pth)")
+    p.add_argument("--checkpoint", required=True, help="the MiniGPT-v2 training checkpoint (.pth, key 'model')")
+    p.add_argument("--out", required=True, help="the model folder to write")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"],
                    help="weights dtype of the folder (default: the LLM folder's, fp16 for Llama-2)")
-    c.add_argument("--merge-lora", action="store_true", help="fold the LoRA into the LM (default: a peft adapter "
+    p.add_argument("--merge-lora", action="store_true", help="fold the LoRA into the LM (default: a peft adapter "
                    "in lora/, merged at load time)")
-    c.add_argument("--vit-depth", type=int, default=None, help="default: all blocks in the file, 39 if it has 40")
-    c.add_argument("--vit-heads", type=int, default=16, help="attention heads of the ViT (16 for ViT-g)")
-    c.add_argument("--image-size", type=int, default=448, help="input size; pos_embed is resized to it")
-    c.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha (not stored in the checkpoint)")
-    c.set_defaults(fn=cmd_convert)
+    p.add_argument("--vit-depth", type=int, default=None, help="default: all blocks in the file, 39 if it has 40")
+    p.add_argument("--vit-heads", type=int, default=16, help="attention heads of the ViT (16 for ViT-g)")
+    p.add_argument("--image-size", type=int, default=448, help="input size; pos_embed is resized to it")
+    p.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha (not stored in the checkpoint)")
 
-    mg = sub.add_parser("migrate", help="rewrite a model folder of the older format in the transformers format")
-    mg.add_argument("--model", required=True, help="the older folder")
-    mg.add_argument("--out", required=True, help="the new folder")
-    mg.set_defaults(fn=cmd_migrate)
 
-    g = sub.add_parser("generate", help="answer prompts about images")
-    g.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
-    g.add_argument("--image", help="image file for --prompt (omit for a text-only prompt)")
-    g.add_argument("--prompt", help='instruction, e.g. "[refer] the cat" or "[vqa] what color is it?"')
-    g.add_argument("--input-jsonl", help='many requests: one {"image": path, "prompt": text} per line')
-    g.add_argument("--max-new-tokens", type=int, default=300, help="most tokens to generate per answer")
-    g.add_argument("--greedy", action="store_true", help="greedy decoding (the default)")
-    g.add_argument("--temperature", type=float, default=None, help="sample at this temperature")
-    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (with --temperature)")
-    g.add_argument("--batch-size", type=int, default=8, help="requests per generate call")
-    g.add_argument("--json", action="store_true", help="print one JSON object per answer (text, ids, boxes)")
-    g.add_argument("--constrain-boxes", action="store_true", help="[refer] / [detection] / [grounding] answers "
+def migrate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="the older folder")
+    p.add_argument("--out", required=True, help="the new folder")
+
+
+def generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
+    p.add_argument("--image", help="image file for --prompt (omit for a text-only prompt)")
+    p.add_argument("--prompt", help='instruction, e.g. "[refer] the cat" or "[vqa] what color is it?"')
+    p.add_argument("--input-jsonl", help='many requests: one {"image": path, "prompt": text} per line')
+    p.add_argument("--max-new-tokens", type=int, default=300, help="most tokens to generate per answer")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding (the default)")
+    p.add_argument("--temperature", type=float, default=None, help="sample at this temperature")
+    p.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling mass (with --temperature)")
+    p.add_argument("--batch-size", type=int, default=8, help="requests per generate call")
+    p.add_argument("--json", action="store_true", help="print one JSON object per answer (text, ids, boxes)")
+    p.add_argument("--constrain-boxes", action="store_true", help="[refer] / [detection] / [grounding] answers "
                    "write well-formed boxes only (default off, as the official code)")
-    g.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (the first call "
+    p.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (the first call "
                    "compiles; meant for a GPU)")
-    add_device_args(g, quantize=True)
-    g.set_defaults(fn=cmd_generate)
+    add_device_args(p, quantize=True)
 
-    e = sub.add_parser("export", help="merge LoRA; also write llm/, the LM alone as a standard HF folder")
-    e.add_argument("--model", required=True, help="the model folder to export")
-    e.add_argument("--out", required=True, help="the folder to write")
-    add_device_args(e)
-    e.set_defaults(fn=cmd_export)
 
-    for name, module in (("synth", "synthetic"), ("data", "data.cli"), ("eval", "eval.cli"), ("train", "train.loop"),
-                         ("demo", "demo"), ("serve", "serve.server")):
-        s = sub.add_parser(name, add_help=False, help=f"see `minigptv2 {name} --help`")
-        s.set_defaults(fn=None, module=module)
+def export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="the model folder to export")
+    p.add_argument("--out", required=True, help="the folder to write")
+    add_device_args(p)
 
+
+# Every subcommand, in `minigptv2 --help` order: name -> (help line, where it is). Where: the module whose
+# `parser()` builds its arguments and whose `main(argv)` runs it, imported only when it runs; or, for those
+# defined here, (the function adding its arguments, the function running it).
+SUBCOMMANDS = {
+    "demo": ("every task on a generated scene, with the embedded nano model", "minigptv2.demo"),
+    "generate": ("answer prompts about images", (generate_args, cmd_generate)),
+    "convert": ("official LLaMA folder + EVA .pth + MiniGPT-v2 checkpoint -> our folder",
+                (convert_args, cmd_convert)),
+    "migrate": ("rewrite a model folder of the older format in the transformers format", (migrate_args, cmd_migrate)),
+    "export": ("merge LoRA; also write llm/, the LM alone as a standard HF folder", (export_args, cmd_export)),
+    "synth": ("write a synthetic shapes dataset for every task, in the official annotation formats",
+              "minigptv2.synthetic"),
+    "data": ("your annotations -> a checked training mixture (example, convert, check, tokenizer)",
+             "minigptv2.data.cli"),
+    "train": ("train or fine-tune (stages, LoRA, DDP / FSDP)", "minigptv2.train.loop"),
+    "eval": ("run benchmarks and write reports", "minigptv2.eval.cli"),
+    "serve": ("OpenAI-compatible HTTP API + web demo", "minigptv2.serve.server"),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `minigptv2` parser. A subcommand of another module is a name and a help line here (no import): its
+    arguments go on to that module's `main`."""
+    p = argparse.ArgumentParser(prog="minigptv2", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for name, (text, where) in SUBCOMMANDS.items():
+        if isinstance(where, str):
+            sub.add_parser(name, help=text, add_help=False).set_defaults(module=where)
+        else:
+            add_args, fn = where
+            s = sub.add_parser(name, help=text, description=text)
+            add_args(s)
+            s.set_defaults(module=None, fn=fn)
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
     a, rest = p.parse_known_args(argv)
-    if a.fn is None:
-        import importlib
-
-        return run(importlib.import_module(f"minigptv2.{a.module}").main, rest)
+    if a.module:
+        return run(importlib.import_module(a.module).main, rest)
     if rest:
         p.error(f"unrecognized arguments: {' '.join(rest)}")
     return run(lambda _: a.fn(a))

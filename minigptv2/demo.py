@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw
 
 from minigptv2.boxes import draw_boxes, format_box
 from minigptv2.config import NANO_SCOPE
+from minigptv2.devices import add_device_args, load_kwargs
 
 
 def prompts_for(scene=None, obj: str = "red circle", shape: str = "circle", box=None) -> list[tuple[str, str]]:
@@ -46,7 +47,8 @@ def panel(image: Image.Image, title: str, groundings) -> Image.Image:
     return out
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The `minigptv2 demo` parser."""
     p = argparse.ArgumentParser(prog="minigptv2 demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
@@ -54,12 +56,15 @@ def main(argv=None) -> int:
     p.add_argument("--image", default=None, help="use this image instead of a generated scene")
     p.add_argument("--object", default="red circle", help="object to [refer] to (with --image)")
     p.add_argument("--shape", default="circle", help="what to [detection] (with --image)")
-    p.add_argument("--out", default="minigptv2_demo.png")
+    p.add_argument("--out", default="minigptv2_demo.png", help="the annotated PNG to write (default "
+                   "minigptv2_demo.png)")
     p.add_argument("--max-new-tokens", type=int, default=80, help="most tokens per answer")
-    from minigptv2.devices import add_device_args, load_kwargs
-
     add_device_args(p)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
 
     from minigptv2 import generate, load
     from minigptv2.images import load_image

@@ -351,16 +351,21 @@ def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights) 
     _dump(root / "mixture.json", [{"kind": k, "path": p, "ratio": r} for k, p, r in MIXTURE])
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The `minigptv2 synth` parser."""
     p = argparse.ArgumentParser(prog="minigptv2 synth", description="Write a synthetic shapes dataset "
                                 "(images + annotation files in the official formats + mixture.json + scenes.jsonl).")
     p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
     p.add_argument("--n", type=int, default=1000, help="number of scenes (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the scenes (default 0)")
     p.add_argument("--max-objects", type=int, default=MAX_OBJECTS, help=f"objects per scene, 1..{MAX_OBJECTS}")
     p.add_argument("--object-weights", type=float, nargs="+", metavar="W",
                    help="relative frequency of 1..max-objects objects per scene (default: uniform), e.g. 1 2 3")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     out = write_synthetic(a.out, a.n, a.seed, a.max_objects, a.object_weights)
     print(f"wrote {a.n} scenes to {out} (train with --data {out / 'mixture.json'})")
     return 0

@@ -6,7 +6,7 @@
     minigptv2 data check ft_data/mixture.json --model nano                              # also run by `train`
     minigptv2 data tokenizer ft_data/mixture.json --out tok.model                       # for a fresh --preset
 
-`convert`: dataconvert.py (formats, task rules, prompts). `check`: datacheck.py (what is checked). `example`
+`convert`: data/convert.py (formats, task rules, prompts). `check`: data/check.py (what is checked). `example`
 writes generated scenes (synthetic.py) as a user would have them: images/, a COCO detection file instances.json
 (categories such as "red circle", boxes [x, y, w, h] in pixels) and qa.csv (image, question, answer, boxes:
 questions with answers, and phrases with their box "x1 y1 x2 y2"). `tokenizer` builds a SentencePiece model from
@@ -144,7 +144,8 @@ def cmd_tokenizer(a) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The `minigptv2 data` parser, with its subcommands."""
     p = argparse.ArgumentParser(prog="minigptv2 data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -153,14 +154,15 @@ def main(argv=None) -> int:
                                        "docs/finetune.md with")
     e.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
     e.add_argument("--n", type=int, default=40, help="number of images (default 40)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=int, default=0, help="which generated scenes (default 0)")
     e.set_defaults(fn=cmd_example)
 
     c = sub.add_parser("convert", help="COCO detection JSON / CSV / JSONL with pixel boxes -> train.jsonl, "
                                        "test.jsonl, mixture.json", description=_doc("data.convert"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("source", help="the annotation file")
-    c.add_argument("--from", dest="fmt", required=True, choices=["coco", "csv", "jsonl"])
+    c.add_argument("--from", dest="fmt", required=True, choices=["coco", "csv", "jsonl"],
+                   help="the annotation format: a COCO detection JSON, a CSV or a JSONL (above)")
     c.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
     c.add_argument("--images", default=None, help="the folder image paths are relative to (default: the file's)")
     c.add_argument("--held-out", type=float, default=0.0,
@@ -186,8 +188,11 @@ def main(argv=None) -> int:
     t.add_argument("--vocab-size", type=int, default=1024, help="upper bound of the pieces (default 1024)")
     t.add_argument("--texts", type=int, default=20000, help="samples read from the data (default 20000)")
     t.set_defaults(fn=cmd_tokenizer)
+    return p
 
-    a = p.parse_args(argv)
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
     return a.fn(a)
 
 

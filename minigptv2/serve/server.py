@@ -44,6 +44,7 @@ from PIL import Image
 from minigptv2.serve import remote
 from minigptv2.generate import MAX_TEMPERATURE, MIN_TEMPERATURE, GenSettings
 from minigptv2.serve.engine import Busy, Engine, Job, TokenStreamer
+from minigptv2.devices import add_device_args, load_kwargs
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import Result
 from minigptv2.images import ImageTooLarge, load_image
@@ -520,12 +521,13 @@ def _positive(text):
     return v
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The `minigptv2 serve` parser."""
     p = argparse.ArgumentParser(prog="minigptv2 serve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="model folder (default: the embedded nano model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--allow-remote-images", action="store_true",
                    help="let requests give http(s) image URLs (public addresses only)")
     p.add_argument("--no-webui", action="store_true", help="serve the API only")
@@ -540,15 +542,17 @@ def main(argv=None) -> int:
     p.add_argument("--client-timeout", type=_positive, default=Limits.client_timeout_s,
                    help="seconds for a request body to arrive (else 408), and for a client to accept each streamed "
                         "chunk (else the stream is dropped and its generation cancelled)")
-    from minigptv2.devices import add_device_args, load_kwargs
-
     add_device_args(p, quantize=True)
     p.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (each new batch "
                    "shape compiles once; meant for a GPU)")
     p.add_argument("--prefix-cache-mb", type=_at_least(0, float), default=1024.0,
                    help="bytes kept of image embeddings + KV caches of prompts up to the image, for follow-up "
                         "questions about the same image (0: off)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
 
     import uvicorn
 
