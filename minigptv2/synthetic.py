@@ -49,14 +49,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from minigptv2.atomic import write_folder
 from minigptv2.boxes import format_box, format_boxes, format_grounded, to_grid
 from minigptv2.errors import MiniGPTv2Error
 
@@ -290,19 +289,7 @@ def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS, 
                              f"1..{max_objects}) with a positive sum, got {object_weights!r}")
     out = Path(out_dir)
     _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{random.getrandbits(32):08x}"
-    tmp.mkdir()
-    try:
-        _write_all(tmp, n, seed, max_objects, object_weights)
-        _check_target(out)
-        if out.exists():
-            out.rmdir()           # an empty folder: replace it
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return write_folder(out, overwrite=False, write=lambda tmp: _write_all(tmp, n, seed, max_objects, object_weights))
 
 
 def _check_target(out: Path) -> None:

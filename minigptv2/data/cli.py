@@ -53,7 +53,7 @@ def load_processor(spec):
 
 def write_example(out, n: int = 40, seed: int = 0) -> Path:
     """A toy data set in the shapes users have: images/, instances.json (COCO detection), qa.csv."""
-    from minigptv2.checkpoint import write_folder
+    from minigptv2.atomic import write_folder
     from minigptv2.synthetic import make_scene, vqa_questions
 
     if not isinstance(n, int) or n < 2:

@@ -306,7 +306,7 @@ def split(records: list[tuple[str, dict]], held_out: float, seed: int) -> tuple[
 def convert(source, fmt: str, out, images=None, held_out: float = 0.0, seed: int = 0, tasks=COCO_TASKS,
             box_format: str = "xyxy") -> dict:
     """Convert `source` (fmt coco | csv | jsonl) into the folder `out` (module docstring). Returns a summary."""
-    from minigptv2.checkpoint import write_folder
+    from minigptv2.atomic import write_folder
 
     src = Path(source)
     if fmt not in FORMATS:

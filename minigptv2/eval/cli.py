@@ -22,12 +22,13 @@ import json
 import time
 from pathlib import Path
 
+from minigptv2.atomic import write_file
 from minigptv2.devices import add_device_args, load_kwargs
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval.benches import expand_benches, load_bench
 from minigptv2.eval.jsonl import run_jsonl
 from minigptv2.eval.report import example_grid, report_markdown
-from minigptv2.eval.run import BOX_TASKS, choice_losses, run_prompts, write_atomic, write_predictions
+from minigptv2.eval.run import BOX_TASKS, choice_losses, run_prompts, write_predictions
 from minigptv2.eval.scoring import score_bench, score_iconvqa
 from minigptv2.eval.synthetic import HELDOUT_SEED, run_synthetic
 
@@ -123,8 +124,8 @@ def main(argv=None) -> int:
         write_predictions(rows, out / "predictions" / f"{bench}.jsonl")
         if a.examples:
             example_grid(rows, out / "examples" / f"{bench}.png", n=a.examples)
-        write_atomic(out / "metrics.json", json.dumps(summary, indent=2, default=str))
-        write_atomic(out / "report.md", report_markdown(summary["benches"], Path(a.model).name if a.model else "nano"))
+        write_file(out / "metrics.json", json.dumps(summary, indent=2, default=str))
+        write_file(out / "report.md", report_markdown(summary["benches"], Path(a.model).name if a.model else "nano"))
         print(f"{bench}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float)), flush=True)
     print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}, {out / 'predictions'}, {out / 'examples'}")
     return 0

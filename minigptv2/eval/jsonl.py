@@ -12,7 +12,7 @@ Scores (fractions in 0..1), with metrics.py as for the other benches:
                  the answer must start with the box; IoU > 0.5 in pixels of the image file); parse failures
     detection,   recall and precision at IoU 0.5 (metrics.box_recall_precision, COCOeval's matching) of all boxes
     grounding    in the answer, micro-averaged; parse failures
-    vqa, identify, caption, chat, text   exact match (metrics.exact_match: case and spaces ignored)
+    vqa, identify, caption, chat, text   exact match (vqa_metrics.exact_match: case and spaces ignored)
 """
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ import json
 import time
 from pathlib import Path
 
+from minigptv2.atomic import write_file
 from minigptv2.boxes import parse_boxes, to_pixels
 from minigptv2.data.datasets import JsonlDataset
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval import metrics
-from minigptv2.eval.run import Item, run_prompts, write_atomic, write_predictions
+from minigptv2.eval import vqa_metrics
+from minigptv2.eval.run import Item, run_prompts, write_predictions
 from minigptv2.eval.scoring import box_parse_failed
 from minigptv2.images import image_size
 
@@ -78,7 +80,7 @@ def _score(task: str, items, preds) -> tuple[dict, list]:
                          "gt_boxes": [list(b) for b in it.gt["boxes"]]})
         return {f"{task}_recall": tp / n_gt if n_gt else 1.0, f"{task}_precision": tp / n_pred if n_pred else 1.0,
                 f"{task}_parse_failure_rate": fails / len(items)}, rows
-    correct = [metrics.exact_match(p, it.gt["answer"]) for it, p in zip(items, preds)]
+    correct = [vqa_metrics.exact_match(p, it.gt["answer"]) for it, p in zip(items, preds)]
     return {f"{task}_em": sum(correct) / len(items)}, [{"correct": c} for c in correct]
 
 
@@ -122,6 +124,6 @@ def evaluate_into(model_dir, path, out, batch_size: int = 10, progress: bool = F
     m, rows = run_jsonl(model, processor, path, batch_size=batch_size, progress=progress)
     out = Path(out)
     write_predictions(rows, out / "predictions" / "jsonl.jsonl")
-    write_atomic(out / "metrics.json", json.dumps({"model": str(model_dir), "benches": {"jsonl": m}}, indent=2))
-    write_atomic(out / "report.md", "\n".join([f"# MiniGPT-v2 evaluation — {model_dir}", "", *report(m)]) + "\n")
+    write_file(out / "metrics.json", json.dumps({"model": str(model_dir), "benches": {"jsonl": m}}, indent=2))
+    write_file(out / "report.md", "\n".join([f"# MiniGPT-v2 evaluation — {model_dir}", "", *report(m)]) + "\n")
     return m

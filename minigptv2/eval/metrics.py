@@ -23,11 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from minigptv2.boxes import iou
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.eval.vqa_metrics import (ICONVQA_PAD_LOSS, VQA_CONTRACTIONS, _check_pairs, _text,  # noqa: F401
-                                   exact_match, gqa_correct, gqa_score, hm_correct, hm_label, hm_score,
-                                   iconvqa_choice, okvqa_prediction, vizwiz_accuracy, vizwiz_score, vqa_accuracy,
-                                   vqa_normalize, vqa_process_digit_article, vqa_process_punctuation, vqa_score,
-                                   vsr_correct, vsr_label, vsr_score)
+from minigptv2.eval.vqa_metrics import _check_pairs, _text
 
 # ---------------------------------------------------------------------------------------------------------------
 # RefCOCO / RefCOCO+ / RefCOCOg: docs/evaluation-semantics.md §4

@@ -9,10 +9,10 @@ import os
 import textwrap
 from pathlib import Path
 
+from minigptv2.atomic import write_file
 from minigptv2.boxes import Grounding, draw_boxes
 from minigptv2.eval.benches import REFCOCO_BENCHES, VQA_BENCHES
 from minigptv2.eval.jsonl import report as jsonl_report
-from minigptv2.eval.run import write_atomic
 from minigptv2.eval.synthetic import SYNTH_TARGETS
 
 # Paper numbers (docs/official-model.md §6): arXiv 2310.09478 as recalled, NOT verified against the PDF.
@@ -54,7 +54,7 @@ def example_grid(rows: list[dict], path: Path, n: int = 8, cell: int = 320, cols
         draw.multiline_text((x + 4, y + cell), "\n".join(lines), fill=(0, 0, 0))
     buf = io.BytesIO()
     grid.save(buf, format="PNG")
-    write_atomic(path, buf.getvalue())
+    write_file(path, buf.getvalue())
     return path
 
 

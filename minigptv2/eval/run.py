@@ -5,10 +5,10 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from minigptv2.atomic import write_file
 from minigptv2.constrained import box_constraint
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import generate
@@ -108,12 +108,5 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
     return out
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
-    os.replace(tmp, path)
-
-
 def write_predictions(rows: list[dict], path: Path) -> None:
-    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    write_file(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))

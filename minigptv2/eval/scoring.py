@@ -7,6 +7,7 @@ from minigptv2.boxes import parse_boxes, to_grid
 from minigptv2.constrained import well_formed
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval import metrics
+from minigptv2.eval import vqa_metrics
 from minigptv2.eval.benches import REFCOCO_BENCHES, VQA_BENCHES
 
 
@@ -47,27 +48,27 @@ def score_vqa(bench: str, items, preds):
     """Per-sample scores exactly as the official eval_vqa.py (docs/evaluation-semantics.md §1-2). The rows'
     "prediction" is the text the official script saves (OKVQA: lowercased; VizWiz: "<unk>" removed, stripped)."""
     if bench == "okvqa":
-        preds = [metrics.okvqa_prediction(p) for p in preds]
+        preds = [vqa_metrics.okvqa_prediction(p) for p in preds]
         answers = [it.gt["answers"] for it in items]
-        acc = metrics.vqa_score(preds, answers)
-        per = [metrics.vqa_accuracy(p, a) for p, a in zip(preds, answers)]
+        acc = vqa_metrics.vqa_score(preds, answers)
+        per = [vqa_metrics.vqa_accuracy(p, a) for p, a in zip(preds, answers)]
     elif bench == "vizwiz":
         answers = [it.gt["answers"] for it in items]
-        acc = metrics.vizwiz_score(preds, answers)          # scored on the raw answer, as officially
-        per = [metrics.vizwiz_accuracy(p, a) for p, a in zip(preds, answers)]
+        acc = vqa_metrics.vizwiz_score(preds, answers)          # scored on the raw answer, as officially
+        per = [vqa_metrics.vizwiz_accuracy(p, a) for p, a in zip(preds, answers)]
         preds = [_clean(p) for p in preds]
     elif bench == "gqa":
         answers = [it.gt["answer"] for it in items]
-        acc = metrics.gqa_score(preds, answers)
-        per = [float(metrics.gqa_correct(p, a)) for p, a in zip(preds, answers)]
+        acc = vqa_metrics.gqa_score(preds, answers)
+        per = [float(vqa_metrics.gqa_correct(p, a)) for p, a in zip(preds, answers)]
     elif bench == "vsr":
         labels = [it.gt["label"] for it in items]
-        acc = metrics.vsr_score(preds, labels)
-        per = [float(metrics.vsr_correct(p, y)) for p, y in zip(preds, labels)]
+        acc = vqa_metrics.vsr_score(preds, labels)
+        per = [float(vqa_metrics.vsr_correct(p, y)) for p, y in zip(preds, labels)]
     elif bench == "hm":
         labels = [it.gt["label"] for it in items]
-        acc = metrics.hm_score(preds, labels)
-        per = [float(metrics.hm_correct(p, y)) for p, y in zip(preds, labels)]
+        acc = vqa_metrics.hm_score(preds, labels)
+        per = [float(vqa_metrics.hm_correct(p, y)) for p, y in zip(preds, labels)]
     else:
         raise MiniGPTv2Error(f"no VQA scorer for {bench!r}")
     return {"accuracy": acc, "total": len(items)}, _rows(items, preds, per)
@@ -82,7 +83,7 @@ def score_iconvqa(items, losses, batch_size: int | None = None):
     for s in range(0, len(losses), step):
         chunk = losses[s: s + step]
         width = max(len(ls) for ls in chunk)
-        picks += [metrics.iconvqa_choice(ls, n_slots=width) for ls in chunk]
+        picks += [vqa_metrics.iconvqa_choice(ls, n_slots=width) for ls in chunk]
     correct = [p == it.gt["answer"] for p, it in zip(picks, items)]
     rows = [{"id": it.id, "image": it.image, "prompt": it.prompt, "choices": it.gt["choices"],
              "answer": it.gt["answer"], "losses": [round(v, 6) for v in ls], "prediction": it.gt["choices"][p]

@@ -15,6 +15,7 @@ from minigptv2.data.annotations import read_records
 from minigptv2.data.datasets import blip_caption
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.eval import metrics
+from minigptv2.eval import vqa_metrics
 from minigptv2.eval.benches import (CAPTION_PROMPT, DETECTION_PROMPT, GROUNDING_PROMPT, IDENTIFY_PROMPT,
                                     REFER_PROMPT, VQA_PROMPT)
 from minigptv2.eval.run import BOX_TASKS, Item, run_prompts
@@ -96,7 +97,7 @@ def _score_synth(task: str, items, preds):
         m, rows = _score_synth_boxes(items, preds)
         return {f"{task}_recall": m["recall"], f"{task}_precision": m["precision"],
                 f"{task}_parse_failure_rate": m["parse_failure_rate"]}, rows
-    correct = [metrics.exact_match(p, it.gt["answer"]) for it, p in zip(items, preds)]
+    correct = [vqa_metrics.exact_match(p, it.gt["answer"]) for it, p in zip(items, preds)]
     rows = [{"task": task, "id": it.id, "image": it.image, "prompt": it.prompt, "prediction": p,
              "answer": it.gt["answer"], "correct": c} for it, p, c in zip(items, preds, correct)]
     return {f"{task}_em": sum(correct) / len(items)}, rows
@@ -166,7 +167,7 @@ def synthetic_benchmark(model, processor, data_dir, limit: int | None = None, ba
     """Score a model on a held-out synthetic set (a `write_synthetic` folder; `limit` = number of scenes).
 
     Returns fractions in 0..1: refer_acc (Acc@0.5, metrics.refcoco_accuracy), detection_recall /
-    detection_precision (IoU 0.5, one-to-one), vqa_em, identify_em, caption_em (metrics.exact_match),
+    detection_precision (IoU 0.5, one-to-one), vqa_em, identify_em, caption_em (vqa_metrics.exact_match),
     grounding_recall / grounding_precision, *_parse_failure_rate for the box tasks, refer_names_differ (of the
     scenes with several objects, the fraction whose refer answers are not all the same box), by_objects (those
     metrics per number of objects in the scene: {"refer_acc": {1: .., 2: .., 3: ..}, ...}), n (prompts per task),

@@ -5,10 +5,8 @@ import pytest
 
 from minigptv2.eval import metrics
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.eval.metrics import (box_recall_precision, caption_scores, coco_map, exact_match, gqa_correct, gqa_score,
-                               hm_label, hm_score, iconvqa_choice, okvqa_prediction, refcoco_accuracy, refcoco_hit,
-                               refcoco_iou, refcoco_parse, vizwiz_accuracy, vizwiz_score, vqa_accuracy,
-                               vqa_normalize, vqa_score, vsr_label, vsr_score)
+from minigptv2.eval.metrics import (box_recall_precision, caption_scores, coco_map, refcoco_accuracy, refcoco_hit, refcoco_iou, refcoco_parse)
+from minigptv2.eval.vqa_metrics import (exact_match, gqa_correct, gqa_score, hm_label, hm_score, iconvqa_choice, okvqa_prediction, vizwiz_accuracy, vizwiz_score, vqa_accuracy, vqa_normalize, vqa_score, vsr_label, vsr_score)
 
 # ---------------------------------------------------------------------------------------------------------------
 # VQA accuracy

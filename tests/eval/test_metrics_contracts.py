@@ -10,9 +10,8 @@ import torch
 
 from minigptv2.eval import metrics
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.eval.metrics import (box_recall_precision, caption_scores, coco_map, exact_match, gqa_correct, gqa_score,
-                               hm_correct, hm_score, iconvqa_choice, refcoco_accuracy, refcoco_hit, refcoco_parse,
-                               vizwiz_accuracy, vizwiz_score, vqa_accuracy, vqa_score, vsr_correct, vsr_score)
+from minigptv2.eval.metrics import (box_recall_precision, caption_scores, coco_map, refcoco_accuracy, refcoco_hit, refcoco_parse)
+from minigptv2.eval.vqa_metrics import (exact_match, gqa_correct, gqa_score, hm_correct, hm_score, iconvqa_choice, vizwiz_accuracy, vizwiz_score, vqa_accuracy, vqa_score, vsr_correct, vsr_score)
 
 SCORES = {"vqa_score": (vqa_score, [["a"] * 10]), "vizwiz_score": (vizwiz_score, [["a"] * 10]),
           "gqa_score": (gqa_score, ["a"]), "vsr_score": (vsr_score, [1]), "hm_score": (hm_score, [1]),

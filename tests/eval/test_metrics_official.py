@@ -14,6 +14,8 @@ import re
 import pytest
 
 from minigptv2.eval import metrics
+
+from minigptv2.eval import vqa_metrics
 from minigptv2.eval.run import Item
 from minigptv2.eval.scoring import score_iconvqa, score_vqa
 
@@ -174,13 +176,13 @@ def vqa_cases(seed: int, n: int = N_CASES):
 
 
 def test_contraction_table_is_the_official_one():
-    assert metrics.VQA_CONTRACTIONS == REF_CONTRACTIONS and len(REF_CONTRACTIONS) == 120
+    assert vqa_metrics.VQA_CONTRACTIONS == REF_CONTRACTIONS and len(REF_CONTRACTIONS) == 120
 
 
 def test_vqa_normalize_matches_reference():
     strings = [s for pred, answers in vqa_cases(1, 1500) for s in [pred, *answers]]
     for s in strings:
-        assert metrics.vqa_normalize(s) == ref_digit_article(ref_punctuation(ref_whitespace(s))), repr(s)
+        assert vqa_metrics.vqa_normalize(s) == ref_digit_article(ref_punctuation(ref_whitespace(s))), repr(s)
     # the generator reaches the quirks: the 32-period cap, the digit-comma-digit rule, Unicode digits
     assert any(ref_punctuation(s).count(".") > 0 and "." * 33 in s for s in strings)
     assert any(re.search(r"\d,\d", s) for s in strings)
@@ -189,17 +191,17 @@ def test_vqa_normalize_matches_reference():
 
 def test_vqa_accuracy_matches_reference_per_sample():
     cases = list(vqa_cases(2))
-    ours = [metrics.vqa_accuracy(p, a) for p, a in cases]
+    ours = [vqa_metrics.vqa_accuracy(p, a) for p, a in cases]
     ref = [ref_vqa_accuracy(p, a) for p, a in cases]
     mismatches = [(c, o, r) for c, o, r in zip(cases, ours, ref) if o != r]
     assert not mismatches, mismatches[:5]
     # the cases exercise both branches and differ from the always-normalise rule often
     identical = [len({ref_whitespace(x) for x in a}) == 1 for _, a in cases]
-    lenient = [metrics.vqa_accuracy(p, a, lenient=True) for p, a in cases]
+    lenient = [vqa_metrics.vqa_accuracy(p, a, lenient=True) for p, a in cases]
     assert sum(identical) > 400 and len(cases) - sum(identical) > 1000
     assert sum(r > 0 for r in ref) > 0.3 * len(cases)
     assert sum(r != x for r, x in zip(ref, lenient)) > 100
-    assert metrics.vqa_score([p for p, _ in cases], [a for _, a in cases]) == pytest.approx(100 * sum(ref) / len(ref))
+    assert vqa_metrics.vqa_score([p for p, _ in cases], [a for _, a in cases]) == pytest.approx(100 * sum(ref) / len(ref))
 
 
 def test_okvqa_bench_scores_the_official_prepared_answer():
@@ -250,14 +252,14 @@ def test_vizwiz_gqa_vsr_hm_match_reference_per_sample():
         answers = [short_answer(rng) for _ in range(rng.randint(1, 10))]
         pred = rng.choice([rng.choice(answers), short_answer(rng)])
         ref = ref_vizwiz(pred, answers)
-        assert metrics.vizwiz_accuracy(pred, answers) == ref, (pred, answers)
+        assert vqa_metrics.vizwiz_accuracy(pred, answers) == ref, (pred, answers)
         n_viz += any("_" in a for a in answers)
         n_nonzero += ref > 0
         label = short_answer(rng)
-        assert metrics.gqa_correct(pred, label) == (pred.lower() == label), (pred, label)
+        assert vqa_metrics.gqa_correct(pred, label) == (pred.lower() == label), (pred, label)
         y = rng.randint(0, 1)
-        assert metrics.vsr_correct(pred, y) == (pred.lower() == ("true" if y == 1 else "false")), (pred, y)
-        assert metrics.hm_correct(pred, y) == ref_hm_correct(pred, y), (pred, y)
+        assert vqa_metrics.vsr_correct(pred, y) == (pred.lower() == ("true" if y == 1 else "false")), (pred, y)
+        assert vqa_metrics.hm_correct(pred, y) == ref_hm_correct(pred, y), (pred, y)
     assert n_viz > 500 and n_nonzero > 1000
 
 
@@ -293,7 +295,7 @@ def test_iconvqa_choice_matches_torch_argsort():
         slots = n + rng.choice([0, 0, 1, 2])
         row = torch.tensor([losses + [9999.0] * (slots - n)], dtype=torch.float32)
         ref = int(torch.argsort(row, dim=-1, stable=True)[0, 0])
-        assert metrics.iconvqa_choice(losses, n_slots=slots) == ref, (losses, slots)
+        assert vqa_metrics.iconvqa_choice(losses, n_slots=slots) == ref, (losses, slots)
         picked_padding += ref >= n
     assert picked_padding > 50
 
