@@ -45,12 +45,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.losses import next_token_loss
 from minigptv2.train.schedule import lr_at  # noqa: F401 - the schedule; tests patch train.lr_at
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import IGNORE, MiniGPTv2Processor, build_processor
@@ -372,14 +372,11 @@ def loss_sum(model, batch, dtype, per: str = "token") -> tuple[torch.Tensor, int
     with torch.autocast(batch["input_ids"].device.type, dtype=dtype, enabled=dtype != torch.float32):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=batch.get("pixel_values"), vision_features=batch.get("vision_features")).logits
-    labels = batch["labels"][:, 1:]
-    logits = logits[:, :-1].float()
+    labelled = batch["labels"][:, 1:] != IGNORE
     if per == "token":
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
-                               reduction="sum"), int((labels != IGNORE).sum())
-    tok = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
-                          reduction="none").view(labels.shape)                      # (B, L-1), 0 where unlabelled
-    n = (labels != IGNORE).sum(1)                                                   # (B,)
+        return next_token_loss(logits, batch["labels"]), int(labelled.sum())
+    tok = next_token_loss(logits, batch["labels"], reduction="none")               # (B, L-1), 0 where unlabelled
+    n = labelled.sum(1)                                                             # (B,)
     return (tok.sum(1) / n.clamp(min=1)).sum(), int((n > 0).sum())
 
 
