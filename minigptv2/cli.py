@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     add_device_args(e)
     e.set_defaults(fn=cmd_export)
 
-    for name, module in (("synth", "synthetic"), ("data", "data.cli"), ("eval", "eval.cli"), ("train", "train.loop"),
+    for name, module in (("synth", "synthetic"), ("data", "data.cli"), ("eval", "eval.cli"), ("train", "train.cli"),
                          ("demo", "demo"), ("serve", "serve.server")):
         s = sub.add_parser(name, add_help=False, help=f"see `minigptv2 {name} --help`")
         s.set_defaults(fn=None, module=module)

@@ -1,4 +1,4 @@
-"""What `minigptv2 train` does around the loop of train.py: the schedule it uses (printed, and saved as
+"""What `minigptv2 train` does around the loop (loop.py): the schedule it uses (printed, and saved as
 OUT/schedule.json), the trainable parts, a tokenizer built from the data for a fresh model, the data check before
 the first step, the held-out evaluation after the last (OUT/eval) and the loss curve (OUT/loss.png).
 """
@@ -125,7 +125,8 @@ def keep_tokenizer(tok, tmp: Path | None, out: Path) -> None:
 
 # ---- the data check ----------------------------------------------------------------------------------------------
 def check_data(parts, processor, mixture: str, eval_data: str | None, skip: bool, log=print) -> None:
-    """Run datacheck on the mixture (and the --eval-data file); print the table; refuse on problems."""
+    """Run the data check (data/check.py) on the mixture and the --eval-data file; print the table; refuse on
+    problems."""
     from minigptv2.data.datasets import JsonlDataset
     from minigptv2.data.check import check_datasets, refuse
 
@@ -142,7 +143,7 @@ def check_data(parts, processor, mixture: str, eval_data: str | None, skip: bool
 
 # ---- after the run -----------------------------------------------------------------------------------------------
 def evaluate_run(out: Path, eval_data: str, log=print) -> dict:
-    """Score OUT/final on the held-out JSONL into OUT/eval (eval_jsonl.evaluate_into); print the table."""
+    """Score OUT/final on the held-out JSONL into OUT/eval (eval/jsonl.py evaluate_into); print the table."""
     from minigptv2.eval.jsonl import evaluate_into, report
 
     m = evaluate_into(out / "final", eval_data, out / "eval")
