@@ -60,14 +60,16 @@ def loss_sum(model, batch, dtype, per: str = "token") -> tuple[torch.Tensor, int
 
 def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mixture: Mixture, tc: TrainConfig,
           out: Path, resume: bool = False, fsdp: bool = False, progress: bool = True, stop_after: int | None = None,
-          cache: VisionCache | None = None, schedule: dict | None = None) -> list[float]:
+          cache: VisionCache | None = None, schedule: dict | None = None,
+          device: str | torch.device | None = None) -> list[float]:
     """Train in place; returns this process's per-step losses (global-batch token means). With
     `tc.cache_vision`, `cache` (a VisionCache of this model, kept from an earlier call) carries the ViT outputs
     over from one stage to the next, so no image goes through the frozen ViT twice. `schedule`: where the
-    configuration came from ({"stage", "preset", "notes", "given"}, cli.main), printed and saved in schedule.json."""
+    configuration came from ({"stage", "preset", "notes", "given"}, cli.main), printed and saved in schedule.json.
+    `device`: cpu, cuda or cuda:N (distributed.init_distributed; default: cuda when available, else cpu)."""
     from tqdm.auto import tqdm
 
-    rank, world, device = init_distributed()
+    rank, world, device = init_distributed(device)
     if tc.batch_size % (world * tc.grad_accum):
         raise MiniGPTv2Error(f"batch size {tc.batch_size} is not divisible by processes ({world}) × "
                              f"grad accumulation ({tc.grad_accum})")

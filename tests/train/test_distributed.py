@@ -1,5 +1,5 @@
-"""Training under torchrun (minigptv2/train/distributed.py): 2 processes (gloo) under DDP and FSDP2 train what one
-process trains.
+"""Where training runs (minigptv2/train/distributed.py): `--device`, and torchrun with 2 processes (gloo) under
+DDP and FSDP2, which must train what one process trains.
 """
 import json
 import socket
@@ -8,8 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from minigptv2 import checkpoint as ckpt
+from minigptv2 import cli
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.train import cli as train_cli
 from train_helpers import (CKPT_FILES, STEPS, args, assert_same_weights, data, finish, losses,  # noqa: F401
                           one_thread, popen, ref, run_main)
 
@@ -50,3 +54,37 @@ def test_torchrun_two_processes_match_single(data, ref, dist_runs, name):
     run_main(args(data, out, "--resume"))
     assert_same_weights(out / "final", out / "checkpoint")
 
+
+def test_device_cpu_trains_there(data, ref, tmp_path, monkeypatch):
+    """--device cpu: the model trains on the CPU; on a machine without CUDA (the default's cpu), the reference run
+    bit for bit."""
+    seen = []
+    orig = train_cli.train
+
+    def spy(model, *a, **k):
+        out = orig(model, *a, **k)
+        seen.append({p.device for p in model.parameters()})
+        return out
+
+    monkeypatch.setattr(train_cli, "train", spy)
+    out = tmp_path / "run"
+    assert train_cli.main(args(data, out, "--device", "cpu")) == 0
+    assert seen == [{torch.device("cpu")}]
+    if not torch.cuda.is_available():
+        assert losses(out) == losses(ref)
+        assert_same_weights(out / "final", ref / "final")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu9", "--device 'tpu9' is not a device; use cpu, cuda or cuda:N"),
+    ("meta", "--device meta: training runs on cpu or cuda"),
+    ("cuda:99", r"--device cuda:99: (CUDA is not available here; use --device cpu|this machine has \d+ GPU)"),
+])
+def test_a_bad_device_is_a_clear_error(data, tmp_path, capsys, device, message):
+    """Refused before the data is read or a model is built: nothing is written; the command exits 2."""
+    with pytest.raises(MiniGPTv2Error, match=message):
+        train_cli.main(args(data, tmp_path / "a", "--device", device))
+    assert cli.main(["train", *args(data, tmp_path / "b", "--device", device)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device ") and "Traceback" not in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

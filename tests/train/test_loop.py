@@ -163,3 +163,8 @@ def test_errors_are_clear(data, tmp_path, capsys):
         train_cli.main(args(data, tmp_path / "e", mix=tmp_path / "ds" / "mix.json"))
     assert f"{jl}#0" in str(e.value) and str(tmp_path / "ds" / "img" / "missing.png") in str(e.value)
 
+
+def test_every_argument_has_help():
+    p = train_cli.parser()
+    assert [a.option_strings for a in p._actions if not a.help] == []
+    assert p.parse_args(["--data", "m.json", "--out", "o", "--dtype", "bf16"]).precision == "bf16"   # = --precision
