@@ -137,21 +137,37 @@ def iou(a, b, inclusive: bool = False) -> float:
     return inter / union if union > 0 else 0.0
 
 
+LABEL_H = 12      # rows of a label: the default font's text with its filled background
+
+
+def _label_top(left: float, right: float, top: float, height: int, placed: list) -> float:
+    """The row nearest `top` (below first on a tie) where a label spanning columns left..right covers none of the
+    labels in `placed` ([l, t, r, b] rectangles); `top` itself when no row of the image is free."""
+    blocking = [(t, b) for l, t, r, b in placed if l <= right and left <= r]
+    rows = [top] + [c for t, b in blocking for c in (b + 1, t - LABEL_H)]
+    rows = sorted((c for c in rows if 0 <= c <= height - LABEL_H), key=lambda c: (abs(c - top), -c))
+    return next((c for c in rows if all(c > b or c + LABEL_H - 1 < t for t, b in blocking)), top)
+
+
 def draw_boxes(image, groundings: list[Grounding], width: int = 3):
-    """A copy of a PIL image with each box and its phrase label drawn; colours cycle per phrase."""
+    """A copy of a PIL image with each box and its phrase label drawn; colours cycle per phrase. A label sits above
+    its box's top-left corner, or, where an earlier label already is, at the nearest free row (no label covers
+    another: boxes sharing a corner, as a prediction on its ground truth, keep both labels readable)."""
     from PIL import ImageDraw
 
     img = image.convert("RGB").copy()
     draw = ImageDraw.Draw(img)
     W, H = img.size
     colour_of: dict = {}
+    placed: list = []
     for g in groundings:
         colour = colour_of.setdefault(g.phrase, COLORS[len(colour_of) % len(COLORS)])
         x1, y1, x2, y2 = g.pixels(W, H)
         draw.rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=colour, width=width)
         if g.phrase:
-            tx, ty = x1 + 2, max(0, y1 - 12)
-            tw = draw.textlength(g.phrase)
-            draw.rectangle([tx - 2, ty, tx + tw + 2, ty + 11], fill=colour)
-            draw.text((tx, ty), g.phrase, fill=(0, 0, 0) if sum(colour) > 380 else (255, 255, 255))
+            right = x1 + draw.textlength(g.phrase) + 4
+            ty = _label_top(x1, right, max(0, y1 - LABEL_H), H, placed)
+            placed.append([x1, ty, right, ty + LABEL_H - 1])
+            draw.rectangle(placed[-1], fill=colour)
+            draw.text((x1 + 2, ty), g.phrase, fill=(0, 0, 0) if sum(colour) > 380 else (255, 255, 255))
     return img

@@ -33,6 +33,60 @@ from minigptv2.errors import MiniGPTv2Error
 TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection")
 IDENTIFIERS = tuple(f"[{t}]" for t in TASKS)
 
+# ---- the official instruction templates per task (docs/official-model.md §4.5, verbatim) ------------------------------------
+REFER_TEMPLATES = [
+    "[refer] {}",
+    "[refer] give me the location of {}",
+    "[refer] where is {} ?",
+    "[refer] from this image, tell me the location of {}",
+    "[refer] the location of {} is",
+    "[refer] could you tell me the location for {} ?",
+    "[refer] where can I locate the {} ?",
+]
+IDENTIFY_TEMPLATES = [
+    "[identify] {}",
+    "[identify] what object is in this location {}",
+    "[identify] identify the object present at this location {}",
+    "[identify] what is it in {}",
+    "[identify] describe this object in {}",
+    "[identify] this {} is",
+    "[identify] the object in {} is",
+]
+VQA_TEMPLATES = [
+    "[vqa] {}",
+    "[vqa] Based on the image, respond to this question with a short answer: {}",
+]
+CAPTION_TEMPLATES = [  # used as "[caption] " + template
+    "Briefly describe this image.",
+    "Provide a concise depiction of this image.",
+    "Present a short description of this image.",
+    "Summarize this image in a few words.",
+    "A short image caption:",
+    "A short image description:",
+    "A photo of ",
+    "An image that shows ",
+    "Write a short description for the image. ",
+    "Write a description for the photo.",
+    "Provide a description of what is presented in the photo.",
+    "Briefly describe the content of the image.",
+    "Can you briefly explain what you see in the image?",
+    "Could you use a few words to describe what you perceive in the photo?",
+    "Please provide a short depiction of the picture.",
+    "Using language, provide a short account of the image.",
+    "Use a few words to illustrate what is happening in the picture.",
+]
+GROUNDING_TEMPLATES = [
+    "[grounding] please describe this image in details",
+    "[grounding] describe this image as detailed as possible",
+    "[grounding] summarize this image in details",
+    "[grounding] give a thorough description of what you see in this image",
+]
+DETECTION_TEMPLATE = "[detection] {}"
+# the wording the official evaluation uses per task (docs/official-model.md §5.1, §5.3), also used by `data convert`
+EVAL_PROMPTS = {"refer": REFER_TEMPLATES[1], "vqa": VQA_TEMPLATES[1], "identify": IDENTIFY_TEMPLATES[1],
+                "detection": DETECTION_TEMPLATE, "caption": "[caption] " + CAPTION_TEMPLATES[0],
+                "grounding": GROUNDING_TEMPLATES[0]}
+
 
 @dataclass(frozen=True)
 class Item:
@@ -57,6 +111,12 @@ def with_task(task: str | None, text: str) -> str:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS} or 'chat'")
     return f"[{task}] {text}"
+
+
+def without_task(text: str) -> str:
+    """The instruction without its leading task identifier ("red circle" for "[refer] red circle")."""
+    task = task_of(text)
+    return text.lstrip()[len(task) + 2:].lstrip() if task else text
 
 
 def task_of(text: str) -> str | None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing (mutmut 3) of the pure-Python core: boxes, prompts, metrics, metrics_vqa, constrained, the
+# Mutation testing (mutmut 3) of the pure-Python core: boxes, prompts, eval.metrics, eval.vqa_metrics, constrained, the
 # processor's text side and the config's validation. Configuration: [tool.mutmut] in pyproject.toml; scope and
 # report: scripts/mutation_report.py; results and the reason for every surviving mutant: docs/mutation-testing.md.
 # Not part of the default test run: it reruns tests once per mutant (6-15 minutes on 2 shared cores).

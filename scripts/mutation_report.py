@@ -15,7 +15,7 @@ from pathlib import Path
 
 P = "xǁMiniGPTv2Processorǁ"     # mutmut's mangling of a method name: x ǁ class ǁ method
 SCOPE = {
-    "boxes": ["*"], "prompts": ["*"], "metrics": ["*"], "metrics_vqa": ["*"], "constrained": ["*"],
+    "boxes": ["*"], "prompts": ["*"], "eval.metrics": ["*"], "eval.vqa_metrics": ["*"], "constrained": ["*"],
     "processor": ["x__turns"] + [P + m for m in (
         "_parse", "_mark", "encode_items", "prompt_ids", "_render", "apply_chat_template", "__call__",
         "training_example", "truncate", "decode", "batch_decode", "decode_answer", "decode_answer_text",
@@ -32,7 +32,7 @@ def patterns(modules):
 
 
 def results(module: str) -> dict:
-    meta = Path("mutants") / "minigptv2" / f"{module}.py.meta"
+    meta = Path("mutants") / "minigptv2" / f"{module.replace('.', '/')}.py.meta"
     codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.is_file() else {}
     pats = patterns([module])
     return {k: STATUS.get(v, "other") for k, v in codes.items() if any(fnmatch.fnmatchcase(k, p) for p in pats)}

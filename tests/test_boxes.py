@@ -168,3 +168,19 @@ def test_iou_edges():
     assert iou((0, 0, 9, 9), (0, 0, 4, 9), inclusive=True) == 0.5     # (5 * 10) / (10 * 10): +1 on widths
     assert iou((0, 0, 0.5, 0.5), (0, 0, 0.5, 0.5)) == 1.0               # boxes under one pixel (float pixels)
     assert iou((0, 0, 0.5, 0.25), (0, 0, 0.25, 0.5)) == pytest.approx(0.0625 / (0.125 + 0.125 - 0.0625))
+
+
+def test_draw_boxes_labels_of_boxes_sharing_a_corner_do_not_overlap():
+    """The first label keeps its place above the box; the next takes the nearest free row (here just below it,
+    inside the box), so a prediction drawn on its ground truth leaves both labels readable."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (200, 100), "white")
+    out = draw_boxes(img, [Grounding((20, 40, 60, 90), "gt"), Grounding((20, 40, 60, 90), "pred")])
+    red, green, white = (255, 0, 0), (0, 255, 0), (255, 255, 255)
+    right_gt, right_pred = (int(40 + ImageDraw.Draw(img).textlength(t) + 4) for t in ("gt", "pred"))
+    # x1 = 40 px, y1 = 40 px: "gt" at rows 28..39 (above the box), "pred" at rows 40..51 (inside its top edge)
+    assert out.getpixel((right_gt, 28)) == red and out.getpixel((right_gt, 39)) == red
+    assert out.getpixel((right_gt + 1, 30)) == white
+    assert out.getpixel((right_pred, 40)) == green and out.getpixel((right_pred, 51)) == green
+    assert out.getpixel((right_pred, 52)) == white and out.getpixel((right_pred + 1, 45)) == white

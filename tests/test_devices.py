@@ -76,8 +76,9 @@ def test_generation_paths_keep_inputs_on_the_model_device(placed):
 
 
 def test_eval_scorers_and_training_step_keep_inputs_on_the_model_device(placed, tmp_path):
+    from minigptv2.eval.run import Item, choice_losses
+    from minigptv2.eval.synthetic import run_synthetic
     from minigptv2.train.loop import loss_sum
-    from minigptv2.eval.cli import Item, choice_losses, run_synthetic
     from minigptv2.synthetic import write_synthetic
 
     model, proc, seen = placed

@@ -164,3 +164,11 @@ def test_chat_templates_that_cannot_be_cut_are_refused():
                                         ("x [refer] y", None), ("[detection][refer] x", "detection")])
 def test_task_of(text, task):
     assert prompts.task_of(text) == task
+
+
+def test_without_task_strips_only_a_leading_identifier():
+    assert prompts.without_task("  [refer]  red circle") == "red circle"
+    assert prompts.without_task("[refer]") == ""
+    assert prompts.without_task("what is [refer] here") == "what is [refer] here"
+    assert prompts.without_task("[chat] hi") == "[chat] hi"                      # not a task identifier
+    assert all(prompts.without_task(prompts.with_task(t, "x y")) == "x y" for t in prompts.TASKS)

@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     e.set_defaults(fn=cmd_example)
 
     c = sub.add_parser("convert", help="COCO detection JSON / CSV / JSONL with pixel boxes -> train.jsonl, "
-                                       "test.jsonl, mixture.json", description=_doc("dataconvert"),
+                                       "test.jsonl, mixture.json", description=_doc("data.convert"),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("source", help="the annotation file")
     c.add_argument("--from", dest="fmt", required=True, choices=["coco", "csv", "jsonl"])
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     c.set_defaults(fn=cmd_convert)
 
     k = sub.add_parser("check", help="check a mixture before training (images, boxes, answers, tokens, tasks)",
-                       description=_doc("datacheck"), formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=_doc("data.check"), formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("mixture", help="mixture.json")
     k.add_argument("--model", default=None, help="model folder (or `nano`) whose tokenizer and limits to count "
                    "tokens against")

@@ -30,8 +30,8 @@ rule: x = int(x_pixels / width * 100)):
     answer alone                 -> caption    "[caption] Briefly describe this image." -> "{answer}"
   A question that already starts with a task identifier ("[vqa] ...") is used as it is.
 
-The instructions are the prompts `minigptv2 eval` asks (evaluate.py), so a model is scored on what it trained on.
-Every error names the file, the record and the value.
+The instructions are the prompts `minigptv2 eval` asks (minigptv2/eval/benches.py), so a model is scored on what it
+trained on. Every error names the file, the record and the value.
 """
 from __future__ import annotations
 
@@ -45,15 +45,12 @@ from collections import Counter
 from pathlib import Path
 
 from minigptv2.boxes import format_box, to_grid
-from minigptv2.data.datasets import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, IDENTIFY_TEMPLATES, REFER_TEMPLATES,
-                            VQA_TEMPLATES)
+from minigptv2.data.annotations import read_json, read_text
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.images import image_size
-from minigptv2.prompts import IDENTIFIERS
+from minigptv2.prompts import EVAL_PROMPTS, IDENTIFIERS
 
-# the prompts of evaluate.py (REFER_PROMPT, VQA_PROMPT, IDENTIFY_PROMPT, DETECTION_PROMPT, CAPTION_PROMPT)
-PROMPTS = {"refer": REFER_TEMPLATES[1], "vqa": VQA_TEMPLATES[1], "identify": IDENTIFY_TEMPLATES[1],
-           "detection": DETECTION_TEMPLATE, "caption": "[caption] " + CAPTION_TEMPLATES[0]}
+PROMPTS = {t: EVAL_PROMPTS[t] for t in ("refer", "vqa", "identify", "detection", "caption")}   # as eval asks
 FORMATS = ("coco", "csv", "jsonl")
 COCO_TASKS = ("refer", "identify", "detection")
 PIXEL_SLACK = 1.0     # a box may reach this far past the image edge (float rounding in real annotations)
@@ -124,9 +121,7 @@ def _boxes_text(boxes) -> str:
 # ---- COCO ---------------------------------------------------------------------------------------------------
 def from_coco(path: Path, images: _Images, tasks=COCO_TASKS) -> tuple[list[tuple[str, dict]], Counter]:
     """[(image file, record)] and counts of what was skipped."""
-    from minigptv2.data.datasets import _read_json
-
-    data = _read_json(str(path))
+    data = read_json(path)
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
                                                                                      "categories")):
         raise MiniGPTv2Error(f"{path}: a COCO detection file is an object with lists 'images', 'annotations' and "
@@ -259,9 +254,7 @@ def simple_record(r: dict, where: str, images: _Images, box_format: str) -> tupl
 
 
 def from_csv(path: Path, images: _Images, box_format: str = "xyxy") -> list[tuple[str, dict]]:
-    from minigptv2.data.datasets import _read_text
-
-    reader = csv.DictReader(io.StringIO(_read_text(str(path)), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
     if not reader.fieldnames or "image" not in [f.strip() for f in reader.fieldnames]:
         raise MiniGPTv2Error(f"{path}: the first row must name the columns, among them 'image' "
                              f"(image, question, answer, boxes, task); got {reader.fieldnames}")
@@ -276,10 +269,8 @@ def from_csv(path: Path, images: _Images, box_format: str = "xyxy") -> list[tupl
 
 
 def from_jsonl(path: Path, images: _Images, box_format: str = "xyxy") -> list[tuple[str, dict]]:
-    from minigptv2.data.datasets import _read_text
-
     out = []
-    for n, line in enumerate(_read_text(str(path)).splitlines(), 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}: line {n}"

@@ -51,11 +51,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from minigptv2 import prompts
 from minigptv2.boxes import format_box, parse_boxes, to_grid
+from minigptv2.data.annotations import field as _field, flickr_image as _flickr_image, read_json as _read_json
+from minigptv2.data.annotations import read_list as _list_file, read_text as _read_text, str_list as _str_list
+from minigptv2.data.annotations import where as _where
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.prompts import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES)
 
-TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection", "chat", "text")
-VISION_TASKS = ("vqa", "caption", "grounding", "refer", "identify", "detection")
+VISION_TASKS = prompts.TASKS
+TASKS = VISION_TASKS + ("chat", "text")
 
 
 @dataclass
@@ -64,57 +69,6 @@ class Sample:
     turns: list[tuple[str, str]]       # [(instruction, answer), ...]; instruction without <Img>/[INST]
     task: str                          # one of TASKS
     source: str = ""                   # "file#record-index", for error messages
-
-
-# ---- official instruction templates (docs/official-model.md §4.5, verbatim) ------------------------------------
-REFER_TEMPLATES = [
-    "[refer] {}",
-    "[refer] give me the location of {}",
-    "[refer] where is {} ?",
-    "[refer] from this image, tell me the location of {}",
-    "[refer] the location of {} is",
-    "[refer] could you tell me the location for {} ?",
-    "[refer] where can I locate the {} ?",
-]
-IDENTIFY_TEMPLATES = [
-    "[identify] {}",
-    "[identify] what object is in this location {}",
-    "[identify] identify the object present at this location {}",
-    "[identify] what is it in {}",
-    "[identify] describe this object in {}",
-    "[identify] this {} is",
-    "[identify] the object in {} is",
-]
-VQA_TEMPLATES = [
-    "[vqa] {}",
-    "[vqa] Based on the image, respond to this question with a short answer: {}",
-]
-CAPTION_TEMPLATES = [  # used as "[caption] " + template
-    "Briefly describe this image.",
-    "Provide a concise depiction of this image.",
-    "Present a short description of this image.",
-    "Summarize this image in a few words.",
-    "A short image caption:",
-    "A short image description:",
-    "A photo of ",
-    "An image that shows ",
-    "Write a short description for the image. ",
-    "Write a description for the photo.",
-    "Provide a description of what is presented in the photo.",
-    "Briefly describe the content of the image.",
-    "Can you briefly explain what you see in the image?",
-    "Could you use a few words to describe what you perceive in the photo?",
-    "Please provide a short depiction of the picture.",
-    "Using language, provide a short account of the image.",
-    "Use a few words to illustrate what is happening in the picture.",
-]
-GROUNDING_TEMPLATES = [
-    "[grounding] please describe this image in details",
-    "[grounding] describe this image as detailed as possible",
-    "[grounding] summarize this image in details",
-    "[grounding] give a thorough description of what you see in this image",
-]
-DETECTION_TEMPLATE = "[detection] {}"
 
 
 # ---- text processor ---------------------------------------------------------------------------------------
@@ -142,30 +96,6 @@ def blip_caption(text: str, max_words: int = 50) -> str:
 
 
 # ---- file helpers -----------------------------------------------------------------------------------------
-def _read_text(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise MiniGPTv2Error(f"annotation file not found: {path}") from None
-    except IsADirectoryError:
-        raise MiniGPTv2Error(f"annotation path is a folder, not a file: {path}") from None
-    except UnicodeDecodeError as e:
-        raise MiniGPTv2Error(f"annotation file {path} is not UTF-8 text ({e})") from None
-    except OSError as e:
-        raise MiniGPTv2Error(f"cannot read annotation file {path}: {e.strerror or e}") from None
-
-
-def _read_json(path: str):
-    text = _read_text(path)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MiniGPTv2Error(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except (ValueError, RecursionError) as e:   # an over-long integer literal, nesting too deep
-        raise MiniGPTv2Error(f"{path}: invalid JSON: {type(e).__name__}: {str(e)[:200]}") from None
-
-
 class _NoGlobalsUnpickler(pickle.Unpickler):
     """Unpickler for plain data: every class/function lookup is refused, so no pickled code can run."""
 
@@ -195,45 +125,6 @@ def safe_unpickle(path: str):
         raise MiniGPTv2Error(f"{path}: corrupt pickle ({type(e).__name__}: {e})") from None
 
 
-def _where(path: str, i: int) -> str:
-    return f"{path}: record {i}"
-
-
-def _field(rec, key: str, types, path: str, i: int, optional: bool = False):
-    """rec[key] checked against `types` (a type or a tuple of types; a bool never counts as a number).
-    With `optional`, a missing key or null gives None."""
-    if not isinstance(rec, dict):
-        raise MiniGPTv2Error(f"{_where(path, i)}: expected a JSON object, got {type(rec).__name__}")
-    if key not in rec:
-        if optional:
-            return None
-        raise MiniGPTv2Error(f"{_where(path, i)}: missing field '{key}'")
-    v = rec[key]
-    if optional and v is None:
-        return None
-    types = types if isinstance(types, tuple) else (types,)
-    if not isinstance(v, types) or isinstance(v, bool):
-        want = " or ".join(t.__name__ for t in types)
-        raise MiniGPTv2Error(f"{_where(path, i)}: field '{key}' must be {want}, got {type(v).__name__}")
-    return v
-
-
-def _str_list(rec, key: str, path: str, i: int, allow_str: bool = False) -> list[str]:
-    v = _field(rec, key, (list, str) if allow_str else list, path, i)
-    if isinstance(v, str):
-        return [v]
-    if not v or not all(isinstance(s, str) for s in v):
-        raise MiniGPTv2Error(f"{_where(path, i)}: field '{key}' must be a non-empty list of strings")
-    return v
-
-
-def _list_file(path: str) -> list:
-    data = _read_json(path)
-    if not isinstance(data, list):
-        raise MiniGPTv2Error(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
-
-
 class _Reader:
     """Base: `self.records` (validated at open time) and `self.image_root`."""
 
@@ -259,16 +150,6 @@ class _Reader:
 
     def _source(self, i: int) -> str:
         return f"{self.path}#{i}"
-
-
-def _flickr_image(rec, path: str, i: int) -> str:
-    """Flickr files name images by `image_id` ({id}.jpg); an explicit "image" path wins (our extension)."""
-    img = _field(rec, "image", str, path, i, optional=True)
-    if img is not None:
-        return img
-    if not isinstance(rec, dict) or "image_id" not in rec:
-        raise MiniGPTv2Error(f"{_where(path, i)}: missing field 'image_id' (or 'image')")
-    return f"{_field(rec, 'image_id', (str, int), path, i)}.jpg"
 
 
 # ---- captions ---------------------------------------------------------------------------------------------

@@ -3,9 +3,10 @@
     minigptv2 eval --model runs/ft/final --bench jsonl --data ft_data/test.jsonl --out runs/ft/eval
     minigptv2 train ... --eval-data ft_data/test.jsonl       # the same, on the final model, into OUT/eval
 
-The file is data.py's JSONL ({"image", "task", "turns": [[instruction, answer], ...]}; `minigptv2 data convert
---held-out` writes test.jsonl). Each record's first turn is asked as it is written (greedy, constrained box decoding
-for refer / detection / grounding as every bench) and its answer is the ground truth; later turns are not scored.
+The file is the JSONL of minigptv2/data/datasets.py ({"image", "task", "turns": [[instruction, answer], ...]};
+`minigptv2 data convert --held-out` writes test.jsonl). Each record's first turn is asked as it is written (greedy,
+constrained box decoding for refer / detection / grounding as every bench) and its answer is the ground truth;
+later turns are not scored.
 Scores (fractions in 0..1), with metrics.py as for the other benches:
     refer        refer_acc: the answer's box against the true box with metrics.refcoco_accuracy (the official parse:
                  the answer must start with the box; IoU > 0.5 in pixels of the image file); parse failures
@@ -15,13 +16,16 @@ Scores (fractions in 0..1), with metrics.py as for the other benches:
 """
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-from minigptv2.eval import metrics
 from minigptv2.boxes import parse_boxes, to_pixels
 from minigptv2.data.datasets import JsonlDataset
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.eval import metrics
+from minigptv2.eval.run import Item, run_prompts, write_atomic, write_predictions
+from minigptv2.eval.scoring import box_parse_failed
 from minigptv2.images import image_size
 
 BOX_TASKS = ("detection", "grounding")
@@ -30,9 +34,7 @@ MAX_NEW_TOKENS = {"refer": 20, "vqa": 20, "identify": 20, "caption": 30, "detect
 
 
 def jsonl_items(path, limit: int | None = None) -> dict[str, list]:
-    """Per task, the Items (benchrun.Item) of the first `limit` records of a training-format JSONL."""
-    from minigptv2.eval.run import Item
-
+    """Per task, the Items (run.Item) of the first `limit` records of a training-format JSONL."""
     ds = JsonlDataset(path)
     if len(ds) == 0:
         raise MiniGPTv2Error(f"{path}: no records to score")
@@ -60,8 +62,6 @@ def jsonl_items(path, limit: int | None = None) -> dict[str, list]:
 
 
 def _score(task: str, items, preds) -> tuple[dict, list]:
-    from minigptv2.eval.run import box_parse_failed
-
     if task == "refer":
         r = metrics.refcoco_accuracy(preds, [it.gt for it in items])
         rows = [{"hit": metrics.refcoco_hit(p, it.gt["bbox"], it.gt["width"], it.gt["height"]),
@@ -84,9 +84,7 @@ def _score(task: str, items, preds) -> tuple[dict, list]:
 
 def run_jsonl(model, processor, path, limit=None, batch_size: int = 10, constrained: bool = True,
               compare_constrained: bool = False, max_new_tokens=None, progress: bool = True):
-    """Ask and score every record (module docstring). Returns (metrics, rows) as evaluate.run_bench."""
-    from minigptv2.eval.run import run_prompts
-
+    """Ask and score every record (module docstring). Returns (metrics, rows) as cli.run_bench."""
     t0 = time.time()
     m: dict = {"data": str(path), "n": {}}
     rows: list = []
@@ -118,15 +116,12 @@ def report(m: dict) -> list[str]:
 def evaluate_into(model_dir, path, out, batch_size: int = 10, progress: bool = False) -> dict:
     """`minigptv2 eval --bench jsonl` of a model folder on `path`, written to `out` (metrics.json, report.md,
     predictions/jsonl.jsonl); returns the metrics. Used by `train --eval-data`."""
-    import json
-
     from minigptv2 import load
-    from minigptv2.eval.run import _write_atomic, write_predictions
 
     model, processor = load(model_dir)
     m, rows = run_jsonl(model, processor, path, batch_size=batch_size, progress=progress)
     out = Path(out)
     write_predictions(rows, out / "predictions" / "jsonl.jsonl")
-    _write_atomic(out / "metrics.json", json.dumps({"model": str(model_dir), "benches": {"jsonl": m}}, indent=2))
-    _write_atomic(out / "report.md", "\n".join([f"# MiniGPT-v2 evaluation — {model_dir}", "", *report(m)]) + "\n")
+    write_atomic(out / "metrics.json", json.dumps({"model": str(model_dir), "benches": {"jsonl": m}}, indent=2))
+    write_atomic(out / "report.md", "\n".join([f"# MiniGPT-v2 evaluation — {model_dir}", "", *report(m)]) + "\n")
     return m

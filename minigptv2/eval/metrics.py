@@ -4,7 +4,7 @@ Every metric of an official benchmark gives the same per-sample score as MiniGPT
 quirks included; docs/evaluation-semantics.md writes those semantics down and names each quirk. Deliberate
 improvements exist only as documented, non-default options.
 
-  * VQA family (metrics_vqa.py, re-exported here): VQA accuracy (OKVQA / VQAv2), VizWiz, GQA, VSR, Hateful
+  * VQA family (vqa_metrics.py, re-exported here): VQA accuracy (OKVQA / VQAv2), VizWiz, GQA, VSR, Hateful
     Memes, IconVQA ranking.
   * here: RefCOCO/+/g accuracy (§4), detection / grounding recall and precision with COCOeval's matching (§5),
     COCO box mAP (pycocotools) and COCO caption scores (pycocoevalcap).

@@ -1,5 +1,6 @@
 """Running a bench's prompts through the model and writing what it answered: the pieces every bench shares
-(evaluate.py for the official and synthetic benches, eval_jsonl.py for a user's own data).
+(cli.py for the official benches, synthetic.py for ours, jsonl.py for a user's own data). Answers are greedy
+(run_prompts); IconVQA ranks its choices by their loss instead (choice_losses).
 """
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minigptv2.boxes import parse_boxes
-from minigptv2.constrained import box_constraint, well_formed
+from minigptv2.constrained import box_constraint
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import generate
 
 # the official evaluation protocol's answer lengths (docs/evaluation.md); captions 30, detection 100, grounding 200
 MAX_NEW_TOKENS = {"refer": 20, "vqa": 20, "identify": 20, "caption": 30, "detection": 100, "grounding": 200}
+BOX_TASKS = ("refer", "detection", "grounding")    # answered with boxes: constrained decoding applies (_constraint)
 
 
 @dataclass
@@ -55,12 +56,59 @@ def run_prompts(model, processor, items: list[Item], batch_size: int = 10, max_n
     return preds
 
 
-def box_parse_failed(text: str) -> bool:
-    """A box answer that holds no box, or a malformed one."""
-    return not parse_boxes(text or "") or not well_formed(text or "")
+def choice_losses(model, processor, items: list[Item], batch_size: int = 10, progress: bool = True,
+                  desc: str = "iconvqa") -> list[list[float]]:
+    """IconVQA candidate losses with the official `multi_select` arithmetic (docs/evaluation-semantics.md §3).
+
+    Each choice is scored by the model's forward pass on the official instruction string
+    `<s>[INST] <Img><ImageHere></Img> [vqa] ... {q} [/INST]` + choice + `</s>` (chat_template off, so the sequence
+    is the model's inference prompt: for the official prompt_form two BOS, one space before [/INST];
+    `processor.training_example` would build the chat_template training form instead). loss = per-row sum of
+    answer-token NLL / (padded length - 1) with the official padded length (BOS + longest prompt + longest answer
+    of the batch for that choice slot); slots a question lacks are filled with "none" and get loss 9999. This keeps
+    an official quirk: the divisor depends on the batch, so batch_size can change a choice (the official is 10)."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from minigptv2.images import load_image
+    from minigptv2.processor import IGNORE
+
+    tok = processor.tok
+    dev = model.input_device
+    out: list[list[float]] = []
+    with torch.inference_mode(), tqdm(total=len(items), desc=desc, unit="sample", disable=not progress,
+                                      dynamic_ncols=True) as bar:
+        for s in range(0, len(items), batch_size):
+            chunk = items[s: s + batch_size]
+            pv = torch.stack([processor.image(load_image(it.image)) for it in chunk])
+            image_embeds = model.get_image_features(pv)
+            prompts = [processor.prompt_ids([it.prompt]) for it in chunk]
+            # official: the choices are joined with "_" and split again (a "_" inside a choice makes several
+            # candidates; no choices make one empty candidate): docs/evaluation-semantics.md §3
+            choices = ["_".join(it.gt["choices"]).split("_") for it in chunk]
+            losses = [[9999.0] * max(len(c), 1) for c in choices]
+            for j in range(max(len(c) for c in choices)):
+                answers = [c[j] if j < len(c) else "none" for c in choices]
+                ans = [tok.encode(a)[: processor.config.max_txt_len] + [tok.eos_id] for a in answers]
+                batch = processor.collate([{"input_ids": p + a, "labels": [IGNORE] * len(p) + a,
+                                            "pixel_values": None} for p, a in zip(prompts, ans)])
+                batch = {k: v.to(dev) for k, v in batch.items() if v is not None}     # where the model is
+                emb = model.embed(batch["input_ids"], image_embeds=image_embeds)
+                logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits.float()
+                nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
+                                      ignore_index=IGNORE, reduction="none")
+                # official padded length: BOS + longest prompt + longest answer; our prompt ids hold both BOS
+                denom = max(len(p) for p in prompts) + max(len(a) for a in ans) - 1
+                for i, c in enumerate(choices):
+                    if j < len(c):
+                        losses[i][j] = float(nll[i].sum()) / denom
+            out += losses
+            bar.update(len(chunk))
+    return out
 
 
-def _write_atomic(path: Path, data: bytes | str) -> None:
+def write_atomic(path: Path, data: bytes | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     (tmp.write_bytes if isinstance(data, bytes) else tmp.write_text)(data)
@@ -68,4 +116,4 @@ def _write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def write_predictions(rows: list[dict], path: Path) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+    write_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))

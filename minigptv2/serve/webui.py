@@ -14,34 +14,33 @@ from __future__ import annotations
 import hashlib
 import html
 import random
-import re
 import tempfile
 from pathlib import Path
 
+from minigptv2 import prompts
 from minigptv2.boxes import BOX_RE, Grounding, draw_boxes, format_box, to_grid
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.generate import Result
 from minigptv2.images import image_size, load_image
 
-# button label -> (identifier inserted in the prompt, hint shown under the buttons)
-TASKS = {
-    "[vqa]": ("[vqa]", "Ask a question about the image, e.g. `what color is the circle?`"),
-    "[caption]": ("[caption]", "Ask for a short description, e.g. `briefly describe this image`"),
-    "[grounding]": ("[grounding]", "Ask for a description with a box for each object, e.g. `describe this image`"),
-    "[refer]": ("[refer]", "Name one object to locate, e.g. `red circle`: the answer is its box"),
-    "[identify]": ("[identify]", "Draw over an object on the image with the brush, then ask `what is this`: "
-                                 "the drawing's box is appended to your prompt"),
-    "[detection]": ("[detection]", "Name a kind of object to find every one of, e.g. `circle`"),
-    "chat": ("", "Free chat: ask anything, no task identifier"),
+# the hint shown under the task buttons, per task (prompts.TASKS, then free chat)
+HINTS = {
+    "vqa": "Ask a question about the image, e.g. `what color is the circle?`",
+    "caption": "Ask for a short description, e.g. `briefly describe this image`",
+    "grounding": "Ask for a description with a box for each object, e.g. `describe this image`",
+    "refer": "Name one object to locate, e.g. `red circle`: the answer is its box",
+    "identify": "Draw over an object on the image with the brush, then ask `what is this`: "
+                "the drawing's box is appended to your prompt",
+    "detection": "Name a kind of object to find every one of, e.g. `circle`",
+    "chat": "Free chat: ask anything, no task identifier",
 }
-IDENTIFIER_RE = re.compile(r"^\s*\[(vqa|caption|grounding|refer|identify|detection)\]\s*")
+assert set(HINTS) == {*prompts.TASKS, "chat"}
 N_EXAMPLES = 4
 
 
-def with_task(identifier: str, text: str | None) -> str:
-    """Replace the prompt's leading task identifier (if any) with `identifier`."""
-    rest = IDENTIFIER_RE.sub("", text or "")
-    return f"{identifier} {rest}" if identifier else rest
+def switch_task(task: str, text: str | None) -> str:
+    """The prompt with its leading task identifier (if any) replaced by `task`'s ("chat": none)."""
+    return prompts.with_task(task, prompts.without_task(text or ""))
 
 
 def drawn_box(editor_value) -> tuple[int, int, int, int] | None:
@@ -66,7 +65,7 @@ def drawn_box(editor_value) -> tuple[int, int, int, int] | None:
 
 def labelled(boxes: list[Grounding], prompt: str) -> list[Grounding]:
     """Bare boxes (a [refer] answer) are labelled with what was asked for."""
-    asked = IDENTIFIER_RE.sub("", BOX_RE.sub("", prompt)).strip()[:40] or None
+    asked = prompts.without_task(BOX_RE.sub("", prompt)).strip()[:40] or None
     return [g if g.phrase else Grounding(g.box, asked) for g in boxes]
 
 
@@ -123,7 +122,7 @@ def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max
 
     def respond(editor_value, text, history, state, temperature, max_tokens):
         text = (text or "").strip()
-        if not text or not IDENTIFIER_RE.sub("", text).strip():
+        if not text or not prompts.without_task(text).strip():
             gr.Warning("Type a question or instruction first.")
             return
         bg = editor_value.get("background") if isinstance(editor_value, dict) else None
@@ -183,8 +182,8 @@ def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max
             with gr.Column(scale=1):
                 chatbot = gr.Chatbot(elem_id="chatbot", height=420, label="Conversation", feedback_options=None)
                 with gr.Row():
-                    buttons = {label: gr.Button(label, size="sm", min_width=60,
-                                                elem_id=f"task-{label.strip('[]')}") for label in TASKS}
+                    buttons = {task: gr.Button("chat" if task == "chat" else f"[{task}]", size="sm", min_width=60,
+                                               elem_id=f"task-{task}") for task in HINTS}
                 hint = gr.Markdown("Pick a task, then type.", elem_id="hint")
                 text = gr.Textbox(show_label=False, placeholder="[refer] red circle", elem_id="prompt", lines=1)
                 with gr.Row():
@@ -196,10 +195,9 @@ def build(engine, max_tokens_cap: int = 1024, default_max_tokens: int = 300, max
                     max_tokens = gr.Slider(1, max_tokens_cap, value=min(default_max_tokens, max_tokens_cap), step=1,
                                            label="Max new tokens", elem_id="max-tokens")
 
-        for label, btn in buttons.items():
-            identifier, tip = TASKS[label]
-            tip = f"**{identifier}** {tip}" if identifier else tip
-            btn.click(lambda t, i=identifier, h=tip: (with_task(i, t), h), inputs=text, outputs=[text, hint],
+        for task, btn in buttons.items():
+            tip = HINTS[task] if task == "chat" else f"**[{task}]** {HINTS[task]}"
+            btn.click(lambda t, k=task, h=tip: (switch_task(k, t), h), inputs=text, outputs=[text, hint],
                       queue=False)
         inputs = [editor, text, chatbot, state, temperature, max_tokens]
         outputs = [chatbot, text, shown, state]

@@ -11,6 +11,7 @@ import torch
 from conftest import FIXTURES, ROOT
 from helpers import tiny_model
 from benchmarks import common as bench
+from benchmarks import run
 
 G = importlib.import_module("minigptv2.generate")
 
@@ -25,9 +26,38 @@ SMALL = {   # the tiniest runs of each script
 }
 
 
-@pytest.mark.parametrize("name", bench.BENCHMARKS)
+def script(name: str, argv: list) -> int:
+    """benchmarks/NAME.py's main, in this process."""
+    return importlib.import_module(f"benchmarks.{name}").main(argv)
+
+
+def test_every_benchmark_has_a_script():
+    assert set(SMALL) == set(run.BENCHMARKS)
+    for name in run.BENCHMARKS + ("load", "gpu"):
+        assert (ROOT / "benchmarks" / f"{name}.py").is_file(), name
+
+
+def test_script_options_and_defaults(capsys):
+    """common.script_main: a script's own options with (default, --tiny default); other scripts' options ignored,
+    not taken for one of its own that they abbreviate (--batch is not scaling's --batches)."""
+    opts = dict(model=("nano", "tiny"), batch=(32, 4), lengths=([16, 32], [4]))
+    for argv, kw in (([], opts), (["--tiny", "--lengths", "2", "3", "--copy-mb", "4"], opts),
+                     (["--batch", "2", "--image-size", "224"], dict(batch=(32, 4))),
+                     (["--batch", "3"], dict(batches=([1, 4], [1])))):
+        assert bench.script_main(lambda a: dict(vars(a)), argv, **kw) == 0
+    out, err = capsys.readouterr()
+    got = [json.loads(line) for line in out.splitlines()]
+    assert all(d.pop("bench_wall_s") >= 0 and d.pop("threads") is None for d in got)
+    assert got == [{"tiny": False, "model": "nano", "image_size": None, "batch": 32, "lengths": [16, 32]},
+                   {"tiny": True, "model": "tiny", "image_size": None, "batch": 4, "lengths": [2, 3]},
+                   {"tiny": False, "model": "smol", "image_size": 224, "batch": 2},
+                   {"tiny": False, "model": "smol", "image_size": None, "batches": [1, 4]}]
+    assert "ignoring --copy-mb 4" in err and "ignoring --batch 3" in err
+
+
+@pytest.mark.parametrize("name", run.BENCHMARKS)
 def test_script_prints_one_json_line(name, capsys):
-    assert bench.script_main(name, ["--tiny"] + SMALL[name]) == 0
+    assert script(name, ["--tiny"] + SMALL[name]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     d = json.loads(lines[0])
@@ -42,13 +72,12 @@ def test_script_prints_one_json_line(name, capsys):
         assert [(r["batch"], r["max_new_tokens"]) for r in d["rows"]] == [(1, 2), (1, 3), (1, 4), (2, 3)]
 
 
-def test_cli_runs_the_script_files(capsys, tmp_path):
-    from minigptv2.cli import main
-
-    assert (ROOT / "benchmarks" / "bandwidth.py").is_file()
+def test_runner_runs_the_script_files(capsys, tmp_path, monkeypatch):
+    """benchmarks/run.py runs the script as `python benchmarks/bandwidth.py`, here from another working directory."""
+    monkeypatch.chdir(tmp_path)
     out, png = tmp_path / "r.jsonl", tmp_path / "b.png"
-    assert main(["bench", "--only", "bandwidth", "--tiny", "--out", str(out), "--plot", str(png),
-                 "--max-new-tokens", "2", "--copy-mb", "4"]) == 0
+    assert run.main(["--only", "bandwidth", "--tiny", "--out", str(out), "--plot", str(png),
+                     "--max-new-tokens", "2", "--copy-mb", "4"]) == 0
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert d["bench"] == "bandwidth" and d["copy_bandwidth_gb_s"] > 0 and 0 < d["fraction_of_bound"]
     assert json.loads(out.read_text()) == d and png.stat().st_size > 1000
@@ -57,11 +86,11 @@ def test_cli_runs_the_script_files(capsys, tmp_path):
 def test_plot_all_results(tmp_path, capsys):
     lines = []
     for name in ("scaling", "latency"):
-        bench.script_main(name, ["--tiny"] + SMALL[name])
+        script(name, ["--tiny"] + SMALL[name])
         lines.append(json.loads(capsys.readouterr().out))
     lines += [{"bench": "generate_batch", "batch": 3, "throughput_ratio": 1.5}, {"bench": "train_step", "ratio": 1.0},
               {"bench": "prefix_cache", "speedup_later_vs_first": 2.0}]
-    bench.plot(lines, tmp_path / "p.png")
+    run.plot(lines, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
 
 

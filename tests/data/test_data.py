@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from minigptv2.data.datasets import (CAPTION_TEMPLATES, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES,
-                            Sample, blip_caption, load_mixture, open_dataset)
+from minigptv2.data.datasets import (Sample, blip_caption, load_mixture, open_dataset)
+from minigptv2.prompts import CAPTION_TEMPLATES, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES
 from minigptv2.errors import MiniGPTv2Error
 
-REPO_REFCOCO = Path(__file__).parent / "fixtures" / "refcoco" / "refcoco_val.json"   # first 200 records of the real file
+REPO_REFCOCO = Path(__file__).parents[1] / "fixtures" / "refcoco" / "refcoco_val.json"   # first 200 records of the real file
 
 
 def write(path: Path, obj) -> Path:

@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minigptv2.boxes import format_box, format_boxes, parse_boxes, to_grid
-from minigptv2.data.datasets import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES,
-                            REFER_TEMPLATES, TASKS, VISION_TASKS, VQA_TEMPLATES, blip_caption, load_mixture,
-                            open_dataset)
+from minigptv2.data.datasets import (TASKS, VISION_TASKS, blip_caption, load_mixture, open_dataset)
+from minigptv2.prompts import CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 PATH = st.text(alphabet="abcxyz_-/.0123456789", min_size=1, max_size=20).filter(lambda p: not p.startswith("/"))

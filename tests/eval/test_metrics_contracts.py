@@ -1,5 +1,5 @@
-"""The contracts of minigptv2/eval/metrics.py and metrics_vqa.py around the arithmetic that tests/test_metrics.py pins:
-error messages that name the function and the value, accepted label forms, options passed through, COCO mAP's
+"""The contracts of minigptv2/eval/metrics.py and vqa_metrics.py around the arithmetic that tests/eval/test_metrics.py
+pins: error messages that name the function and the value, accepted label forms, options passed through, COCO mAP's
 rank scores and image set, the caption scorer's text cleaning and its fallbacks (no Java, no pycocoevalcap)."""
 import math
 import sys

@@ -13,8 +13,9 @@ import re
 
 import pytest
 
-from minigptv2.eval import cli as ev
 from minigptv2.eval import metrics
+from minigptv2.eval.run import Item
+from minigptv2.eval.scoring import score_iconvqa, score_vqa
 
 N_CASES = 3000
 
@@ -203,9 +204,9 @@ def test_vqa_accuracy_matches_reference_per_sample():
 
 def test_okvqa_bench_scores_the_official_prepared_answer():
     cases = list(vqa_cases(3, 500))
-    items = [ev.Item(str(i), "img.jpg", "q", "vqa", {"answers": a}) for i, (_, a) in enumerate(cases)]
+    items = [Item(str(i), "img.jpg", "q", "vqa", {"answers": a}) for i, (_, a) in enumerate(cases)]
     raw = [p for p, _ in cases]
-    m, rows = ev.score_vqa("okvqa", items, raw)
+    m, rows = score_vqa("okvqa", items, raw)
     # eval_vqa.py: lower(), remove "<unk>", strip, then the VQA evaluation
     ref = [ref_vqa_accuracy(p.lower().replace("<unk>", "").strip(), a) for p, a in cases]
     assert [r["correct"] for r in rows] == ref
@@ -268,8 +269,8 @@ def test_vqa_benches_score_raw_answers_like_eval_vqa():
     gqa = [short_answer(rng) for _ in raw]
 
     def rows(bench, gts, key):
-        items = [ev.Item(str(i), "i.jpg", "q", "vqa", {key: g}) for i, g in enumerate(gts)]
-        return [r["correct"] for r in ev.score_vqa(bench, items, raw)[1]]
+        items = [Item(str(i), "i.jpg", "q", "vqa", {key: g}) for i, g in enumerate(gts)]
+        return [r["correct"] for r in score_vqa(bench, items, raw)[1]]
 
     assert rows("vizwiz", answers, "answers") == [ref_vizwiz(p, a) for p, a in zip(raw, answers)]
     assert rows("gqa", gqa, "answer") == [float(p.lower() == g) for p, g in zip(raw, gqa)]
@@ -304,7 +305,7 @@ def test_score_iconvqa_pads_per_batch():
     items, losses = [], []
     for i in range(300):
         n = rng.randint(1, 5)
-        items.append(ev.Item(str(i), "i.png", "q", "rank", {"choices": [f"c{j}" for j in range(n)],
+        items.append(Item(str(i), "i.png", "q", "rank", {"choices": [f"c{j}" for j in range(n)],
                                                             "answer": rng.randrange(n)}))
         losses.append([rng.choice(pool) for _ in range(n)])
     for batch in (1, 4, 10):
@@ -314,7 +315,7 @@ def test_score_iconvqa_pads_per_batch():
             for it, ls in zip(items[s: s + batch], losses[s: s + batch]):
                 row = torch.tensor([ls + [9999.0] * (width - len(ls))], dtype=torch.float32)
                 correct += int(torch.argsort(row, dim=-1, stable=True)[0, 0]) == it.gt["answer"]
-        m, _ = ev.score_iconvqa(items, losses, batch)
+        m, _ = score_iconvqa(items, losses, batch)
         assert m["accuracy"] == pytest.approx(100 * correct / len(items)), batch
 
 

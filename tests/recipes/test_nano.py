@@ -77,7 +77,8 @@ def test_nano_is_prompted_in_the_training_form_which_scores_higher(nano, table):
     README: 0.561 against 0.841 on 500 scenes), so the setting is what the floors above depend on. Identify only,
     on the same scenes (the official form has no floor of its own: not wanted for nano)."""
     from minigptv2.config import MiniGPTv2Config
-    from minigptv2.eval.cli import SYNTH_MAX_NEW_TOKENS, _score_synth, run_prompts, synthetic_items
+    from minigptv2.eval.run import run_prompts
+    from minigptv2.eval.synthetic import SYNTH_MAX_NEW_TOKENS, _score_synth, synthetic_items
     from minigptv2.processor import build_processor
 
     model, proc = nano
