@@ -188,7 +188,7 @@ def train_samples(n: int, seed: int = 0) -> list:
 def official_loss_sum(model, proc, samples, dtype=torch.float32):
     """docs/official-model.md §4.3: images encoded as a batch, then per sample: tokenize each piece, embed, concat
     with the image embeddings, right-pad with zeros; one LLM forward on inputs_embeds; CE on the answer tokens."""
-    import torch.nn.functional as F
+    from minigptv2.losses import next_token_loss
 
     tok, emb = proc.tok, model.language_model.get_input_embeddings()
     pix = torch.stack([proc.image(s.image) for s in samples]).to(emb.weight.dtype)
@@ -218,9 +218,7 @@ def official_loss_sum(model, proc, samples, dtype=torch.float32):
     labels[labels == tok.pad_id] = IGNORE
     with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
         logits = model.language_model(inputs_embeds=x, attention_mask=mask).logits
-    lg, lb = logits[:, :-1].float(), labels[:, 1:]
-    return F.cross_entropy(lg.reshape(-1, lg.shape[-1]), lb.reshape(-1), ignore_index=IGNORE, reduction="sum"), \
-        int((lb != IGNORE).sum())
+    return next_token_loss(logits, labels), int((labels[:, 1:] != IGNORE).sum())
 
 
 # ---- timing ------------------------------------------------------------------------------------------------

@@ -252,7 +252,8 @@ def section_quantized(a, model, proc, ctx):
 
 
 def section_train(a, model, proc, ctx):
-    from minigptv2.train.loop import loss_sum, make_batch, param_groups
+    from minigptv2.train.batches import make_batch
+    from minigptv2.train.loop import loss_sum, param_groups
 
     ctx.pop("merged", None)
     cdtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32

@@ -24,27 +24,29 @@ def measure(args) -> dict:
     import tempfile
 
     from minigptv2 import checkpoint as ckpt
-    from minigptv2.train import loop as T
+    from minigptv2.train.batches import Mixture, VisionCache
+    from minigptv2.train.config import TrainConfig, resolve_precision
+    from minigptv2.train.loop import train
     from minigptv2.data.datasets import load_mixture
     from minigptv2.synthetic import write_synthetic
 
     model, proc = build(args.model, args.image_size)
     start = copy.deepcopy(model.state_dict())
-    precision = T.resolve_precision("auto", torch.device("cpu"))
-    tc = T.TrainConfig(steps=args.steps + 1, batch_size=args.batch, grad_accum=2, lr=4e-4, min_lr=2e-5,
-                       warmup_lr=4e-5, warmup_steps=0, trainable={"vit": "frozen", "projector": "full", "llm": "full"},
-                       grad_clip=1.0, precision=precision, cache_vision=True, save_every=10 ** 9)
-    cache = T.VisionCache(model, proc, ckpt.DTYPES[precision], torch.device("cpu"))
+    precision = resolve_precision("auto", torch.device("cpu"))
+    tc = TrainConfig(steps=args.steps + 1, batch_size=args.batch, grad_accum=2, lr=4e-4, min_lr=2e-5,
+                     warmup_lr=4e-5, warmup_steps=0, trainable={"vit": "frozen", "projector": "full", "llm": "full"},
+                     grad_clip=1.0, precision=precision, cache_vision=True, save_every=10 ** 9)
+    cache = VisionCache(model, proc, ckpt.DTYPES[precision], torch.device("cpu"))
     times, losses = {"sdpa": [], "eager": []}, {}
     with tempfile.TemporaryDirectory() as d:
         write_synthetic(Path(d) / "data", n=64, seed=0, max_objects=3)
-        mix = T.Mixture(load_mixture(Path(d) / "data" / "mixture.json"), seed=0)
+        mix = Mixture(load_mixture(Path(d) / "data" / "mixture.json"), seed=0)
         for k, attention in enumerate(("sdpa", "sdpa", "eager", "sdpa", "eager")):   # the first fills the cache
             model.load_state_dict(start)
             out = Path(d) / f"run{k}"
             with contextlib.redirect_stdout(io.StringIO()):      # train() prints its schedule: one JSON line here
-                ls = T.train(model, proc, mix, dataclasses.replace(tc, attention=attention), out, progress=False,
-                             cache=cache)
+                ls = train(model, proc, mix, dataclasses.replace(tc, attention=attention), out, progress=False,
+                           cache=cache)
             rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
             if k:
                 times[attention] += [args.batch / r["samples_per_s"] for r in rows[1:]]   # step 1: warm-up

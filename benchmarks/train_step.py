@@ -14,7 +14,8 @@ from benchmarks.common import build, meta, official_loss_sum, peak_rss_mb, scrip
 
 def measure(args) -> dict:
     """Training step (forward + backward + AdamW) samples/s: ours (make_batch + loss_sum) vs the baseline."""
-    from minigptv2.train.loop import loss_sum, make_batch, param_groups
+    from minigptv2.train.batches import make_batch
+    from minigptv2.train.loop import loss_sum, param_groups
 
     size = args.image_size or (224 if args.model == "smol" else None)    # smol trains at 224 px here, not 448
     model, proc = build(args.model, size, lora=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from minigptv2.atomic import recover, write_folder  # noqa: F401 - recover: checkpoint.recover, as before
+from minigptv2.atomic import write_folder
 from minigptv2.config import MiniGPTv2Config, MiniGPTv2VisionConfig, from_legacy_dict
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.config import read_config

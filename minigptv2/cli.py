@@ -149,7 +149,7 @@ SUBCOMMANDS = {
               "minigptv2.synthetic"),
     "data": ("your annotations -> a checked training mixture (example, convert, check, tokenizer)",
              "minigptv2.data.cli"),
-    "train": ("train or fine-tune (stages, LoRA, DDP / FSDP)", "minigptv2.train.loop"),
+    "train": ("train or fine-tune (stages, LoRA, DDP / FSDP)", "minigptv2.train.cli"),
     "eval": ("run benchmarks and write reports", "minigptv2.eval.cli"),
     "serve": ("OpenAI-compatible HTTP API + web demo", "minigptv2.serve.server"),
 }

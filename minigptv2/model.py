@@ -148,7 +148,8 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
 
     # ---- forward --------------------------------------------------------------------------------------------
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The vision tower up to the projector (frozen in every official stage: train.VisionCache keeps it)."""
+        """The vision tower up to the projector (frozen in every official stage: train/batches.py VisionCache
+        keeps it)."""
         x = self.visual_encoder(pixel_values)                  # (B, 1 + P, Wv)   P = grid², e.g. 1024
         return self.ln_vision(x)[:, 1:]                        # (B, P, Wv)       drop CLS
 

@@ -259,7 +259,8 @@ class MiniGPTv2Processor(ProcessorMixin):
     def training_example(self, turns, image=None, chat_template: bool = True, load_image: bool = True) -> dict:
         """One training sample -> ids/labels. `image`: path / PIL / bytes / preprocessed (3,S,S) tensor / None.
         Each answer is cut to max_txt_len tokens (as the official code); an over-long sample is refused.
-        load_image=False leaves `image` as it is in "pixel_values" (train.VisionCache loads it if it must)."""
+        load_image=False leaves `image` as it is in "pixel_values" (train/batches.py VisionCache loads it if it
+        must)."""
         turns = [(q, self.truncate(a)) for q, a in turns]
         if self.config.template == "chat":
             if not chat_template:

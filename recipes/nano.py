@@ -185,7 +185,10 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
 
     from minigptv2 import NANO_DIR
     from minigptv2 import checkpoint as ckpt
-    from minigptv2.train import loop as T
+    from minigptv2.train.batches import Mixture, VisionCache
+    from minigptv2.train.config import TrainConfig
+    from minigptv2.train.distributed import init_distributed
+    from minigptv2.train.loop import train
     from minigptv2.config import nano
     from minigptv2.data.datasets import load_mixture
     from minigptv2.model import MiniGPTv2ForConditionalGeneration
@@ -232,16 +235,16 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
 
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
     # the ViT is frozen from here on: its output per image is computed once and kept over all stages
-    cache = T.VisionCache(model, proc, ckpt.DTYPES[R["precision"]], T.init_distributed()[2])
+    cache = VisionCache(model, proc, ckpt.DTYPES[R["precision"]], init_distributed()[2])
     for stage in R["stages"]:
         t = time.perf_counter()
         sc = dict(R[stage])
         mix = _mixture_with_ratios(work / "data_all", sc.pop("ratios"), f"mixture_{stage}.json") if "ratios" in sc \
             else mix_all
         parts = [(ds, float(e["ratio"])) for ds, e in zip(datasets, json.loads(mix.read_text()), strict=True)]
-        tc = T.TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05,
-                           grad_clip=1.0, save_every=500, precision=R["precision"])
-        T.train(model, proc, T.Mixture(parts, tc.seed), tc, work / stage, cache=cache if tc.cache_vision else None)
+        tc = TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05,
+                         grad_clip=1.0, save_every=500, precision=R["precision"])
+        train(model, proc, Mixture(parts, tc.seed), tc, work / stage, cache=cache if tc.cache_vision else None)
         times[f"{stage}_s"] = time.perf_counter() - t
         log(f"{stage}: {times[f'{stage}_s']:.0f} s")
     model.config.trainable = trainable

@@ -76,9 +76,9 @@ def test_generation_paths_keep_inputs_on_the_model_device(placed):
 
 
 def test_eval_scorers_and_training_step_keep_inputs_on_the_model_device(placed, tmp_path):
-    from minigptv2.train import loop as T
     from minigptv2.eval.run import Item, choice_losses
     from minigptv2.eval.synthetic import run_synthetic
+    from minigptv2.train.loop import loss_sum
     from minigptv2.synthetic import write_synthetic
 
     model, proc, seen = placed
@@ -89,6 +89,6 @@ def test_eval_scorers_and_training_step_keep_inputs_on_the_model_device(placed, 
     assert len(choice_losses(model, proc, items, progress=False)[0]) == 2
     ex = [proc.training_example([("[vqa] color?", "red")], image=IMG), proc.training_example([("hi", "there")])]
     batch = {k: v.to(DEVICE) if v is not None else None for k, v in proc.collate(ex).items()}
-    loss, n = T.loss_sum(model, batch, torch.float32)
+    loss, n = loss_sum(model, batch, torch.float32)
     loss.backward()
     assert n > 0 and torch.isfinite(loss)

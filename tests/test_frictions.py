@@ -11,11 +11,12 @@ from conftest import ROOT
 from helpers import tiny_model, tiny_tokenizer
 from minigptv2 import checkpoint as ckpt
 from minigptv2 import cli
-from minigptv2.train import loop as T
+from minigptv2.train import cli as train_cli
 from minigptv2.data.convert import convert
 from minigptv2.data.cli import model_folder, write_example
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.train.schedule import apply_overrides
+from minigptv2.train.config import STAGES
+from minigptv2.train.schedule import apply_overrides, lr_at
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,7 +43,7 @@ def run(ft, out, *extra, tok=True, steps=4):
         argv.remove("--progress")
     else:
         argv.append("--no-progress")
-    assert T.main(argv) == 0
+    assert train_cli.main(argv) == 0
 
 
 def log(out):
@@ -69,12 +70,12 @@ def test_fresh_preset_builds_its_tokenizer_from_the_data(ft, tmp_path, capsys):
 
 # ---- 2. the preset's warmup swallowed a short run -----------------------------------------------------------------
 def test_short_runs_scale_the_warmup_and_save_the_schedule(ft, tmp_path, capsys):
-    tc, notes = apply_overrides(T.STAGES[1], {"steps": 30}, 1)
+    tc, notes = apply_overrides(STAGES[1], {"steps": 30}, 1)
     assert tc.warmup_steps == 0 and "1000 of its 400000 steps" in notes[0]
-    assert T.lr_at(29, tc) > 1e-5                                            # past the warmup: a cosine near min_lr
-    tc, notes = apply_overrides(T.STAGES[3], {"steps": 5000}, 3)
+    assert lr_at(29, tc) > 1e-5                                              # past the warmup: a cosine near min_lr
+    tc, notes = apply_overrides(STAGES[3], {"steps": 5000}, 3)
     assert tc.warmup_steps == 100                                            # the preset's 2 %
-    tc, notes = apply_overrides(T.STAGES[1], {"steps": 30, "warmup_steps": 1000}, 1)
+    tc, notes = apply_overrides(STAGES[1], {"steps": 30, "warmup_steps": 1000}, 1)
     assert tc.warmup_steps == 1000 and notes == [
         "--warmup-steps 1000 >= --steps 30: the whole run is warmup and ends at lr 3.87e-06, not at the peak 0.0001"]
 
@@ -102,8 +103,9 @@ def full_llm_folder(ft):
 
 def test_init_keeps_the_folders_trainable_parts(ft, full_llm_folder, tmp_path):
     out = tmp_path / "run"
-    assert T.main(["--init", str(full_llm_folder), "--stage", "3", "--data", str(ft["mix"]), "--out", str(out),
-                   "--steps", "2", "--batch-size", "2", "--lr", "1e-3", "--precision", "fp32", "--no-progress"]) == 0
+    assert train_cli.main(["--init", str(full_llm_folder), "--stage", "3", "--data", str(ft["mix"]), "--out",
+                           str(out), "--steps", "2", "--batch-size", "2", "--lr", "1e-3", "--precision", "fp32",
+                           "--no-progress"]) == 0
     before, after = load_file(str(full_llm_folder / "model.safetensors")), load_file(str(out / "final" /
                                                                                           "model.safetensors"))
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -117,7 +119,7 @@ def test_trainable_errors_name_the_flag(ft, full_llm_folder, tmp_path, capsys):
     base = ["--init", str(full_llm_folder), "--data", str(ft["mix"]), "--steps", "1", "--batch-size", "2",
             "--precision", "fp32", "--no-progress"]
     with pytest.raises(MiniGPTv2Error, match=r"no LoRA settings \(config.lora\); train the LLM with --trainable"):
-        T.main([*base, "--out", str(tmp_path / "a"), "--trainable", '{"llm": "lora"}'])
+        train_cli.main([*base, "--out", str(tmp_path / "a"), "--trainable", '{"llm": "lora"}'])
     assert cli.main(["train", *base, "--out", str(tmp_path / "b"), "--trainable", "{llm: full}"]) == 2
     err = capsys.readouterr().err
     assert "error: --trainable is not valid JSON (Expecting property name enclosed in double quotes at column 2): " \
@@ -126,11 +128,11 @@ def test_trainable_errors_name_the_flag(ft, full_llm_folder, tmp_path, capsys):
                      ('{"lm": "full"}', "--trainable: unknown part 'lm'; the parts are vit, projector, llm"),
                      ('{"vit": "lora"}', "--trainable: 'vit' must be one of frozen, full, got 'lora'")):
         with pytest.raises(MiniGPTv2Error, match=re.escape(msg)):
-            T.main([*base, "--out", str(tmp_path / "c"), "--trainable", bad])
+            train_cli.main([*base, "--out", str(tmp_path / "c"), "--trainable", bad])
     with pytest.raises(MiniGPTv2Error, match=r"cache_vision needs a frozen ViT .*--trainable '\{\"vit\": \"frozen\"\}"):
-        T.main([*base, "--out", str(tmp_path / "d"), "--trainable", '{"vit": "full"}', "--cache-vision"])
+        train_cli.main([*base, "--out", str(tmp_path / "d"), "--trainable", '{"vit": "full"}', "--cache-vision"])
     # a partial --trainable changes only what it names
-    T.main([*base, "--out", str(tmp_path / "e"), "--trainable", '{"projector": "frozen"}'])
+    train_cli.main([*base, "--out", str(tmp_path / "e"), "--trainable", '{"projector": "frozen"}'])
     assert json.loads((tmp_path / "e" / "schedule.json").read_text())["used"]["trainable"] == \
         {"vit": "frozen", "projector": "frozen", "llm": "full"}
     assert not [p for p in tmp_path.iterdir() if p.name in "abcd"]           # refused runs leave no folder
@@ -160,12 +162,12 @@ def test_train_checks_the_data_first(ft, tmp_path, capsys):
 # ---- 5. progress: the bar, the loss curve, the eval table, --resume -----------------------------------------------
 def test_progress_curve_eval_table_and_resume(ft, tmp_path, capsys):
     out = tmp_path / "run"
-    orig = T.train
-    T.train = lambda *a, **k: orig(*a, **k, stop_after=3)
+    orig = train_cli.train
+    train_cli.train = lambda *a, **k: orig(*a, **k, stop_after=3)
     try:
         run(ft, out, "--save-every", "3", steps=6)                  # "killed" after the checkpoint at step 3
     finally:
-        T.train = orig
+        train_cli.train = orig
     assert not (out / "final").exists()
     run(ft, out, "--save-every", "3", "--resume", "--eval-data", str(ft["test"]), "--progress", steps=6)
     cap = capsys.readouterr()

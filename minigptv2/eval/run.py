@@ -96,8 +96,7 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
                 batch = {k: v.to(dev) for k, v in batch.items() if v is not None}     # where the model is
                 emb = model.embed(batch["input_ids"], image_embeds=image_embeds)
                 logits = model.language_model(inputs_embeds=emb, attention_mask=batch["attention_mask"]).logits.float()
-                nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch["labels"][:, 1:],
-                                      ignore_index=IGNORE, reduction="none")
+                nll = next_token_loss(logits, batch["labels"], reduction="none")
                 # official padded length: BOS + longest prompt + longest answer; our prompt ids hold both BOS
                 denom = max(len(p) for p in prompts) + max(len(a) for a in ans) - 1
                 for i, c in enumerate(choices):

@@ -1,4 +1,4 @@
-"""What `minigptv2 train` does around the loop of train.py: the schedule it uses (printed, and saved as
+"""What `minigptv2 train` does around the loop (loop.py): the schedule it uses (printed, and saved as
 OUT/schedule.json), the trainable parts, a tokenizer built from the data for a fresh model, the data check before
 the first step, the held-out evaluation after the last (OUT/eval) and the loss curve (OUT/loss.png).
 """
@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from minigptv2.atomic import replace_file, write_file
 from minigptv2.config import PARTS
 from minigptv2.errors import MiniGPTv2Error
 
@@ -63,9 +64,7 @@ def write_schedule(out: Path, tc, stage: int | None, preset, notes, given: dict)
          "preset": {k: getattr(preset, k) for k in SCHEDULE_KEYS} if preset is not None else None,
          "lr": {"first": lr_at(0, tc), "at_warmup_end": lr_at(min(tc.warmup_steps, max(tc.steps - 1, 0)), tc),
                 "last": lr_at(max(tc.steps - 1, 0), tc)}}
-    tmp = out / ".schedule.json.tmp"
-    tmp.write_text(json.dumps(d, indent=1, default=str) + "\n")
-    os.replace(tmp, out / "schedule.json")
+    write_file(out / "schedule.json", json.dumps(d, indent=1, default=str) + "\n")
 
 
 # ---- trainable parts ---------------------------------------------------------------------------------------------
@@ -117,15 +116,15 @@ def keep_tokenizer(tok, tmp: Path | None, out: Path) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     dest = out / "tokenizer.model"
-    shutil.copyfile(tok.path, out / ".tokenizer.model.tmp")
-    os.replace(out / ".tokenizer.model.tmp", dest)
+    replace_file(dest, lambda tmp: shutil.copyfile(tok.path, tmp))
     tok.path = dest
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- the data check ----------------------------------------------------------------------------------------------
 def check_data(parts, processor, mixture: str, eval_data: str | None, skip: bool, log=print) -> None:
-    """Run datacheck on the mixture (and the --eval-data file); print the table; refuse on problems."""
+    """Run the data check (data/check.py) on the mixture and the --eval-data file; print the table; refuse on
+    problems."""
     from minigptv2.data.datasets import JsonlDataset
     from minigptv2.data.check import check_datasets, refuse
 
@@ -142,7 +141,7 @@ def check_data(parts, processor, mixture: str, eval_data: str | None, skip: bool
 
 # ---- after the run -----------------------------------------------------------------------------------------------
 def evaluate_run(out: Path, eval_data: str, log=print) -> dict:
-    """Score OUT/final on the held-out JSONL into OUT/eval (eval_jsonl.evaluate_into); print the table."""
+    """Score OUT/final on the held-out JSONL into OUT/eval (eval/jsonl.py evaluate_into); print the table."""
     from minigptv2.eval.jsonl import evaluate_into, report
 
     m = evaluate_into(out / "final", eval_data, out / "eval")
@@ -166,7 +165,7 @@ def plot_losses(log_path: Path, png: Path) -> None:
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
+    try:
+        replace_file(png, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

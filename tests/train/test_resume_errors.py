@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 
-from minigptv2.train import loop as T
+from minigptv2.train import cli as train_cli
 from minigptv2.errors import MiniGPTv2Error
-from test_train import args, data, one_thread, run_main  # noqa: F401 - fixtures and helpers of the train tests
+from train_helpers import args, data, one_thread, run_main  # noqa: F401 - fixtures and helpers of the train tests
 
 
 @pytest.fixture(scope="module")
@@ -40,4 +40,4 @@ def test_damaged_checkpoint_files_are_named(data, saved, tmp_path, name, how):  
     # the file is named (the model's weights: by their folder, with what is wrong)
     with pytest.raises(MiniGPTv2Error, match="checkpoint: Error while deserializing" if name == "model.safetensors"
                        else name.split(".")[0]):
-        T.main(args(data, out, "--resume", steps=4, every=2))
+        train_cli.main(args(data, out, "--resume", steps=4, every=2))

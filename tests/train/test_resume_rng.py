@@ -1,9 +1,9 @@
 """`--resume` restores every random state: a run whose steps draw random numbers (LoRA dropout 0.2, so every
 training step draws dropout masks from torch's CPU generator; samples drawn at random from the mixture) continues
 after an interruption bit for bit as the uninterrupted run. The tiny preset's own LoRA has dropout 0 and draws
-nothing, so the resume tests of tests/test_train.py cannot see a random state that is not restored.
+nothing, so the resume tests of test_checkpoints.py cannot see a random state that is not restored.
 
-Uses the data, the run helpers and the kill machinery of tests/test_train.py.
+Uses the data, the run helpers and the kill machinery of train_helpers.py.
 """
 import json
 import signal
@@ -17,8 +17,8 @@ from minigptv2 import checkpoint as ckpt
 from minigptv2.config import preset
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import Tokenizer
-from test_train import (CHILD, _finish, _popen, assert_same_weights, data, log_rows, losses,  # noqa: F401 - fixtures
-                        one_thread, read_until_ready, run_main)
+from train_helpers import (CHILD, assert_same_weights, data, finish, log_rows, losses, one_thread,  # noqa: F401
+                           popen, read_until_ready, run_main)
 
 STEPS, BATCH, EVERY = 8, 4, 3
 DROPOUT = 0.2
@@ -76,11 +76,11 @@ def test_resume_in_process_is_bit_identical(data, init, dref, tmp_path):
 def test_sigkill_then_resume_is_bit_identical(data, init, dref):
     """A training process SIGKILLed while in step 6 (checkpoint at 3), resumed by a new process."""
     out = data["root"] / "dropout-killed"
-    p = _popen([sys.executable, "-c", CHILD, "step", "5", *dargs(data, init, out)])
+    p = popen([sys.executable, "-c", CHILD, "step", "5", *dargs(data, init, out)])
     ready = read_until_ready(p)
     if ready == "READY":
         p.send_signal(signal.SIGKILL)
-    err = _finish(p, 120)
+    err = finish(p, 120)
     assert ready == "READY" and p.returncode == -signal.SIGKILL, err[-3000:]
     assert len(log_rows(out)) == 5
     run_main(dargs(data, init, out, "--resume"))

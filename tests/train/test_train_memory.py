@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from helpers import tiny_model
-from minigptv2.train import loop as T
+from minigptv2.train.loop import loss_sum
 
 
 def _grads(model, batch, checkpointing: bool) -> dict:
@@ -14,7 +14,7 @@ def _grads(model, batch, checkpointing: bool) -> dict:
         model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.language_model.gradient_checkpointing_disable()
-    s, n = T.loss_sum(model, batch, torch.float32)
+    s, n = loss_sum(model, batch, torch.float32)
     (s / n).backward()
     return {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
 
@@ -43,6 +43,6 @@ def test_cast_for_training_holds_frozen_parts_in_the_compute_dtype(tmp_path):
     frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
     assert trainable == {torch.float32} and frozen == {torch.bfloat16}
     batch = proc.collate([proc.training_example([("[vqa] color?", "red")], image=Image.new("RGB", (40, 30), "red"))])
-    s, n = T.loss_sum(model, batch, torch.bfloat16)
+    s, n = loss_sum(model, batch, torch.bfloat16)
     s.backward()
     assert torch.isfinite(s) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
