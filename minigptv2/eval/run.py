@@ -68,7 +68,7 @@ def choice_losses(model, processor, items: list[Item], batch_size: int = 10, pro
     of the batch for that choice slot); slots a question lacks are filled with "none" and get loss 9999. This keeps
     an official quirk: the divisor depends on the batch, so batch_size can change a choice (the official is 10)."""
     import torch
-    import torch.nn.functional as F
+    from minigptv2.losses import next_token_loss
     from tqdm import tqdm
 
     from minigptv2.images import load_image
