@@ -136,12 +136,37 @@ def load(model_dir, dtype="fp32", device=None, quantize: str | None = None, merg
         kw["device_map"] = device_map
     elif device is not None:
         kw["device_map"] = {"": torch.device(device)}
-    if qc is not None:
-        kw["llm_int8_skip_modules"] = None
-    model = MiniGPTv2ForConditionalGeneration.from_pretrained(d, config=config, merge_lora=merge_lora,
-                                                              **{k: v for k, v in kw.items()
-                                                                 if k != "llm_int8_skip_modules"})
+    if qc is None and device_map is None:
+        model = _load_read(d, config, kw, merge_lora)
+    else:
+        model = MiniGPTv2ForConditionalGeneration.from_pretrained(d, config=config, merge_lora=merge_lora, **kw)
     return model, processor
+
+
+def _load_read(d: Path, config, kw: dict, merge_lora) -> MiniGPTv2ForConditionalGeneration:
+    """`from_pretrained` with the tensors read (pread) one at a time instead of memory-mapped: transformers keeps
+    every shard mapped until loading ends, so each page it touched stays in the process's memory beside the
+    converted copy (a bf16 load of an fp16 folder peaked at about twice the folder, a GPU load at the whole
+    folder on the host). Read, a tensor's bytes are freed once it is converted or moved (`benchmarks/load.py`)."""
+    from safetensors import safe_open
+    from transformers import GenerationConfig
+
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        raise MiniGPTv2Error(f"{d} holds no .safetensors weights")
+    state, handles = {}, []
+    try:
+        for f in files:
+            h = safe_open(str(f), framework="pt", device="cpu", backend="pread")
+            handles.append(h)
+            state.update({k: h.get_slice(k) for k in h.keys()})
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged headers
+        raise MiniGPTv2Error(f"cannot read the weights in {d}: {' '.join(str(e).split())[:300]}") from None
+    model = MiniGPTv2ForConditionalGeneration.from_pretrained(d, config=config, merge_lora=merge_lora,
+                                                              state_dict=state, **kw)
+    if (d / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(d)
+    return model
 
 
 def _is_legacy(d: Path) -> bool:

@@ -218,8 +218,9 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         never merged into quantized weights)."""
         want_info = kwargs.pop("output_loading_info", False)
         lenient = kwargs.pop("ignore_mismatched_sizes", False)
+        source = None if kwargs.get("state_dict") is not None else pretrained_model_name_or_path   # already read
         try:       # mis-shaped tensors are reported by name below (transformers' own error only says "see above")
-            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True,
+            model, info = super().from_pretrained(source, *args, output_loading_info=True,
                                                   ignore_mismatched_sizes=True, **kwargs)
         except MiniGPTv2Error:
             raise

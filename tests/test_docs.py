@@ -116,3 +116,29 @@ def test_readme_stays_a_short_tour():
     for cmd in ("bash scripts/setup.sh && .venv/bin/minigptv2 demo",
                 "bash scripts/setup.sh && .venv/bin/python -m pytest -q"):
         assert f"\n{cmd}\n" in readme, f"the Quick start command changed: {cmd}"
+
+
+PATH_REF = re.compile(r"(?<![\w./-])((?:minigptv2|tests|benchmarks|recipes|scripts)/[\w/.-]*\.(?:py|md|sh|jsonl|json))\b"
+                      r"(?:::(\w+))?")
+TEST_REF = re.compile(r"`::(test_\w+)`")                               # `::name`: a test in the last file named
+
+
+def test_named_repository_files_and_tests_exist():
+    """A repository path named anywhere (a module, a test file, a test in it as `file::test_z`) exists: layout moves leave
+    no stale pointer), and so does a test named after it, or after a bare `::test_z` that follows it."""
+    stale = []
+    for f in tracked(".md", ".py", ".toml", ".sh"):
+        text = f.read_text(errors="replace")
+        last = None
+        for m in re.finditer(PATH_REF.pattern + "|" + TEST_REF.pattern, text):
+            path, name, bare = m.group(1), m.group(2), m.group(3)
+            if path:
+                last = ROOT / path
+                if not last.exists() and "*" not in path:
+                    stale.append(f"{f.relative_to(ROOT)}: {path}")
+                    continue
+            name = name or bare
+            if name and last is not None and last.suffix == ".py" and last.is_file() and \
+                    not re.search(rf"^\s*def {name}\b", last.read_text(), re.M):
+                stale.append(f"{f.relative_to(ROOT)}: {last.relative_to(ROOT)}::{name}")
+    assert not stale, "\n".join(stale)

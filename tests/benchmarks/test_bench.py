@@ -27,7 +27,7 @@ SMALL = {   # the tiniest runs of each script
 
 
 def script(name: str, argv: list) -> int:
-    """benchmarks/NAME.py's main, in this process."""
+    """The main of the benchmark script `name` (benchmarks/), in this process."""
     return importlib.import_module(f"benchmarks.{name}").main(argv)
 
 

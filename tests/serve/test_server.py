@@ -47,7 +47,7 @@ class ForceText(LogitsProcessor):
 
 def unconstrained(fn):
     """The forced answers are the tests' own: box constraints (on by default in the server) are tested with the real
-    model in tests/test_server_decoding.py."""
+    model in tests/serve/test_server_decoding.py."""
     def gen(*a, **kw):
         return fn(*a, **{**kw, "constrain_boxes": False})
     return gen
