@@ -59,6 +59,30 @@ def test_sharded_save_and_dtype_auto(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), m3.state_dict().values()))
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "fp32", "auto"])
+def test_load_reads_the_shards_and_matches_transformers(tmp_path, monkeypatch, dtype):
+    """load() reads tensors with pread (no shard stays memory-mapped: benchmarks/load.py), sharded or not, with the
+    LoRA adapter merged, and gives exactly transformers' own from_pretrained (which maps the shards)."""
+    import safetensors
+    from transformers import AutoModelForImageTextToText
+
+    model, proc = tiny_model(tmp_path)
+    model.to(torch.float16)
+    save(model, proc, tmp_path / "m")
+    model.merge_lora()
+    model.save_pretrained(tmp_path / "s", max_shard_size="100KB")
+    proc.save_pretrained(tmp_path / "s")
+    backends, real = [], safetensors.safe_open
+    monkeypatch.setattr(safetensors, "safe_open", lambda *a, **k: backends.append(k.get("backend")) or real(*a, **k))
+    for folder in ("m", "s"):
+        got, _ = load(tmp_path / folder, dtype=dtype)
+        ref = AutoModelForImageTextToText.from_pretrained(tmp_path / folder, dtype=got.dtype)
+        a, b = got.state_dict(), ref.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), folder
+        assert got.generation_config.to_dict() == ref.generation_config.to_dict()
+    assert backends and set(backends) == {"pread"}
+
+
 def test_older_folders_are_read_and_migrated(tmp_path):
     """A folder of the format before transformers (legacy config.json, one file, `llm.` keys with peft names)."""
     from safetensors.torch import save_file as sf
