@@ -118,12 +118,6 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
     return boxes[0]
 
 
-def strip_boxes(text: str) -> str:
-    """The answer text without boxes, `<delim>` and `<p>` tags (for display)."""
-    text = BOX_RE.sub("", text).replace("<delim>", "")
-    return re.sub(r"\s+", " ", text.replace("<p>", "").replace("</p>", "")).strip()
-
-
 def iou(a, b, inclusive: bool = False) -> float:
     """IoU of two xyxy boxes. `inclusive=True` is the official RefCOCO convention (+1 on widths)."""
     e = 1.0 if inclusive else 0.0

@@ -2,7 +2,7 @@ import pytest
 from PIL import Image
 
 from minigptv2.boxes import (Grounding, draw_boxes, format_box, format_boxes, format_grounded, iou, parse_box,
-                             parse_boxes, strip_boxes, to_grid, to_pixels)
+                             parse_boxes, to_grid, to_pixels)
 from minigptv2.errors import MiniGPTv2Error
 
 
@@ -23,7 +23,6 @@ def test_format_and_parse_round_trip():
     assert parse_boxes(s) == [Grounding((1, 2, 3, 4), "circle"), Grounding((5, 6, 7, 8), "circle")]
     text = "<p>a red circle</p> {<1><2><30><40>} and <p>a blue square</p> {<50><50><90><99>}"
     assert [g.phrase for g in parse_boxes(text)] == ["a red circle", "a blue square"]
-    assert strip_boxes(text) == "a red circle and a blue square"
     assert format_boxes([(0, 0, 100, 100)]) == "{<0><0><100><100>}"
 
 
@@ -159,7 +158,6 @@ def test_errors_name_the_problem_and_edges_are_valid():
     with pytest.raises(MiniGPTv2Error, match=r"box coordinates must be finite numbers .*\(image 10x10\)"):
         to_grid((float("nan"), 0, 1, 1), 10, 10)
     assert to_grid((0, 0, 1, 1), 1, 1) == (0, 0, 100, 100) and to_grid((0.5, 0, 1, 1), 1, 2) == (50, 0, 100, 50)
-    assert strip_boxes("<p>a</p> {<1><2><3><4>}<delim>{<5><6><7><8>} b") == "a b"
 
 
 def test_iou_edges():
