@@ -34,6 +34,20 @@ def _parse(text: str, where, one_line: bool = False):
         raise MiniGPTv2Error(f"{where}: invalid JSON: {type(e).__name__}: {str(e)[:200]}") from None
 
 
+def read_jsonl_objects(path) -> list[tuple[int, str, dict]]:
+    """A .jsonl file's records, one JSON object a line (blank lines skipped), each with its line number and its
+    place for messages ("file: line N")."""
+    out = []
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if line.strip():
+            where = f"{path}: line {n}"
+            r = _parse(line, where, one_line=True)
+            if not isinstance(r, dict):
+                raise MiniGPTv2Error(f"{where}: expected a JSON object, got {type(r).__name__}")
+            out.append((n, where, r))
+    return out
+
+
 def read_json(path):
     return _parse(read_text(path), path)
 

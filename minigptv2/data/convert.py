@@ -45,7 +45,7 @@ from collections import Counter
 from pathlib import Path
 
 from minigptv2.boxes import format_box, to_grid
-from minigptv2.data.annotations import read_json, read_text
+from minigptv2.data.annotations import read_json, read_jsonl_objects, read_text
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.images import image_size
 from minigptv2.prompts import EVAL_PROMPTS, IDENTIFIERS
@@ -270,16 +270,7 @@ def from_csv(path: Path, images: _Images, box_format: str = "xyxy") -> list[tupl
 
 def from_jsonl(path: Path, images: _Images, box_format: str = "xyxy") -> list[tuple[str, dict]]:
     out = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {n}"
-        try:
-            r = json.loads(line)
-        except (ValueError, RecursionError) as e:
-            raise MiniGPTv2Error(f"{where}: not JSON ({str(e)[:100]})") from None
-        if not isinstance(r, dict):
-            raise MiniGPTv2Error(f"{where}: expected a JSON object, got {type(r).__name__}")
+    for _, where, r in read_jsonl_objects(path):
         if "turns" in r:
             raise MiniGPTv2Error(f"{where} has 'turns': the file is in the training format already; put it in a "
                                  "mixture.json as {\"kind\": \"jsonl\", \"path\": ..., \"ratio\": 1}")

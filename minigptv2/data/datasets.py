@@ -42,7 +42,6 @@ Any missing or corrupt annotation file raises MiniGPTv2Error naming the file and
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import pickle
@@ -54,8 +53,8 @@ from dataclasses import dataclass
 from minigptv2 import prompts
 from minigptv2.boxes import format_box, parse_boxes, to_grid
 from minigptv2.data.annotations import field as _field, flickr_image as _flickr_image, read_json as _read_json
-from minigptv2.data.annotations import read_list as _list_file, read_text as _read_text, str_list as _str_list
-from minigptv2.data.annotations import where as _where
+from minigptv2.data.annotations import read_list as _list_file, str_list as _str_list
+from minigptv2.data.annotations import read_jsonl_objects, where as _where
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.prompts import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES)
 
@@ -471,18 +470,7 @@ class JsonlDataset(_Reader):
 
     def _load(self):
         out = []
-        for n, line in enumerate(_read_text(self.path).splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{self.path}: line {n}"
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MiniGPTv2Error(f"{where}: invalid JSON at column {e.colno}: {e.msg}") from None
-            except (ValueError, RecursionError) as e:   # an over-long integer literal, nesting too deep
-                raise MiniGPTv2Error(f"{where}: invalid JSON: {type(e).__name__}: {str(e)[:200]}") from None
-            if not isinstance(r, dict):
-                raise MiniGPTv2Error(f"{where}: expected a JSON object, got {type(r).__name__}")
+        for n, where, r in read_jsonl_objects(self.path):
             for key in ("task", "turns"):
                 if key not in r:
                     raise MiniGPTv2Error(f"{where}: missing field '{key}'")
@@ -503,7 +491,7 @@ class JsonlDataset(_Reader):
         return out
 
     def sample(self, i: int, rng: random.Random) -> Sample:
-        n, image, task, turns = self.records[i]
+        _, image, task, turns = self.records[i]
         path = None if image is None else self._image(image)   # join keeps absolute paths as they are
         return Sample(path, list(turns), task, f"{self.path}#{i}")
 
