@@ -201,7 +201,7 @@ def _bounded(render, source):
 
 def build_tokenizer(texts, out_file, vocab_size: int = 1024) -> Path:
     """Train a LLaMA-style SentencePiece BPE model (unk 0, bos 1, eos 2, byte fallback) on `texts` and write it to
-    `out_file` (atomically). Used for the nano model (nano.py), for `minigptv2 train --preset` without
+    `out_file` (atomically). Used for the nano model (recipes/nano.py), for `minigptv2 train --preset` without
     --tokenizer (built from the training data) and by `minigptv2 data tokenizer`. `vocab_size` is an upper bound:
     a small corpus gives fewer pieces."""
     import sentencepiece as spm

@@ -3,7 +3,7 @@
     minigptv2 data convert --from coco instances.json --images images/ --out ft_data --held-out 0.2
     minigptv2 data convert --from csv qa.csv --out ft_data --held-out 0.2          # or --from jsonl qa.jsonl
 
-Writes OUT/train.jsonl (and OUT/test.jsonl, the held-out images, with --held-out F), in data.py's JSONL format
+Writes OUT/train.jsonl (and OUT/test.jsonl, the held-out images, with --held-out F), in datasets.py's JSONL format
 ({"image", "task", "turns": [[instruction, answer]]}, image paths relative to OUT), and OUT/mixture.json for
 `minigptv2 train --data`. The folder appears whole or not at all.
 
