@@ -543,12 +543,19 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds for a request body to arrive (else 408), and for a client to accept each streamed "
                         "chunk (else the stream is dropped and its generation cancelled)")
     add_device_args(p, quantize=True)
-    p.add_argument("--compile", action="store_true", help="static KV cache + compiled decode step (each new batch "
-                   "shape compiles once; meant for a GPU)")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="static KV cache + compiled decode step, compiled for a batch of one before serving (each "
+                        "other batch size compiles on first use); auto: on when the model is on a GPU")
     p.add_argument("--prefix-cache-mb", type=_at_least(0, float), default=1024.0,
                    help="bytes kept of image embeddings + KV caches of prompts up to the image, for follow-up "
                         "questions about the same image (0: off)")
     return p
+
+
+def compile_wanted(choice: str, device) -> bool:
+    """`--compile`: "on", "off", or "auto" = on where the model runs on a GPU (there the compiled step runs as CUDA
+    graphs, without a kernel launch per operation; on a CPU compiling costs more than it saves)."""
+    return choice == "on" or (choice == "auto" and str(device).split(":")[0] == "cuda")
 
 
 def main(argv=None) -> int:
@@ -564,9 +571,12 @@ def main(argv=None) -> int:
     limits = Limits(max_body_bytes=int(a.max_body_mb * 2**20), max_image_pixels=a.max_image_pixels,
                     max_tokens=a.max_tokens, default_max_tokens=min(Limits.default_max_tokens, a.max_tokens),
                     allow_remote_images=a.allow_remote_images, client_timeout_s=a.client_timeout)
+    compile = compile_wanted(a.compile, model.input_device)
     engine = Engine(model, processor, model_dir.resolve().name, max_batch=a.max_batch,
-                    batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue, compile=a.compile,
+                    batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue, compile=compile,
                     prefix_cache_bytes=int(a.prefix_cache_mb * 2**20))
+    if compile:
+        print(f"minigptv2: compiling the decode step ... {engine.warm_up():.1f} s", flush=True)
     app = create_app(engine, limits, webui=not a.no_webui)
     print(f"minigptv2: serving {model_dir} on http://{a.host}:{a.port}  (API: /v1/chat/completions"
           f"{', demo: /' if not a.no_webui else ''})", flush=True)

@@ -432,3 +432,22 @@ def test_cli_serve_help(capsys):
     with pytest.raises(SystemExit) as e:
         main(["serve", "--help"])
     assert e.value.code == 0 and "--allow-remote-images" in capsys.readouterr().out
+
+
+def test_compile_is_on_for_a_gpu_by_default_and_warms_up_before_serving(mp):
+    """`serve --compile auto` compiles on a GPU only; the warm-up sends one request through the worker with the
+    compiled path, so the first client does not pay for compiling."""
+    import torch
+
+    assert srv.compile_wanted("auto", torch.device("cuda", 0)) and srv.compile_wanted("auto", "cuda")
+    assert not srv.compile_wanted("auto", torch.device("cpu")) and not srv.compile_wanted("off", "cuda:0")
+    assert srv.compile_wanted("on", "cpu")
+    m, proc = mp
+    rec = Recorder(lambda model, processor, images, prompts, **kw: [None] * len(images))   # compiling itself: not here
+    engine = E.Engine(m, proc, generate_fn=rec, compile=True)
+    try:
+        assert engine.warm_up(max_new_tokens=2) > 0
+    finally:
+        engine.close()
+    [call] = rec.calls
+    assert len(call["images"]) == 1 and call["kw"]["compile"] is True and call["kw"]["max_new_tokens"] == 2
