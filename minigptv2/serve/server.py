@@ -582,3 +582,9 @@ def main(argv=None) -> int:
           f"{', demo: /' if not a.no_webui else ''})", flush=True)
     uvicorn.run(app, host=a.host, port=a.port, log_level="info")
     return 0
+
+
+if __name__ == "__main__":
+    from minigptv2.cli import run
+
+    raise SystemExit(run(main))
