@@ -79,7 +79,7 @@ sys.modules[__name__].__class__ = _Package
 def register() -> None:
     """Make AutoConfig / AutoModelForImageTextToText / AutoProcessor know `model_type: "minigptv2"` (done on import,
     or when transformers is imported: the module docstring)."""
-    from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
     from minigptv2.config import MiniGPTv2Config, MiniGPTv2VisionConfig
     from minigptv2.model import MiniGPTv2ForConditionalGeneration
@@ -88,6 +88,7 @@ def register() -> None:
     AutoConfig.register("minigptv2", MiniGPTv2Config, exist_ok=True)
     AutoConfig.register("minigptv2_vision", MiniGPTv2VisionConfig, exist_ok=True)
     AutoModelForImageTextToText.register(MiniGPTv2Config, MiniGPTv2ForConditionalGeneration, exist_ok=True)
+    AutoModel.register(MiniGPTv2Config, MiniGPTv2ForConditionalGeneration, exist_ok=True)    # harnesses that use it
     AutoImageProcessor.register(MiniGPTv2Config, MiniGPTv2ImageProcessor, exist_ok=True)
     AutoProcessor.register(MiniGPTv2Config, MiniGPTv2Processor, exist_ok=True)
 

@@ -151,9 +151,19 @@ def _load_read(d: Path, config, kw: dict, merge_lora) -> MiniGPTv2ForConditional
     from safetensors import safe_open
     from transformers import GenerationConfig
 
-    files = sorted(d.glob("*.safetensors"))
-    if not files:
-        raise MiniGPTv2Error(f"{d} holds no .safetensors weights")
+    index = d / "model.safetensors.index.json"
+    if index.is_file():          # shards (the folder may hold other .safetensors: a checkpoint's optimizer, rng)
+        try:
+            names = set(json.loads(index.read_text())["weight_map"].values())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise MiniGPTv2Error(f"bad {index}: {type(e).__name__}: {e}") from None
+        if bad := [n for n in names if not isinstance(n, str) or Path(n).name != n or n in (".", "..")]:
+            raise MiniGPTv2Error(f"bad {index}: shard names must be file names in the folder, got {bad[:3]}")
+        files = sorted(d / n for n in names)
+    else:
+        files = [d / "model.safetensors"]
+    if missing := [f.name for f in files if not f.is_file()]:
+        raise MiniGPTv2Error(f"{d}: weights file(s) missing: {missing[:5]}")
     state, handles = {}, []
     try:
         for f in files:

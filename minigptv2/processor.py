@@ -312,15 +312,25 @@ def build_processor(tok, config: MiniGPTv2Config) -> MiniGPTv2Processor:
 
 
 def hf_tokenizer(tok):
-    """The transformers tokenizer beside our prompt tokenizer (a LlamaTokenizer read from tokenizer.model)."""
+    """The transformers tokenizer beside our prompt tokenizer: a LlamaTokenizer converted from tokenizer.model (what
+    `AutoTokenizer` and harnesses such as lmms-eval read from a saved folder). The same pieces and ids; transformers'
+    conversion differs from SentencePiece only in not writing a lone "▁" before text that starts with one of the
+    model's own symbols (`[refer]`, `{`, `<p>`: tokenizers.SYMBOLS), which is why prompts are encoded by `tok`."""
     if isinstance(tok, HFTokenizer):
         return tok.hf
+    import shutil
+    import tempfile
+
     from transformers import LlamaTokenizer
 
-    try:
-        hf = LlamaTokenizer(vocab_file=str(tok.path), legacy=True, add_bos_token=True, add_eos_token=False)
+    try:      # from_pretrained converts the file; the constructor's vocab_file is ignored by transformers 5
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copyfile(tok.path, Path(d) / "tokenizer.model")
+            hf = LlamaTokenizer.from_pretrained(d, legacy=True, add_bos_token=True, add_eos_token=False)
     except Exception as e:  # noqa: BLE001 - the sentencepiece -> tokenizers conversion raises several types
         raise MiniGPTv2Error(f"cannot build a transformers tokenizer from {tok.path}: {e}") from None
+    if len(hf) != len(tok):
+        raise MiniGPTv2Error(f"the transformers tokenizer built from {tok.path} has {len(hf)} pieces, not {len(tok)}")
     if tok.pad_id != tok.unk_id:
         hf.pad_token = tok.id_to_piece(tok.pad_id)
     return hf

@@ -290,3 +290,21 @@ def test_saving_into_a_read_only_folder_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(MiniGPTv2Error, match="permission denied"):
         ck.save(model, proc, tmp_path / "m2", extra=denied_late)
     assert not (tmp_path / "m2").exists() and not list(tmp_path.glob(".m2.tmp*"))
+
+
+def test_load_reads_only_the_model_weights_and_checks_the_shard_index(tmp_path):
+    """A folder may hold other .safetensors files (a training checkpoint's optimizer and rng state): load() reads
+    model.safetensors or the shards its index names, and refuses an index naming files outside the folder."""
+    model, proc = tiny_model(tmp_path)
+    save(model, proc, tmp_path / "m")
+    save_file({"step": torch.zeros(1)}, str(tmp_path / "m" / "optimizer.safetensors"))
+    load(tmp_path / "m")
+    model.merge_lora()
+    model.save_pretrained(tmp_path / "s", max_shard_size="100KB")
+    proc.save_pretrained(tmp_path / "s")
+    index = tmp_path / "s" / "model.safetensors.index.json"
+    d = json.loads(index.read_text())
+    d["weight_map"][next(iter(d["weight_map"]))] = "../m/model.safetensors"
+    index.write_text(json.dumps(d))
+    with pytest.raises(MiniGPTv2Error, match="shard names must be file names in the folder"):
+        load(tmp_path / "s")

@@ -185,7 +185,10 @@ def test_export_merges_lora_and_round_trips(tmp_path):
     assert type(plain).__name__ == "LlamaForCausalLM"
     from transformers import AutoTokenizer
 
-    assert AutoTokenizer.from_pretrained(out / "llm")("red circle").input_ids
+    hf = AutoTokenizer.from_pretrained(out / "llm")
+    assert len(hf) == len(proc.tok) and hf.pad_token_id == proc.tok.pad_id
+    for text in ("red circle", "what color is the circle?", "The red circle is at the top"):
+        assert hf(text, add_special_tokens=False).input_ids == proc.tok.encode(text), text
     model2, proc2 = load(out)
     assert model2.config.lora is None
     imgs = [noise(), None]

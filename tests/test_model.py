@@ -100,3 +100,23 @@ def test_forward_loss_and_image_count_check(tmp_path):
     batch["pixel_values"] = torch.zeros(2, 3, 56, 56)
     with pytest.raises(MiniGPTv2Error, match="image positions"):
         model(**batch)
+
+
+def test_harness_view_of_the_nano_folder_auto_tokenizer_automodel_and_padded_decode():
+    """What a generic harness (lmms-eval's Hugging Face chat class, scripts/lmms_eval_check.py) reads from a model
+    folder: AutoTokenizer gives the model's own 1,024 pieces and pad id (not a stub of three tokens), AutoModel
+    builds our class, and batch_decode of rows right-padded with that pad id gives each answer alone."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from minigptv2 import NANO_DIR
+    from minigptv2.model import MiniGPTv2ForConditionalGeneration
+    from minigptv2.processor import MiniGPTv2Processor
+
+    proc = MiniGPTv2Processor.from_pretrained(NANO_DIR)
+    hf = AutoTokenizer.from_pretrained(NANO_DIR)
+    assert len(hf) == len(proc.tok) == 1024 and hf.pad_token_id == proc.tok.pad_id
+    assert hf("red circle", add_special_tokens=False).input_ids == proc.tok.encode("red circle")
+    assert AutoModel._model_mapping[type(AutoConfig.from_pretrained(NANO_DIR))] is MiniGPTv2ForConditionalGeneration
+    rows = [proc.tok.encode("purple") + [proc.tok.eos_id] + [hf.pad_token_id] * 4,
+            proc.tok.encode("{<9><41><50><85>}") + [proc.tok.eos_id]]
+    assert proc.batch_decode(rows, skip_special_tokens=True) == ["purple", "{<9><41><50><85>}"]
