@@ -7,7 +7,7 @@ beside ours.
     minigptv2 eval --model m7b --bench refcoco_val --data /data/minigptv2-eval --out runs/quick --limit 200 \\
         --batch-size 16 --compare-constrained
     minigptv2 eval --bench synthetic --out runs/eval-nano                  # embedded nano model, 500 held-out scenes
-    minigptv2 eval --bench synthetic_views --data DIR --limit 150 --out runs/eval-views   # alone / turn2 / turn3 / paraphrase
+    minigptv2 eval --bench synthetic_views --data DIR --out runs/eval-views  # alone, 2nd / 3rd turn, held-out wordings
     minigptv2 eval --model runs/ft/final --bench jsonl --data ft_data/test.jsonl --out runs/ft/eval
 
 Benches (--bench, comma-separated; refcoco, refcoco+, refcocog = all splits of that family; vqa = all six):
