@@ -41,8 +41,10 @@ Output layout of write_synthetic(out, n, seed):
     out/phrase_to_object.json            Flickr {"image_id", "image", "phrase", "bbox"} (one per shape present)
     out/conversation.json                LLaVA {"id", "image", "conversations": [{"from", "value"}, ...]}
     out/unnatural_instruction.json       [{"instances": [{"instruction_with_input", "constraints", "output"}]}]
-    out/mixture.json                     [{"kind", "path", "ratio"}, ...] for data.load_mixture
-Same (n, seed, max_objects, object_weights) -> byte-identical files. The folder is written under a temporary
+    out/mixture.json                     [{"kind", "path", "ratio"}, ...] for data.load_mixture (with
+                                         dialogs=True also MIXTURE_DIALOGS: the same files, two more kinds)
+Same (n, seed, max_objects, object_weights, dialogs) -> byte-identical files; dialogs=False (the default) writes
+what was written before it existed. The folder is written under a temporary
 name and renamed into place; an existing non-empty `out` is refused.
 """
 from __future__ import annotations
@@ -94,6 +96,12 @@ MIXTURE = [
     ("vqa", "vqa.json", 20),
     ("llava_conversation", "conversation.json", 8),
     ("unnatural_instruction", "unnatural_instruction.json", 2),
+]
+# added to mixture.json by write_synthetic(dialogs=True): conversations mixing every task, and paraphrased
+# instructions, both read from scenes.jsonl (data/synthetic_dialogs.py; issue #31)
+MIXTURE_DIALOGS = [
+    ("synthetic_dialog", "scenes.jsonl", 10),
+    ("synthetic_paraphrase", "scenes.jsonl", 8),
 ]
 
 
@@ -276,9 +284,11 @@ def _dump(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=None) + "\n", encoding="utf-8")
 
 
-def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS, object_weights=None) -> Path:
+def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS, object_weights=None,
+                    dialogs: bool = False) -> Path:
     """Write n scenes and their annotation files to out_dir (layout in the module docstring); returns it.
-    `object_weights`: relative frequency of scenes with 1..max_objects objects (default: uniform)."""
+    `object_weights`: relative frequency of scenes with 1..max_objects objects (default: uniform). `dialogs`:
+    mixture.json also samples conversations and paraphrases (MIXTURE_DIALOGS)."""
     if not isinstance(n, int) or n < 1:
         raise MiniGPTv2Error(f"--n must be a positive number of scenes, got {n!r}")
     if not 1 <= max_objects <= MAX_OBJECTS:
@@ -289,7 +299,8 @@ def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS, 
                              f"1..{max_objects}) with a positive sum, got {object_weights!r}")
     out = Path(out_dir)
     _check_target(out)
-    return write_folder(out, overwrite=False, write=lambda tmp: _write_all(tmp, n, seed, max_objects, object_weights))
+    return write_folder(out, overwrite=False, write=lambda tmp: _write_all(tmp, n, seed, max_objects, object_weights,
+                                                                                 dialogs))
 
 
 def _check_target(out: Path) -> None:
@@ -297,7 +308,7 @@ def _check_target(out: Path) -> None:
         raise MiniGPTv2Error(f"output folder {out} exists and is not an empty folder; choose a new --out or remove it")
 
 
-def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights) -> None:
+def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights, dialogs: bool = False) -> None:
     (root / "images").mkdir()
     width = max(6, len(str(n - 1)))
     scenes, captions, refer, vqa, grounded, cap2obj, phrase2obj, convs = ([] for _ in range(8))
@@ -335,7 +346,8 @@ def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights) 
     _dump(root / "conversation.json", convs)
     _dump(root / "unnatural_instruction.json",
           [{"instances": [{"instruction_with_input": q, "constraints": None, "output": a}]} for q, a in TEXT_QA])
-    _dump(root / "mixture.json", [{"kind": k, "path": p, "ratio": r} for k, p, r in MIXTURE])
+    mixture = MIXTURE + (MIXTURE_DIALOGS if dialogs else [])
+    _dump(root / "mixture.json", [{"kind": k, "path": p, "ratio": r} for k, p, r in mixture])
 
 
 def parser() -> argparse.ArgumentParser:
@@ -348,12 +360,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-objects", type=int, default=MAX_OBJECTS, help=f"objects per scene, 1..{MAX_OBJECTS}")
     p.add_argument("--object-weights", type=float, nargs="+", metavar="W",
                    help="relative frequency of 1..max-objects objects per scene (default: uniform), e.g. 1 2 3")
+    p.add_argument("--dialogs", action="store_true",
+                   help="mixture.json also samples multi-turn conversations mixing every task and paraphrased "
+                        "instructions (kinds synthetic_dialog, synthetic_paraphrase)")
     return p
 
 
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
-    out = write_synthetic(a.out, a.n, a.seed, a.max_objects, a.object_weights)
+    out = write_synthetic(a.out, a.n, a.seed, a.max_objects, a.object_weights, a.dialogs)
     print(f"wrote {a.n} scenes to {out} (train with --data {out / 'mixture.json'})")
     return 0
 

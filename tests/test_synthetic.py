@@ -216,3 +216,86 @@ def test_main(tmp_path, capsys):
     assert synthetic.main(["--out", str(tmp_path / "m"), "--n", "100", "--seed", "3"]) == 0
     assert len(scenes(tmp_path / "m")) == 100
     assert "wrote 100 scenes" in capsys.readouterr().out
+
+
+# ---- conversations and paraphrases (issue #31) ------------------------------------------------------------
+def _annotation_digest(root: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(root.glob("*.json*")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_dialogs_off_writes_what_was_written_before(tmp_path):
+    # the annotation files of write_synthetic(n=6, seed=3) as written before `dialogs` existed (commit 09a4719)
+    d = write_synthetic(tmp_path / "a", n=6, seed=3)
+    assert _annotation_digest(d) == "dda75a765135223d4bbe6ba0e3067a6ff45bf6e73d36be6c4c61105834a6b3d8"
+    on = write_synthetic(tmp_path / "b", n=6, seed=3, dialogs=True)
+    assert tree(on).keys() == tree(d).keys()
+    assert {k: v for k, v in tree(on).items() if k != "mixture.json"} == \
+        {k: v for k, v in tree(d).items() if k != "mixture.json"}
+    mix = json.loads((on / "mixture.json").read_text())
+    assert mix[: len(synthetic.MIXTURE)] == json.loads((d / "mixture.json").read_text())
+    assert [e["kind"] for e in mix[len(synthetic.MIXTURE):]] == ["synthetic_dialog", "synthetic_paraphrase"]
+    kinds = {type(ds).__name__ for ds, _ in load_mixture(on / "mixture.json")}
+    assert {"SyntheticDialogDataset", "SyntheticParaphraseDataset"} <= kinds
+
+
+def _check_answer(scene: Scene, q: str, a: str) -> None:
+    """The answer of one dialog turn is the canonical answer of its task and content."""
+    from minigptv2.boxes import format_box
+
+    task = q[1: q.index("]")]
+    names = {o.name: o for o in scene.objects}
+    if task == "refer":
+        assert a in {format_box(scene.grid(o)) for o in scene.objects} and any(n in q for n in names)
+        assert format_box(scene.grid(next(o for n, o in names.items() if n in q))) == a
+    elif task == "identify":
+        assert a in names and format_box(scene.grid(names[a])) in q
+    elif task == "detection":
+        shape = next(s for s in SHAPES if s in q)
+        assert a == synthetic.detection(scene, shape)
+    elif task == "caption":
+        assert a == synthetic.caption(scene)
+    elif task == "grounding":
+        assert a == synthetic.grounded_caption(scene)
+    else:
+        assert task == "vqa" and a in {*COLORS, *SHAPES, *synthetic.NUMBERS, "yes", "no"}
+
+
+def test_dialog_and_paraphrase_readers(synth):
+    from minigptv2.data.datasets import open_dataset
+    from minigptv2.data.synthetic_dialogs import scene_of
+    from minigptv2.prompts import TASKS as VISION
+    from minigptv2.synthetic_wordings import PARAPHRASES
+
+    recs = scenes(synth)
+    dialog = open_dataset("synthetic_dialog", synth / "scenes.jsonl")
+    para = open_dataset("synthetic_paraphrase", synth / "scenes.jsonl")
+    assert len(dialog) == len(para) == N
+    rng = random.Random(5)
+    lengths, tasks, firsts = set(), set(), []
+    for k in range(200):
+        i = k % N
+        s = dialog.sample(i, rng)
+        assert s.image == str(synth / recs[i]["image"]) and s.task == "chat"
+        lengths.add(len(s.turns))
+        firsts.append(s.turns[0][0][1: s.turns[0][0].index("]")])
+        for q, a in s.turns:
+            tasks.add(q[1: q.index("]")])
+            _check_answer(scene_of(recs[i]), q, a)
+    assert lengths == {2, 3} and tasks == set(VISION)
+    assert sum(t in ("caption", "grounding", "detection") for t in firsts) > 0.55 * len(firsts)  # long answers first
+    for k in range(200):
+        s = para.sample(k % N, rng)
+        [(q, a)] = s.turns
+        assert s.task == q[1: q.index("]")]
+        _check_answer(scene_of(recs[k % N]), q, a)
+        if s.task != "vqa":   # always one of the training paraphrases (the bare forms among them)
+            contents = [None, *SHAPES, *(o["color"] + " " + o["shape"] for o in recs[k % N]["objects"])]
+            assert any(q == w.format(c) for w in PARAPHRASES[s.task] for c in contents) or s.task == "identify"
+    a, b = dialog.sample(3, random.Random(1)), dialog.sample(3, random.Random(1))
+    assert a == b                                    # every choice from the sample's rng

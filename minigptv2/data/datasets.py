@@ -32,6 +32,8 @@ Kinds (open_dataset) and the record format each reads:
                        {"image": path-or-null, "task": "...", "turns": [["instruction", "answer"], ...]}
                        used verbatim (no templates, no text processing); image relative to image_root
                        (default: the JSONL's folder) unless absolute.
+    synthetic_dialog / synthetic_paraphrase   `scenes.jsonl` of `minigptv2 synth`: conversations mixing every
+                       task / one task in a training paraphrase (data/synthetic_dialogs.py)
 
 `blip_caption` (docs/official-model.md §4.4) is applied exactly where the official datasets apply it: refer
 sentences (twice for identify answers), VQA questions and answers, captions, LLaVA detail/reason instructions,
@@ -513,6 +515,9 @@ KINDS = {
     "unnatural_instruction": UnnaturalInstructionDataset,
     "jsonl": JsonlDataset,
 }
+# the synthetic scenes asked in conversations and paraphrases (issue #31); that module subclasses _Reader
+from minigptv2.data.synthetic_dialogs import SyntheticDialogDataset, SyntheticParaphraseDataset  # noqa: E402
+KINDS.update(synthetic_dialog=SyntheticDialogDataset, synthetic_paraphrase=SyntheticParaphraseDataset)
 
 
 def open_dataset(kind: str, path, image_root=None):

@@ -30,7 +30,7 @@ REFCOCO_SPLITS = {"refcoco": ("val", "testA", "testB"), "refcoco+": ("val", "tes
                   "refcocog": ("val", "test")}
 REFCOCO_BENCHES = tuple(f"{d}_{s}" for d, splits in REFCOCO_SPLITS.items() for s in splits)
 VQA_BENCHES = ("okvqa", "gqa", "vsr", "iconvqa", "vizwiz", "hm")
-OTHER_BENCHES = ("coco_caption", "detection", "grounding", "synthetic", "jsonl")
+OTHER_BENCHES = ("coco_caption", "detection", "grounding", "synthetic", "synthetic_views", "jsonl")
 ALL_BENCHES = REFCOCO_BENCHES + VQA_BENCHES + OTHER_BENCHES
 
 

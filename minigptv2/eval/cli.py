@@ -7,11 +7,12 @@ beside ours.
     minigptv2 eval --model m7b --bench refcoco_val --data /data/minigptv2-eval --out runs/quick --limit 200 \\
         --batch-size 16 --compare-constrained
     minigptv2 eval --bench synthetic --out runs/eval-nano                  # embedded nano model, 500 held-out scenes
+    minigptv2 eval --bench synthetic_views --data DIR --out runs/eval-views  # alone, 2nd / 3rd turn, held-out wordings
     minigptv2 eval --model runs/ft/final --bench jsonl --data ft_data/test.jsonl --out runs/ft/eval
 
 Benches (--bench, comma-separated; refcoco, refcoco+, refcocog = all splits of that family; vqa = all six):
     refcoco_val refcoco_testA refcoco_testB refcoco+_val refcoco+_testA refcoco+_testB refcocog_val refcocog_test
-    okvqa gqa vsr iconvqa vizwiz hm   coco_caption   detection   grounding   synthetic   jsonl
+    okvqa gqa vsr iconvqa vizwiz hm   coco_caption   detection   grounding   synthetic   synthetic_views   jsonl
 
 Where each bench's files go under --data, the protocols and the outputs: docs/evaluation.md.
 """
@@ -31,6 +32,7 @@ from minigptv2.eval.report import example_grid, report_markdown
 from minigptv2.eval.run import BOX_TASKS, choice_losses, run_prompts, write_predictions
 from minigptv2.eval.scoring import score_bench, score_iconvqa
 from minigptv2.eval.synthetic import HELDOUT_SEED, run_synthetic
+from minigptv2.eval.synthetic_views import run_views
 
 
 def run_bench(model, processor, bench: str, root: Path, limit=None, batch_size: int = 10, constrained: bool = True,
@@ -89,8 +91,9 @@ def main(argv=None) -> int:
     if a.limit is not None and a.limit < 1:
         raise MiniGPTv2Error(f"--limit must be >= 1, got {a.limit}")
     benches = expand_benches(a.bench)
-    if a.data is None and any(b != "synthetic" for b in benches):
-        raise MiniGPTv2Error("--data ROOT is required for " + ", ".join(b for b in benches if b != "synthetic"))
+    no_data = ("synthetic", "synthetic_views")
+    if a.data is None and any(b not in no_data for b in benches):
+        raise MiniGPTv2Error("--data ROOT is required for " + ", ".join(b for b in benches if b not in no_data))
     root = Path(a.data) if a.data else None
     if "jsonl" in benches:          # --data is the file itself
         if len(benches) > 1 or not root.is_file():
@@ -109,13 +112,17 @@ def main(argv=None) -> int:
     for bench in benches:
         kw = dict(batch_size=a.batch_size, constrained=not a.no_constrain, compare_constrained=a.compare_constrained,
                   max_new_tokens=a.max_new_tokens, progress=not a.quiet)
-        if bench == "synthetic":
+        if bench in no_data:
             data_dir = root or out / "synthetic_data"
             if root is None and not (data_dir / "scenes.jsonl").is_file():
                 from minigptv2.synthetic import write_synthetic
 
                 write_synthetic(data_dir, n=a.limit or 500, seed=HELDOUT_SEED)
-            m, rows = run_synthetic(model, processor, data_dir, a.limit, **kw)
+            if bench == "synthetic":
+                m, rows = run_synthetic(model, processor, data_dir, a.limit, **kw)
+            else:
+                m, rows = run_views(model, processor, data_dir, a.limit, a.batch_size, not a.no_constrain,
+                                    progress=not a.quiet)
         elif bench == "jsonl":
             m, rows = run_jsonl(model, processor, root, a.limit, **kw)
         else:

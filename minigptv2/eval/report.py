@@ -139,4 +139,18 @@ def report_markdown(results: dict, model_name: str = "ours") -> str:
         if "unconstrained" in m:
             out += ["", "Unconstrained decoding: " + ", ".join(f"{k} {v:.3f}" for k, v in m["unconstrained"].items())]
         out += ["", "prompts per task: " + ", ".join(f"{k} {v}" for k, v in m["n"].items()), ""]
+    if "synthetic_views" in results:
+        out += _views_table(results["synthetic_views"])
     return "\n".join(out) + "\n"
+
+
+def _views_table(m: dict) -> list[str]:
+    """The synthetic bench asked alone, as a later turn and in held-out wordings (eval/synthetic_views.py)."""
+    views = list(m["views"])
+    keys = [k for k in ("refer_acc", "detection_recall", "vqa_em", "identify_em", "caption_em", "grounding_recall")
+            if k in m["views"].get("alone", {})]
+    out = [f"## Synthetic benchmark: alone, later turns, held-out wordings ({m['scenes']} scenes, one prompt per "
+           "task and scene)", "", "| metric | " + " | ".join(views) + " |", "|---|" + "---|" * len(views)]
+    out += [f"| {k} | " + " | ".join(f"{m['views'][v][k]:.3f}" if k in m["views"][v] else "–" for v in views) + " |"
+            for k in keys]
+    return out + [""]

@@ -26,6 +26,7 @@ class Item:
     prompt: str
     task: str
     gt: dict = field(default_factory=dict)
+    history: tuple = ()      # earlier turns [(question, answer), ...] of the same image; empty = asked alone
 
 
 def _constraint(task: str, processor, max_new_tokens: int):
@@ -49,11 +50,19 @@ def run_prompts(model, processor, items: list[Item], batch_size: int = 10, max_n
             chunk = items[s: s + batch_size]
             n_new = max_new_tokens or MAX_NEW_TOKENS.get(chunk[0].task, 20)
             lp = _constraint(chunk[0].task, processor, n_new) if constrained else None
-            results = generate(model, processor, [it.image for it in chunk], [it.prompt for it in chunk],
+            results = generate(model, processor, [it.image for it in chunk], [_prompt(it) for it in chunk],
                                max_new_tokens=n_new, logits_processor=lp)
             preds += [r.text for r in results]
             bar.update(len(chunk))
     return preds
+
+
+def _prompt(it: Item):
+    """The prompt `generate` takes: the instruction, or a conversation when the item has earlier turns."""
+    if not it.history:
+        return it.prompt
+    msgs = [m for q, a in it.history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
+    return msgs + [{"role": "user", "content": it.prompt}]
 
 
 def choice_losses(model, processor, items: list[Item], batch_size: int = 10, progress: bool = True,

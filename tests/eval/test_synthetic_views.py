@@ -1,0 +1,83 @@
+"""The synthetic bench's views (minigptv2/eval/synthetic_views.py) with a stand-in `generate`, and the held-out
+wordings kept apart from the training ones."""
+import json
+
+import pytest
+
+from eval_helpers import patch_generate
+from helpers import tiny_model
+from minigptv2.eval import heldout_wordings, synthetic_views
+from minigptv2.generate import Result
+from minigptv2.synthetic import write_synthetic
+from minigptv2.synthetic_wordings import OFFICIAL, all_wordings
+from minigptv2.prompts import VQA_TEMPLATES
+from test_synthetic_bench import _synthetic_answers
+
+
+@pytest.fixture(scope="module")
+def mp(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
+
+
+def test_heldout_wordings_are_not_training_wordings():
+    held = heldout_wordings.all_wordings()
+    train = set(all_wordings()) | {w for ws in OFFICIAL.values() for w in ws} | set(VQA_TEMPLATES)
+    assert len(held) == len(set(held)) and not set(held) & train
+    assert not {w.replace("{0} {1}", "{}").replace("{0}", "{}") for w in held} & train
+
+
+class ConversationFake:
+    """Answers the last question from a table (the alone prompt's truth); with earlier turns, answers `wrong`
+    for the tasks in `break_after`. Records every conversation."""
+
+    def __init__(self, answers, held, break_after=()):
+        self.answers, self.held, self.break_after, self.seen = answers, held, break_after, []
+
+    def __call__(self, model, processor, images, prompts, **kw):
+        out = []
+        for im, p in zip(images, prompts):
+            q, history = (p, []) if isinstance(p, str) else (p[-1]["content"], p[:-1])
+            self.seen.append((str(im), q, history))
+            text = self.answers.get((str(im), self.held.get((str(im), q), q)), "no box here")
+            if history and any(q.startswith(f"[{t}]") for t in self.break_after):
+                text = "wrong"
+            out.append(Result(text, []))
+        return out
+
+
+def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
+    d = write_synthetic(tmp_path / "synth", n=8, seed=11)
+    truth = _synthetic_answers(d)
+    scenes = synthetic_views.view_items(d)
+    held = {}       # (image, held-out prompt) -> the bench prompt it rewords
+    for s in scenes:
+        for it in s.values():
+            for k in range(400):    # every held-out wording the view could draw for this prompt
+                import random
+                held[(it.image, heldout_wordings.heldout_prompt(it.task, synthetic_views._content(it),
+                                                                 random.Random(k)))] = it.prompt
+    fake = ConversationFake(truth, held)
+    patch_generate(monkeypatch, fake)
+    m, rows = synthetic_views.run_views(*mp, d, batch_size=4, progress=False)
+    assert m["scenes"] == 8 and m["n"] == {t: 8 for t in synthetic_views.TASKS}
+    for view in synthetic_views.VIEWS:
+        v = m["views"][view]
+        assert v["refer_acc"] == v["identify_em"] == v["vqa_em"] == v["caption_em"] == 1.0, view
+        assert v["detection_recall"] == v["grounding_recall"] == 1.0, view
+    assert set(m["delta"]) == {"turn2", "turn3", "paraphrase"} and m["delta"]["turn3"]["vqa_em"] == 0.0
+    # earlier turns: other tasks' prompts about the same scene, with the model's own answers
+    for r in rows:
+        assert len(r["history"]) == {"alone": 0, "paraphrase": 0, "turn2": 1, "turn3": 2}[r["view"]]
+        for q, a in r["history"]:
+            assert not q.startswith(f"[{r['task']}]") and a == truth[(r["image"], q)]
+    para = [r for r in rows if r["view"] == "paraphrase"]
+    alone = {(r["image"], r["task"]): r["prompt"] for r in rows if r["view"] == "alone"}
+    assert all(r["prompt"] != alone[(r["image"], r["task"])] for r in para)
+    # a model that breaks after any earlier turn on VQA: only the turn views' VQA falls
+    patch_generate(monkeypatch, ConversationFake(truth, held, break_after=("vqa",)))
+    m2, _ = synthetic_views.run_views(*mp, d, batch_size=4, progress=False, views=("alone", "turn2"))
+    assert m2["views"]["alone"]["vqa_em"] == 1.0 and m2["views"]["turn2"]["vqa_em"] == 0.0
+    assert m2["delta"]["turn2"]["vqa_em"] == -1.0 and m2["views"]["turn2"]["refer_acc"] == 1.0
+    assert set(m2["views"]) == {"alone", "turn2"}
+    assert set(m2["after"]["turn2"]["vqa_em"].values()) == {0.0}
+    json.dumps(m2)
