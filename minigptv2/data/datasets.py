@@ -50,26 +50,19 @@ import pickle
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 
 from minigptv2 import prompts
 from minigptv2.boxes import format_box, parse_boxes, to_grid
 from minigptv2.data.annotations import field as _field, flickr_image as _flickr_image, read_json as _read_json
 from minigptv2.data.annotations import read_list as _list_file, str_list as _str_list
 from minigptv2.data.annotations import read_jsonl_objects, where as _where
+from minigptv2.data.reader import Reader, Sample
+from minigptv2.data.synthetic_dialogs import SyntheticDialogDataset, SyntheticParaphraseDataset
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.prompts import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES)
 
 VISION_TASKS = prompts.TASKS
 TASKS = VISION_TASKS + ("chat", "text")
-
-
-@dataclass
-class Sample:
-    image: str | None                  # image file path; None = text-only
-    turns: list[tuple[str, str]]       # [(instruction, answer), ...]; instruction without <Img>/[INST]
-    task: str                          # one of TASKS
-    source: str = ""                   # "file#record-index", for error messages
 
 
 # ---- text processor ---------------------------------------------------------------------------------------
@@ -126,35 +119,8 @@ def safe_unpickle(path: str):
         raise MiniGPTv2Error(f"{path}: corrupt pickle ({type(e).__name__}: {e})") from None
 
 
-class _Reader:
-    """Base: `self.records` (validated at open time) and `self.image_root`."""
-
-    task = ""
-
-    def __init__(self, path, image_root=None):
-        self.path = os.fspath(path)
-        root = image_root if image_root is not None else os.path.dirname(os.path.abspath(self.path))
-        self.image_root = os.fspath(root)
-        self.records = self._load()
-
-    def _load(self) -> list:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path!r}, {len(self)} records)"
-
-    def _image(self, rel: str) -> str:
-        return os.path.join(self.image_root, rel)
-
-    def _source(self, i: int) -> str:
-        return f"{self.path}#{i}"
-
-
 # ---- captions ---------------------------------------------------------------------------------------------
-class CocoCaptionDataset(_Reader):
+class CocoCaptionDataset(Reader):
     """COCO Karpathy train (LAVIS): "[caption] " + one of 17 templates -> blip_caption(caption)."""
 
     task = "caption"
@@ -193,7 +159,7 @@ def _check_size(v, key: str, what: str) -> float:
     return float(v)
 
 
-class RefCOCODataset(_Reader):
+class RefCOCODataset(Reader):
     """Referring expression comprehension: one of 7 `[refer]` templates with blip_caption(sentence) -> box.
 
     Reads the eval-JSON format (one record per sentence; image `{img_id[:27]}.jpg`, or the record's "image")
@@ -290,7 +256,7 @@ class InvRefCOCODataset(RefCOCODataset):
 
 
 # ---- VQA --------------------------------------------------------------------------------------------------
-class VQADataset(_Reader):
+class VQADataset(Reader):
     """VQAv2 / OK-VQA (LAVIS): `[vqa]` template with blip_caption(question) -> blip_caption(answer), the answer
     drawn with probability ∝ its frequency in the record's answer list (a single string is also accepted)."""
 
@@ -331,7 +297,7 @@ class GQADataset(VQADataset):
 
 
 # ---- Flickr30k-entities style -----------------------------------------------------------------------------
-class FlickrGroundedCaptionDataset(_Reader):
+class FlickrGroundedCaptionDataset(Reader):
     """One of 4 `[grounding]` templates -> `grounded_caption` verbatim (no text processing)."""
 
     task = "grounding"
@@ -345,7 +311,7 @@ class FlickrGroundedCaptionDataset(_Reader):
         return Sample(self._image(img), [(rng.choice(GROUNDING_TEMPLATES), answer)], self.task, self._source(i))
 
 
-class FlickrCaptionToPhraseDataset(_Reader):
+class FlickrCaptionToPhraseDataset(Reader):
     """`[detection] {caption}` -> `output` verbatim (the official CaptionToObjectDataset)."""
 
     task = "detection"
@@ -360,7 +326,7 @@ class FlickrCaptionToPhraseDataset(_Reader):
                       self._source(i))
 
 
-class FlickrPhraseToObjectDataset(_Reader):
+class FlickrPhraseToObjectDataset(Reader):
     """`[detection] {phrase}` -> `<p>{phrase}</p> {bbox}`; `bbox` is the box string (`{<..>..}<delim>{..}`)."""
 
     task = "detection"
@@ -384,7 +350,7 @@ class FlickrPhraseToObjectDataset(_Reader):
 
 
 # ---- LLaVA ------------------------------------------------------------------------------------------------
-class LlavaConversationDataset(_Reader):
+class LlavaConversationDataset(Reader):
     """LLaVA conversation_58k / multitask_conversation: all turns, no identifier, no text processing.
 
     The first human turn has `<image>` and newlines removed and is stripped; later turns are verbatim.
@@ -437,7 +403,7 @@ class LlavaReasonDataset(LlavaDetailDataset):
 
 
 # ---- text only --------------------------------------------------------------------------------------------
-class UnnaturalInstructionDataset(_Reader):
+class UnnaturalInstructionDataset(Reader):
     """Unnatural Instructions: instances[0].instruction_with_input (+ " " + constraints) -> output, both
     blip_caption'ed; no image."""
 
@@ -464,7 +430,7 @@ class UnnaturalInstructionDataset(_Reader):
 
 
 # ---- our generic format -----------------------------------------------------------------------------------
-class JsonlDataset(_Reader):
+class JsonlDataset(Reader):
     """One JSON object per line: {"image": path-or-null, "task": "...", "turns": [["instruction", "answer"], ...]}.
 
     Used verbatim: write identifiers yourself ("[refer] red circle"). `task` is one of TASKS; the vision
@@ -514,10 +480,9 @@ KINDS = {
     "llava_reason": LlavaReasonDataset,
     "unnatural_instruction": UnnaturalInstructionDataset,
     "jsonl": JsonlDataset,
+    "synthetic_dialog": SyntheticDialogDataset,           # the synthetic scenes asked in conversations
+    "synthetic_paraphrase": SyntheticParaphraseDataset,   # ... and in training paraphrases (data/synthetic_dialogs.py)
 }
-# the synthetic scenes asked in conversations and paraphrases (issue #31); that module subclasses _Reader
-from minigptv2.data.synthetic_dialogs import SyntheticDialogDataset, SyntheticParaphraseDataset  # noqa: E402
-KINDS.update(synthetic_dialog=SyntheticDialogDataset, synthetic_paraphrase=SyntheticParaphraseDataset)
 
 
 def open_dataset(kind: str, path, image_root=None):

@@ -10,7 +10,7 @@ conversations (issue #31: follow-up turns and wordings outside the templates).
 
 Answers are the canonical ones of synthetic.py (exactly what the per-task readers train on), so a dialog teaches
 nothing new about a scene, only to answer the last question whatever came before, and whatever the wording.
-Every random choice uses the sample's rng, as every reader of datasets.py. Registered in datasets.KINDS.
+Every random choice uses the sample's rng, as every reader of datasets.py. Listed in datasets.KINDS.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import random
 
 from minigptv2.boxes import format_box
 from minigptv2.data.annotations import read_records
-from minigptv2.data.datasets import Sample, _Reader
+from minigptv2.data.reader import Reader, Sample
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.synthetic import (COLORS, MAX_OBJECTS, SHAPES, Obj, Scene, caption, detection, grounded_caption,
                                  vqa_questions)
@@ -82,7 +82,7 @@ def dialog(scene: Scene, rng: random.Random, n_turns: int, p_paraphrase: float) 
     return [turn(scene, t, rng, p_paraphrase, named) for t in tasks]
 
 
-class SyntheticDialogDataset(_Reader):
+class SyntheticDialogDataset(Reader):
     """scenes.jsonl -> 2–3-turn conversations mixing every task (module docstring)."""
 
     task = "chat"
