@@ -175,7 +175,10 @@ def _load_read(d: Path, config, kw: dict, merge_lora) -> MiniGPTv2ForConditional
     model = MiniGPTv2ForConditionalGeneration.from_pretrained(d, config=config, merge_lora=merge_lora,
                                                               state_dict=state, **kw)
     if (d / "generation_config.json").is_file():
-        model.generation_config = GenerationConfig.from_pretrained(d)
+        try:
+            model.generation_config = GenerationConfig.from_pretrained(d)
+        except (OSError, ValueError, TypeError) as e:
+            raise MiniGPTv2Error(f"bad {d / 'generation_config.json'}: {str(e).splitlines()[0][:300]}") from None
     return model
 
 

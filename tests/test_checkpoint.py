@@ -299,6 +299,9 @@ def test_load_reads_only_the_model_weights_and_checks_the_shard_index(tmp_path):
     save(model, proc, tmp_path / "m")
     save_file({"step": torch.zeros(1)}, str(tmp_path / "m" / "optimizer.safetensors"))
     load(tmp_path / "m")
+    (tmp_path / "m" / "generation_config.json").write_text("{not json")
+    with pytest.raises(MiniGPTv2Error, match="bad .*generation_config.json"):
+        load(tmp_path / "m")
     model.merge_lora()
     model.save_pretrained(tmp_path / "s", max_shard_size="100KB")
     proc.save_pretrained(tmp_path / "s")
