@@ -100,3 +100,13 @@ def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
     assert set(m2["views"]) == {"alone", "turn2"}
     assert set(m2["after"]["turn2"]["vqa_em"].values()) == {0.0}
     json.dumps(m2)
+
+
+def test_training_wordings_are_many_and_distinct():
+    """The second round of training wordings (issue #31): many per VQA question kind and for captions, no two the
+    same, every one filling its content."""
+    from minigptv2 import synthetic_wordings as sw
+    assert all(len(ws) >= 15 and len(set(ws)) == len(ws) for _, ws in sw.VQA)
+    assert len(sw.CAPTION) >= 20 and all(len(set(ws)) == len(ws) for ws in sw.PARAPHRASES.values())
+    for (pattern, ws), n in zip(sw.VQA, (1, 1, 0, 2)):
+        assert all(w.count("{") == n for w in ws), pattern
