@@ -30,6 +30,11 @@ REFER = [
     "[refer] position of the {}",
     "[refer] can you give me the {} location?",
     "[refer] bounding box of {}",
+    "[refer] box the {}",
+    "[refer] the {}, where?",
+    "[refer] tell me where the {} lies",
+    "[refer] coordinates of the {}",
+    "[refer] could you show the {}?",
 ]
 IDENTIFY = [
     "[identify] {}",
@@ -40,6 +45,11 @@ IDENTIFY = [
     "[identify] tell me the object in {}",
     "[identify] {} is what?",
     "[identify] what color and shape is {}?",
+    "[identify] which object lies at {}?",
+    "[identify] the object in {}?",
+    "[identify] what's drawn at {}",
+    "[identify] {}: what is it?",
+    "[identify] say what is at {}",
 ]
 DETECTION = [
     "[detection] {}",
@@ -49,6 +59,11 @@ DETECTION = [
     "[detection] detect the {}",
     "[detection] each {} in the image",
     "[detection] give boxes of all {} shapes",
+    "[detection] {} shapes",
+    "[detection] locate all {} shapes",
+    "[detection] where are all the {}s?",
+    "[detection] box each {}",
+    "[detection] every {} you can find",
 ]
 CAPTION = [
     "[caption] describe the image briefly",
@@ -57,6 +72,24 @@ CAPTION = [
     "[caption] summarize the image",
     "[caption] short description please",
     "[caption] name the objects",
+    "[caption] caption",
+    "[caption] describe it",
+    "[caption] what is shown here?",
+    "[caption] briefly, what is in the image?",
+    "[caption] write a caption for the picture",
+    "[caption] tell me about this image",
+    "[caption] which shapes do you notice?",
+    "[caption] what objects are drawn?",
+    "[caption] one-line description",
+    "[caption] describe the shapes",
+    "[caption] what is this picture of?",
+    "[caption] I need a caption for this",
+    "[caption] explain what the image contains",
+    "[caption] what is visible?",
+    "[caption] sum up the scene",
+    "[caption] describe this",
+    "[caption] what's here?",
+    "[caption] brief caption",
 ]
 GROUNDING = [
     "[grounding] describe the image and give boxes",
@@ -64,16 +97,44 @@ GROUNDING = [
     "[grounding] grounded description of the image",
     "[grounding] describe each shape and its box",
     "[grounding] caption with boxes",
+    "[grounding] which shapes are where?",
+    "[grounding] describe it with boxes",
+    "[grounding] caption and locate the shapes",
 ]
 VQA = [
-    (r"what color is the (\w+)", ["what color is the {0}?", "what is the {0}'s color?",
-                                  "which color does the {0} have?", "color of the {0}?", "what colour is the {0}?"]),
-    (r"what shape is the (\w+) object", ["what shape is the {0} object?", "which shape is the {0} object?",
-                                         "what is the shape of the {0} object?", "shape of the {0} object?"]),
-    (r"how many shapes are there", ["how many shapes are there?", "how many shapes?", "number of shapes?",
-                                    "how many shapes are in the image?", "how many things are drawn?"]),
-    (r"is there a (\w+) (\w+)", ["is there a {0} {1}?", "is there any {0} {1}?", "{0} {1} in the image?",
-                                 "does a {0} {1} appear?", "is any {0} {1} visible?"]),
+    (r"what color is the (\w+)", [
+        "what color is the {0}?", "what is the {0}'s color?", "which color does the {0} have?", "color of the {0}?",
+        "what colour is the {0}?",
+        # second round (issue #31): written after the second held-out set, apart from it
+        "{0} color?", "the color of the {0}", "tell the {0}'s colour", "say what color the {0} is",
+        "what color is the {0} shape?", "the {0}: which color?", "what colour does the {0} have?",
+        "what color was the {0} drawn in?", "which colour is used for the {0}?", "identify the color of the {0}",
+        "in what color is the {0}?", "the {0}, what colour?", "what color is the {0} painted?",
+        "what is the colour of the {0} in the image?", "give the {0}'s color", "how is the {0} colored?"]),
+    (r"what shape is the (\w+) object", [
+        "what shape is the {0} object?", "which shape is the {0} object?", "what is the shape of the {0} object?",
+        "shape of the {0} object?",
+        "what is the {0} object?", "{0} object: which shape?", "the {0} object is what shape?",
+        "name the {0} object's shape", "which shape has the color {0}?", "what shape is drawn in {0}?",
+        "the {0} shape is a what?", "tell the shape of the {0} object", "what form does the {0} object have?",
+        "the shape that is {0}?", "is the {0} object a circle, square or triangle?", "what is the {0} figure?",
+        "which figure is {0}?", "the {0}-colored object's shape?"]),
+    (r"how many shapes are there", [
+        "how many shapes are there?", "how many shapes?", "number of shapes?", "how many shapes are in the image?",
+        "how many things are drawn?",
+        "how many objects are there?", "how many figures are drawn?", "total number of shapes?", "shape count?",
+        "count them", "how many?", "tell me how many shapes there are", "give the number of objects",
+        "how many shapes does the image have?", "how many shapes can be seen?", "how many items are in the image?",
+        "what number of shapes is shown?", "how many shapes are visible?", "count how many shapes there are",
+        "are there one, two or three shapes?", "the number of objects?", "objects in total?"]),
+    (r"is there a (\w+) (\w+)", [
+        "is there a {0} {1}?", "is there any {0} {1}?", "{0} {1} in the image?", "does a {0} {1} appear?",
+        "is any {0} {1} visible?",
+        "is a {0} {1} shown?", "does the picture include a {0} {1}?", "yes or no: is there a {0} {1}?", "{0} {1}?",
+        "is there a {0} {1} anywhere?", "would I find a {0} {1} in it?", "has the image got a {0} {1}?",
+        "check for a {0} {1}", "tell me if there is a {0} {1}", "is a {0} {1} drawn?", "could you spot a {0} {1}?",
+        "does it show a {0} {1}?", "is the {0} {1} there?", "is there some {0} {1}?", "{0} {1}: yes or no?",
+        "are there {0} {1}s?", "can a {0} {1} be seen?"]),
 ]
 # the official templates, per task, in the form `instruction` fills
 OFFICIAL = {"refer": REFER_TEMPLATES, "identify": IDENTIFY_TEMPLATES, "detection": [DETECTION_TEMPLATE],

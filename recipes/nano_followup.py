@@ -19,7 +19,7 @@ FOLLOWUP = dict(
     cache_vision=True, attention="eager",
     ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22, "coco_caption": 12,
             "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1, "llava_conversation": 2,
-            "unnatural_instruction": 2, "synthetic_dialog": 60, "synthetic_paraphrase": 30},
+            "unnatural_instruction": 2, "synthetic_dialog": 60, "synthetic_paraphrase": 50},
 )
 
 

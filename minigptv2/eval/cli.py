@@ -32,7 +32,7 @@ from minigptv2.eval.report import example_grid, report_markdown
 from minigptv2.eval.run import BOX_TASKS, choice_losses, run_prompts, write_predictions
 from minigptv2.eval.scoring import score_bench, score_iconvqa
 from minigptv2.eval.synthetic import HELDOUT_SEED, run_synthetic
-from minigptv2.eval.synthetic_views import run_views
+from minigptv2.eval.synthetic_views import VIEWS, run_views
 
 
 def run_bench(model, processor, bench: str, root: Path, limit=None, batch_size: int = 10, constrained: bool = True,
@@ -82,6 +82,9 @@ def parser() -> argparse.ArgumentParser:
                    help="run the box benches with and without the constraint and report both")
     p.add_argument("--examples", type=int, default=8, help="examples drawn per bench in examples/*.png (0: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--views", default=None,
+                   help="synthetic_views: comma-separated views to ask besides alone (default: all of "
+                        "turn2,turn3,paraphrase,paraphrase2)")
     add_device_args(p, quantize=True)
     return p
 
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
                 m, rows = run_synthetic(model, processor, data_dir, a.limit, **kw)
             else:
                 m, rows = run_views(model, processor, data_dir, a.limit, a.batch_size, not a.no_constrain,
-                                    progress=not a.quiet)
+                                    views=tuple(a.views.split(",")) if a.views else VIEWS, progress=not a.quiet)
         elif bench == "jsonl":
             m, rows = run_jsonl(model, processor, root, a.limit, **kw)
         else:

@@ -8,6 +8,10 @@ Every wording keeps the task identifier, so the model still knows the task; what
 instruction. `{}` is the task's content: an object name (refer: "red circle"), a box string (identify), a shape
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
+
+Two sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+(`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
+second, wider round of training wordings, so neither set was looked at when writing the wordings it scores.
 """
 from __future__ import annotations
 
@@ -63,18 +67,51 @@ VQA = [
 ]
 BY_TASK = {"refer": REFER, "identify": IDENTIFY, "detection": DETECTION, "caption": CAPTION, "grounding": GROUNDING}
 
+# the second held-out set (issue #31, written 2026-12-05 before the second round of training wordings)
+V2_BY_TASK = {
+    "refer": ["[refer] where's the {}?", "[refer] can you locate the {}?", "[refer] I'm looking for the {}",
+              "[refer] mark the {} for me", "[refer] which part of the image has the {}?"],
+    "identify": ["[identify] what's in {}?", "[identify] what object is located at {}?",
+                 "[identify] describe the thing at {}", "[identify] what can be seen in {}?",
+                 "[identify] what sits inside {}?"],
+    "detection": ["[detection] show all the {} shapes", "[detection] where are the {} shapes?",
+                  "[detection] find all {}", "[detection] spot every {} in the picture", "[detection] outline each {}"],
+    "caption": ["[caption] what's in the picture?", "[caption] describe what you see", "[caption] give a short caption",
+                "[caption] what does the image show?", "[caption] caption this"],
+    "grounding": ["[grounding] describe the picture with boxes", "[grounding] what's where in this image?",
+                  "[grounding] list each shape with its location", "[grounding] describe what you see, with boxes",
+                  "[grounding] give a grounded caption"],
+}
+V2_VQA = [
+    (r"what color is the (\w+)", ["[vqa] what's the color of the {0}?", "[vqa] the {0} is what color?",
+                                  "[vqa] what color is that {0}?", "[vqa] what color has the {0} got?"]),
+    (r"what shape is the (\w+) object", ["[vqa] what shape is the {0} one?", "[vqa] which shape is colored {0}?",
+                                         "[vqa] what's the shape of the {0} object?",
+                                         "[vqa] the {0} thing is which shape?"]),
+    (r"how many shapes are there", ["[vqa] how many shapes are in this picture?", "[vqa] how many objects can you see?",
+                                    "[vqa] count the objects in the image", "[vqa] what's the number of objects here?"]),
+    (r"is there a (\w+) (\w+)", ["[vqa] is there a {0} {1} in the picture?", "[vqa] can you see a {0} {1}?",
+                                 "[vqa] does this image have a {0} {1}?", "[vqa] any {0} {1} here?"]),
+]
+SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA)}
 
-def all_wordings() -> list[str]:
-    """Every held-out wording (for the test that keeps them out of training)."""
-    return [w for ws in BY_TASK.values() for w in ws] + [w for _, ws in VQA for w in ws]
+
+def all_wordings(version: int | None = None) -> list[str]:
+    """Every held-out wording of one set (None: both; for the tests that keep them out of training)."""
+    if version is None:
+        return all_wordings(1) + all_wordings(2)
+    by_task, vqa = SETS[version]
+    return [w for ws in by_task.values() for w in ws] + [w for _, ws in vqa for w in ws]
 
 
-def heldout_prompt(task: str, content: str | None, rng: random.Random) -> str:
-    """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question."""
+def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
+    """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
+    `version`: which held-out set (1 or 2)."""
+    by_task, vqa = SETS[version]
     if task == "vqa":
-        for pattern, wordings in VQA:
+        for pattern, wordings in vqa:
             m = re.match(pattern, content or "")
             if m:
                 return rng.choice(wordings).format(*m.groups())
         raise ValueError(f"not a synthetic VQA question: {content!r}")
-    return rng.choice(BY_TASK[task]).format(content)
+    return rng.choice(by_task[task]).format(content)

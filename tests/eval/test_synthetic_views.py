@@ -19,11 +19,29 @@ def mp(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
 
 
-def test_heldout_wordings_are_not_training_wordings():
-    held = heldout_wordings.all_wordings()
+@pytest.mark.parametrize("version", [1, 2, None])
+def test_heldout_wordings_are_not_training_wordings(version):
+    held = heldout_wordings.all_wordings(version)
     train = set(all_wordings()) | {w for ws in OFFICIAL.values() for w in ws} | set(VQA_TEMPLATES)
     assert len(held) == len(set(held)) and not set(held) & train
-    assert not {w.replace("{0} {1}", "{}").replace("{0}", "{}") for w in held} & train
+    norm = lambda ws: {w.replace("{0} {1}", "{}").replace("{0}", "{}").lower().rstrip("?. ") for w in ws}  # noqa: E731
+    assert not norm(held) & norm(train)
+    # VQA training paraphrases are questions wrapped in an official template: compare the questions too
+    questions = {w[len("[vqa] "):] for w in held if w.startswith("[vqa] ")}
+    assert not norm(questions) & norm(w[len("[vqa] "):] for w in all_wordings() if w.startswith("[vqa] "))
+
+
+def test_heldout_sets_are_disjoint_and_complete():
+    v1, v2 = set(heldout_wordings.all_wordings(1)), set(heldout_wordings.all_wordings(2))
+    assert not v1 & v2
+    assert set(heldout_wordings.V2_BY_TASK) == set(heldout_wordings.BY_TASK)
+    assert [p for p, _ in heldout_wordings.V2_VQA] == [p for p, _ in heldout_wordings.VQA]
+    import random
+    for q in ("what color is the circle?", "what shape is the red object?", "how many shapes are there?",
+              "is there a red circle?"):
+        for version in (1, 2):
+            w = heldout_wordings.heldout_prompt("vqa", q, random.Random(0), version)
+            assert w.startswith("[vqa] ") and "{" not in w
 
 
 class ConversationFake:
@@ -54,8 +72,9 @@ def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
         for it in s.values():
             for k in range(400):    # every held-out wording the view could draw for this prompt
                 import random
-                held[(it.image, heldout_wordings.heldout_prompt(it.task, synthetic_views._content(it),
-                                                                 random.Random(k)))] = it.prompt
+                for version in (1, 2):
+                    held[(it.image, heldout_wordings.heldout_prompt(it.task, synthetic_views._content(it),
+                                                                     random.Random(k), version))] = it.prompt
     fake = ConversationFake(truth, held)
     patch_generate(monkeypatch, fake)
     m, rows = synthetic_views.run_views(*mp, d, batch_size=4, progress=False)
@@ -64,13 +83,13 @@ def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
         v = m["views"][view]
         assert v["refer_acc"] == v["identify_em"] == v["vqa_em"] == v["caption_em"] == 1.0, view
         assert v["detection_recall"] == v["grounding_recall"] == 1.0, view
-    assert set(m["delta"]) == {"turn2", "turn3", "paraphrase"} and m["delta"]["turn3"]["vqa_em"] == 0.0
+    assert set(m["delta"]) == {"turn2", "turn3", "paraphrase", "paraphrase2"} and m["delta"]["turn3"]["vqa_em"] == 0.0
     # earlier turns: other tasks' prompts about the same scene, with the model's own answers
     for r in rows:
-        assert len(r["history"]) == {"alone": 0, "paraphrase": 0, "turn2": 1, "turn3": 2}[r["view"]]
+        assert len(r["history"]) == {"alone": 0, "paraphrase": 0, "paraphrase2": 0, "turn2": 1, "turn3": 2}[r["view"]]
         for q, a in r["history"]:
             assert not q.startswith(f"[{r['task']}]") and a == truth[(r["image"], q)]
-    para = [r for r in rows if r["view"] == "paraphrase"]
+    para = [r for r in rows if r["view"] in ("paraphrase", "paraphrase2")]
     alone = {(r["image"], r["task"]): r["prompt"] for r in rows if r["view"] == "alone"}
     assert all(r["prompt"] != alone[(r["image"], r["task"])] for r in para)
     # a model that breaks after any earlier turn on VQA: only the turn views' VQA falls
@@ -81,3 +100,13 @@ def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
     assert set(m2["views"]) == {"alone", "turn2"}
     assert set(m2["after"]["turn2"]["vqa_em"].values()) == {0.0}
     json.dumps(m2)
+
+
+def test_training_wordings_are_many_and_distinct():
+    """The second round of training wordings (issue #31): many per VQA question kind and for captions, no two the
+    same, every one filling its content."""
+    from minigptv2 import synthetic_wordings as sw
+    assert all(len(ws) >= 15 and len(set(ws)) == len(ws) for _, ws in sw.VQA)
+    assert len(sw.CAPTION) >= 20 and all(len(set(ws)) == len(ws) for ws in sw.PARAPHRASES.values())
+    for (pattern, ws), n in zip(sw.VQA, (1, 1, 0, 2)):
+        assert all(w.count("{") == n for w in ws), pattern
