@@ -34,17 +34,21 @@ def _parse(text: str, where, one_line: bool = False):
         raise MiniGPTv2Error(f"{where}: invalid JSON: {type(e).__name__}: {str(e)[:200]}") from None
 
 
+def _jsonl(path, text: str):
+    """(line number, "file: line N", value) for each non-blank line of a .jsonl text, parsed in order."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            yield n, f"{path}: line {n}", _parse(line, f"{path}: line {n}", one_line=True)
+
+
 def read_jsonl_objects(path) -> list[tuple[int, str, dict]]:
     """A .jsonl file's records, one JSON object a line (blank lines skipped), each with its line number and its
     place for messages ("file: line N")."""
     out = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if line.strip():
-            where = f"{path}: line {n}"
-            r = _parse(line, where, one_line=True)
-            if not isinstance(r, dict):
-                raise MiniGPTv2Error(f"{where}: expected a JSON object, got {type(r).__name__}")
-            out.append((n, where, r))
+    for n, where, r in _jsonl(path, read_text(path)):
+        if not isinstance(r, dict):
+            raise MiniGPTv2Error(f"{where}: expected a JSON object, got {type(r).__name__}")
+        out.append((n, where, r))
     return out
 
 
@@ -65,8 +69,7 @@ def read_records(path) -> list:
     "data": [...]}, else its values), or, for a .jsonl file, one JSON value a line (blank lines skipped)."""
     text = read_text(path)
     if str(path).endswith(".jsonl"):
-        return [_parse(line, f"{path}: line {n}", one_line=True)
-                for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        return [r for _, _, r in _jsonl(path, text)]
     data = _parse(text, path)
     if isinstance(data, dict):
         for key in ("questions", "annotations", "data"):
