@@ -84,7 +84,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--views", default=None,
                    help="synthetic_views: comma-separated views to ask besides alone (default: all of "
-                        "turn2,turn3,paraphrase,paraphrase2)")
+                        f"{','.join(VIEWS[1:])})")
     add_device_args(p, quantize=True)
     return p
 
@@ -97,6 +97,9 @@ def main(argv=None) -> int:
     no_data = ("synthetic", "synthetic_views")
     if a.data is None and any(b not in no_data for b in benches):
         raise MiniGPTv2Error("--data ROOT is required for " + ", ".join(b for b in benches if b not in no_data))
+    views = tuple(a.views.split(",")) if a.views else VIEWS
+    if set(views) - set(VIEWS):
+        raise MiniGPTv2Error(f"--views: unknown view(s) {sorted(set(views) - set(VIEWS))}; known: {', '.join(VIEWS)}")
     root = Path(a.data) if a.data else None
     if "jsonl" in benches:          # --data is the file itself
         if len(benches) > 1 or not root.is_file():
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
                 m, rows = run_synthetic(model, processor, data_dir, a.limit, **kw)
             else:
                 m, rows = run_views(model, processor, data_dir, a.limit, a.batch_size, not a.no_constrain,
-                                    views=tuple(a.views.split(",")) if a.views else VIEWS, progress=not a.quiet)
+                                    views=views, progress=not a.quiet)
         elif bench == "jsonl":
             m, rows = run_jsonl(model, processor, root, a.limit, **kw)
         else:

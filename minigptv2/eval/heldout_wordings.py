@@ -9,9 +9,11 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Two sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Three sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
-second, wider round of training wordings, so neither set was looked at when writing the wordings it scores.
+second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
+scored and before the third, so no set was looked at when writing the wordings it scores. The third varies the
+nouns ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot").
 """
 from __future__ import annotations
 
@@ -93,20 +95,52 @@ V2_VQA = [
     (r"is there a (\w+) (\w+)", ["[vqa] is there a {0} {1} in the picture?", "[vqa] can you see a {0} {1}?",
                                  "[vqa] does this image have a {0} {1}?", "[vqa] any {0} {1} here?"]),
 ]
-SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA)}
+# the third held-out set (issue #31, written 2026-12-05 before the third round of training wordings)
+V3_BY_TASK = {
+    "refer": ["[refer] please box the {}", "[refer] help me find the {}", "[refer] in which area is the {}?",
+              "[refer] highlight the {}", "[refer] get me the location of the {}"],
+    "identify": ["[identify] what item is in {}?", "[identify] tell me what's at {}",
+                 "[identify] which figure occupies {}?", "[identify] what thing is drawn inside {}?",
+                 "[identify] label the object in {}"],
+    "detection": ["[detection] box every single {}", "[detection] show me each {}", "[detection] find the {} items",
+                  "[detection] give me all {} locations", "[detection] where can I find each {}?"],
+    "caption": ["[caption] tell me what's in this image", "[caption] what can you see here?",
+                "[caption] describe this picture in a few words", "[caption] what items are in the image?",
+                "[caption] caption the picture"],
+    "grounding": ["[grounding] describe the image with a box for each shape", "[grounding] what's here and where?",
+                  "[grounding] name every shape and box it", "[grounding] a caption with locations, please",
+                  "[grounding] describe and locate everything"],
+}
+V3_VQA = [
+    (r"what color is the (\w+)", ["[vqa] could you tell me the {0}'s color?",
+                                  "[vqa] what colour do you think the {0} is?",
+                                  "[vqa] what's the {0}'s colour in this picture?",
+                                  "[vqa] I wonder what color the {0} is"]),
+    (r"what shape is the (\w+) object", ["[vqa] the {0} item, what shape is it?",
+                                         "[vqa] what kind of figure is the {0} one?",
+                                         "[vqa] what shape does the {0} thing have?",
+                                         "[vqa] which shape is painted {0}?"]),
+    (r"how many shapes are there", ["[vqa] how many things can you count in this image?",
+                                    "[vqa] how many figures do you notice?", "[vqa] what's the total count of items?",
+                                    "[vqa] tell me the number of things in the picture"]),
+    (r"is there a (\w+) (\w+)", ["[vqa] do you notice a {0} {1}?", "[vqa] is a {0} {1} included in this image?",
+                                 "[vqa] can a {0} {1} be found in the picture?",
+                                 "[vqa] is a {0} {1} part of this scene?"]),
+]
+SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
-    """Every held-out wording of one set (None: both; for the tests that keep them out of training)."""
+    """Every held-out wording of one set (None: all sets; for the tests that keep them out of training)."""
     if version is None:
-        return all_wordings(1) + all_wordings(2)
+        return [w for v in SETS for w in all_wordings(v)]
     by_task, vqa = SETS[version]
     return [w for ws in by_task.values() for w in ws] + [w for _, ws in vqa for w in ws]
 
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 or 2)."""
+    `version`: which held-out set (1, 2 or 3)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:

@@ -14,6 +14,7 @@ asks the same prompts, so the views differ only in how they are asked:
     turn3       after two: the second earlier answer is generated with the first in the history
     paraphrase  alone, the instruction reworded with eval/heldout_wordings.py (never trained on)
     paraphrase2 the same with the second held-out set there (heldout_wordings.V2_*)
+    paraphrase3 the same with the third (heldout_wordings.V3_*)
 The earlier tasks are drawn uniformly from the other five, so grounding / caption / detection answers (long,
 with boxes) come before short questions in about half the conversations, and the earlier answers name the
 objects the later prompt asks about. Scores are the plain bench's (_score_synth). The plain `--bench synthetic`
@@ -30,7 +31,8 @@ from minigptv2.eval.heldout_wordings import heldout_prompt
 from minigptv2.eval.run import Item, run_prompts
 from minigptv2.eval.synthetic import SYNTH_MAX_NEW_TOKENS, _score_synth, synthetic_items
 
-VIEWS = ("alone", "turn2", "turn3", "paraphrase", "paraphrase2")
+VIEWS = ("alone", "turn2", "turn3", "paraphrase", "paraphrase2", "paraphrase3")
+PARAPHRASE_VIEWS = {"paraphrase": 1, "paraphrase2": 2, "paraphrase3": 3}     # view -> held-out set
 TASKS = ("refer", "detection", "vqa", "identify", "caption", "grounding")
 KEY_METRICS = ("refer_acc", "detection_recall", "vqa_em", "identify_em", "caption_em", "grounding_recall")
 
@@ -90,12 +92,11 @@ def run_views(model, processor, data_dir, limit=None, batch_size: int = 32, cons
     ask = lambda items, desc: _answer(model, processor, items, batch_size, constrained, desc, progress)  # noqa: E731
     alone = dict(zip(map(id, targets), ask(targets, "views alone")))
     asked: dict[str, list[Item]] = {"alone": targets}
-    if "paraphrase" in views:
-        asked["paraphrase"] = [replace(it, prompt=heldout_prompt(it.task, _content(it), random.Random(
-            f"views:{seed}:para:{it.id}"))) for it in targets]
-    if "paraphrase2" in views:
-        asked["paraphrase2"] = [replace(it, prompt=heldout_prompt(it.task, _content(it), random.Random(
-            f"views:{seed}:para2:{it.id}"), version=2)) for it in targets]
+    for view, version in PARAPHRASE_VIEWS.items():
+        if view in views:
+            tag = "para" if version == 1 else f"para{version}"
+            asked[view] = [replace(it, prompt=heldout_prompt(it.task, _content(it), random.Random(
+                f"views:{seed}:{tag}:{it.id}"), version=version)) for it in targets]
     for view, k in (("turn2", 1), ("turn3", 2)):
         if view not in views:
             continue

@@ -19,7 +19,7 @@ def mp(tmp_path_factory):
     return tiny_model(tmp_path_factory.mktemp("ev"), seed=2)
 
 
-@pytest.mark.parametrize("version", [1, 2, None])
+@pytest.mark.parametrize("version", [1, 2, 3, None])
 def test_heldout_wordings_are_not_training_wordings(version):
     held = heldout_wordings.all_wordings(version)
     train = set(all_wordings()) | {w for ws in OFFICIAL.values() for w in ws} | set(VQA_TEMPLATES)
@@ -32,14 +32,21 @@ def test_heldout_wordings_are_not_training_wordings(version):
 
 
 def test_heldout_sets_are_disjoint_and_complete():
-    v1, v2 = set(heldout_wordings.all_wordings(1)), set(heldout_wordings.all_wordings(2))
-    assert not v1 & v2
-    assert set(heldout_wordings.V2_BY_TASK) == set(heldout_wordings.BY_TASK)
-    assert [p for p, _ in heldout_wordings.V2_VQA] == [p for p, _ in heldout_wordings.VQA]
+    sets = {v: set(heldout_wordings.all_wordings(v)) for v in heldout_wordings.SETS}
+    assert len(sets) == 3
+    norm = lambda ws: {w.lower().rstrip("?. ") for w in ws}  # noqa: E731
+    for a in sets:
+        for b in sets:
+            assert a == b or not norm(sets[a]) & norm(sets[b]), (a, b)
+    for by_task, vqa in heldout_wordings.SETS.values():
+        assert set(by_task) == set(heldout_wordings.BY_TASK)
+        assert [p for p, _ in vqa] == [p for p, _ in heldout_wordings.VQA]
+        assert all(len(ws) == 5 for ws in by_task.values()) and all(len(ws) == 4 for _, ws in vqa)
+    assert set(synthetic_views.PARAPHRASE_VIEWS.values()) == set(heldout_wordings.SETS)
     import random
     for q in ("what color is the circle?", "what shape is the red object?", "how many shapes are there?",
               "is there a red circle?"):
-        for version in (1, 2):
+        for version in heldout_wordings.SETS:
             w = heldout_wordings.heldout_prompt("vqa", q, random.Random(0), version)
             assert w.startswith("[vqa] ") and "{" not in w
 
@@ -72,7 +79,7 @@ def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
         for it in s.values():
             for k in range(400):    # every held-out wording the view could draw for this prompt
                 import random
-                for version in (1, 2):
+                for version in heldout_wordings.SETS:
                     held[(it.image, heldout_wordings.heldout_prompt(it.task, synthetic_views._content(it),
                                                                      random.Random(k), version))] = it.prompt
     fake = ConversationFake(truth, held)
@@ -83,13 +90,14 @@ def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
         v = m["views"][view]
         assert v["refer_acc"] == v["identify_em"] == v["vqa_em"] == v["caption_em"] == 1.0, view
         assert v["detection_recall"] == v["grounding_recall"] == 1.0, view
-    assert set(m["delta"]) == {"turn2", "turn3", "paraphrase", "paraphrase2"} and m["delta"]["turn3"]["vqa_em"] == 0.0
+    assert set(m["delta"]) == set(synthetic_views.VIEWS) - {"alone"} and m["delta"]["turn3"]["vqa_em"] == 0.0
     # earlier turns: other tasks' prompts about the same scene, with the model's own answers
     for r in rows:
-        assert len(r["history"]) == {"alone": 0, "paraphrase": 0, "paraphrase2": 0, "turn2": 1, "turn3": 2}[r["view"]]
+        assert len(r["history"]) == {"turn2": 1, "turn3": 2}.get(r["view"], 0)
         for q, a in r["history"]:
             assert not q.startswith(f"[{r['task']}]") and a == truth[(r["image"], q)]
-    para = [r for r in rows if r["view"] in ("paraphrase", "paraphrase2")]
+    para = [r for r in rows if r["view"] in synthetic_views.PARAPHRASE_VIEWS]
+    assert {r["view"] for r in para} == set(synthetic_views.PARAPHRASE_VIEWS)
     alone = {(r["image"], r["task"]): r["prompt"] for r in rows if r["view"] == "alone"}
     assert all(r["prompt"] != alone[(r["image"], r["task"])] for r in para)
     # a model that breaks after any earlier turn on VQA: only the turn views' VQA falls
@@ -110,3 +118,11 @@ def test_training_wordings_are_many_and_distinct():
     assert len(sw.CAPTION) >= 20 and all(len(set(ws)) == len(ws) for ws in sw.PARAPHRASES.values())
     for (pattern, ws), n in zip(sw.VQA, (1, 1, 0, 2)):
         assert all(w.count("{") == n for w in ws), pattern
+
+
+def test_eval_cli_refuses_an_unknown_view(tmp_path):
+    from minigptv2.errors import MiniGPTv2Error
+    from minigptv2.eval.cli import main
+
+    with pytest.raises(MiniGPTv2Error, match=r"unknown view\(s\) \['paraphrase9'\]"):
+        main(["--bench", "synthetic_views", "--views", "turn2,paraphrase9", "--out", str(tmp_path)])
