@@ -256,19 +256,21 @@ class MiniGPTv2Processor(ProcessorMixin):
         return {"input_ids": input_ids, "attention_mask": mask,
                 "pixel_values": torch.stack(pix) if pix else None}
 
-    def training_example(self, turns, image=None, chat_template: bool = True, load_image: bool = True) -> dict:
+    def training_example(self, turns, image=None, chat_template: bool = True, load_image: bool = True,
+                         as_inference: bool = False) -> dict:
         """One training sample -> ids/labels. `image`: path / PIL / bytes / preprocessed (3,S,S) tensor / None.
         Each answer is cut to max_txt_len tokens (as the official code); an over-long sample is refused.
         load_image=False leaves `image` as it is in "pixel_values" (train/batches.py VisionCache loads it if it
-        must)."""
+        must). as_inference: the sample in the official inference form (prompts.render_training)."""
         turns = [(q, self.truncate(a)) for q, a in turns]
         if self.config.template == "chat":
-            if not chat_template:
-                raise MiniGPTv2Error("chat_template=False (the official un-wrapped stage-1/2 format) needs "
-                                     "template 'llama2'; a 'chat' model always uses its chat template")
+            if not chat_template or as_inference:
+                raise MiniGPTv2Error("chat_template=False (the official un-wrapped stage-1/2 format) and the official "
+                                     "inference form need template 'llama2'; a 'chat' model always uses its chat "
+                                     "template")
             items = prompts.render_chat_training(self.tok, list(turns), image is not None)
         else:
-            items = prompts.render_training(list(turns), image is not None, chat_template)
+            items = prompts.render_training(list(turns), image is not None, chat_template, as_inference)
         ids, labels = self.encode_items(items)
         if len(ids) > self.config.max_context_len:
             raise MiniGPTv2Error(f"training sample is {len(ids)} tokens, over max_context_len "

@@ -143,12 +143,27 @@ def render_inference(questions: list[str], answers: list[str], has_image: bool =
     return items
 
 
-def render_training(turns: list[tuple[str, str]], has_image: bool = True, chat_template: bool = True) -> list:
+def render_training(turns: list[tuple[str, str]], has_image: bool = True, chat_template: bool = True,
+                    as_inference: bool = False) -> list:
     """Items for one training sample: instructions masked, answers + EOS as targets.
 
     The official datasets append a space to every instruction (`"<Img><ImageHere></Img> {q} "`, later turns
     `q + " "`) before the `[INST] {} [/INST]` wrap, hence the two spaces before `[/INST]`. `chat_template=False`
-    is the official un-wrapped variant (`chat_template: False` configs)."""
+    is the official un-wrapped variant (`chat_template: False` configs). `as_inference`: the sample in the
+    official *inference* form instead (two BOS, one space before [/INST]: render_inference's items with the
+    answers as targets), so that a model trained from scratch also answers that form (TrainConfig.inference_form,
+    docs/nano.md)."""
+    if as_inference:
+        if not chat_template:
+            raise MiniGPTv2Error("as_inference needs chat_template=True (the inference form is the wrapped one)")
+        (q0, a0), rest = turns[0], turns[1:]
+        items = [BOS, BOS] + ([Text("[INST] <Img>"), IMAGE, Text(f"</Img> {q0} [/INST]")] if has_image else
+                              [Text(f"[INST] {q0} [/INST]")])
+        items += [Text(a0, target=True), EOS_TARGET]
+        for q, a in rest:
+            items += [BOS, Text(f"[INST] {q} [/INST]"), Text(a, target=True), EOS_TARGET]
+        return items
+
     def wrap(q: str) -> str:
         return f"[INST] {q}  [/INST]" if chat_template else f"{q} "
 

@@ -6,6 +6,7 @@ import torch
 
 from helpers import tiny_model
 from minigptv2 import prompts
+from minigptv2.errors import MiniGPTv2Error
 from minigptv2.processor import IGNORE
 
 
@@ -99,6 +100,22 @@ def test_render_defaults_items_and_the_image_slot():
         B, T("q "), T("a", target=True), E, B, T("r "), T("b", target=True), E]
     with pytest.raises(AssertionError, match="^one answer per earlier question$"):
         prompts.render_inference(["q", "r"], [])
+
+
+@pytest.mark.parametrize("has_image", [True, False])
+def test_training_in_the_inference_form_is_the_inference_prompt_with_answers_as_targets(has_image):
+    """render_training(as_inference=True) (TrainConfig.inference_form): what the model is prompted with in the
+    official inference form, every turn, with each answer and its EOS as targets."""
+    turns = [("[vqa] q1", "a1"), ("[refer] q2", "a2"), ("q3", "a3")]
+    got = prompts.render_training(turns, has_image, as_inference=True)
+    for k in range(1, len(turns) + 1):      # the prompt for turn k is a prefix, the answers (targets) inside it
+        want = prompts.render_inference([q for q, _ in turns[:k]], [a for _, a in turns[:k - 1]], has_image)
+        assert [dataclasses.replace(it, target=False) for it in got[:len(want)]] == want
+        assert got[len(want)] == prompts.Text(turns[k - 1][1], target=True) and got[len(want) + 1] == prompts.EOS_TARGET
+    assert [it.text for it in got if it.target and it.kind == "text"] == ["a1", "a2", "a3"]
+    assert got != prompts.render_training(turns, has_image)
+    with pytest.raises(MiniGPTv2Error, match="as_inference needs chat_template=True"):
+        prompts.render_training(turns, has_image, chat_template=False, as_inference=True)
 
 
 def test_with_task_and_clean_answer_edges():

@@ -59,15 +59,17 @@ class VisionCache:
 
 
 def make_batches(proc: MiniGPTv2Processor, samples, micro: int, chat_template: bool, vision_trains: bool = False,
-                 cache: VisionCache | None = None) -> list[dict]:
+                 cache: VisionCache | None = None, as_inference=None) -> list[dict]:
     """Tokenize `samples` and collate them into micro-batches of `micro` rows, shortest first: rows of similar
     length share a micro-batch, so gradient accumulation pads less and sums the same gradient. With a `cache`,
-    the images come as "vision_features" instead of "pixel_values"."""
+    the images come as "vision_features" instead of "pixel_values". `as_inference`: per sample, whether it is
+    rendered in the official inference form (TrainConfig.inference_form; None: none is)."""
     ex = []
-    for s in samples:
+    for i, s in enumerate(samples):
         try:
             ex.append(proc.training_example(s.turns, image=s.image, chat_template=chat_template,
-                                            load_image=cache is None))
+                                            load_image=cache is None,
+                                            as_inference=bool(as_inference and as_inference[i])))
         except MiniGPTv2Error as e:
             raise MiniGPTv2Error(f"{s.source or 'sample'}: {e}") from None
     ex.sort(key=lambda e: len(e["input_ids"]))

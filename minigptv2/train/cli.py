@@ -106,6 +106,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", choices=["sdpa", "eager"],
                    help="the LLM's attention kernel while training (default sdpa; eager is faster for tiny LLMs on "
                    "CPU)")
+    p.add_argument("--inference-form", type=float, metavar="SHARE",
+                   help="the share of samples written in the official inference prompt form (two BOS, one space "
+                   "before [/INST]) instead of the training form (default 0, as the official): a model trained "
+                   "from scratch then answers both forms")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
     device = train_device(a.device)
     given = {k: getattr(a, k) for k in ("steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup_steps",
                                         "weight_decay", "precision", "grad_clip", "save_every", "seed", "cache_vision",
-                                        "loss_per", "attention") if getattr(a, k) is not None}
+                                        "loss_per", "attention", "inference_form") if getattr(a, k) is not None}
     tc, notes = apply_overrides(STAGES[a.stage], given, a.stage)
     resumed = a.resume and (out / "checkpoint" / "train_state.json").is_file()
     if resumed:   # the interrupted run's configuration wins

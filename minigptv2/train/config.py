@@ -34,6 +34,10 @@ class TrainConfig:
     # the LLM's attention while training: "sdpa" (PyTorch's fused kernel) | "eager" (transformers' matmul-softmax-
     # matmul: the same function, faster at nano's size on CPU, where the fused kernel's backward is slow; docs/nano.md)
     attention: str = "sdpa"
+    # the share of samples rendered in the official *inference* prompt form (two BOS, one space before [/INST])
+    # instead of the training form, drawn per sample from (seed, step, index): 0 = the official training. For
+    # models trained from scratch that should answer both forms (recipes/nano.py `followup`; docs/nano.md)
+    inference_form: float = 0.0
 
 
 # Paper §4 (docs/official-model.md §4.1; recalled, not checked against the PDF) for stages 1–2; stage 3 = the

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import random
 import time
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
         raise MiniGPTv2Error(f"loss_per must be 'token' or 'sample', got {tc.loss_per!r}")
     if tc.attention not in ("sdpa", "eager"):
         raise MiniGPTv2Error(f"attention must be 'sdpa' or 'eager', got {tc.attention!r}")
+    if not 0.0 <= tc.inference_form <= 1.0:
+        raise MiniGPTv2Error(f"inference_form is a share in [0, 1], got {tc.inference_form!r}")
+    if tc.inference_form and proc.config.template != "llama2":
+        raise MiniGPTv2Error("inference_form needs template 'llama2' (a chat template has one form)")
     # resolved once, so checkpoints record the precision the run really used
     asked, tc = tc.precision, dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))
     if asked == "auto" and rank == 0:
@@ -138,8 +143,10 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
             for g in optimizer.param_groups:
                 g["lr"] = lr
             js = range(rank * micro * tc.grad_accum, (rank + 1) * micro * tc.grad_accum)
+            forms = [random.Random(f"{tc.seed}:form:{step}:{j}").random() < tc.inference_form for j in js] \
+                if tc.inference_form else None
             batches = make_batches(proc, [mixture.draw(step, j) for j in js], micro, tc.chat_template, vision_trains,
-                                   cache)
+                                   cache, forms)
             batches = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
             lab = [b["labels"][:, 1:] != IGNORE for b in batches]
             n_tok = torch.tensor(sum(int(m.sum() if tc.loss_per == "token" else m.any(1).sum()) for m in lab),

@@ -16,7 +16,7 @@ from minigptv2.config import preset
 from minigptv2.data.datasets import load_mixture
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
-from minigptv2.processor import Tokenizer
+from minigptv2.processor import IGNORE, Tokenizer
 from minigptv2.train import cli as train_cli
 from minigptv2.train import config
 from minigptv2.train.batches import Mixture, make_batch
@@ -168,3 +168,45 @@ def test_every_argument_has_help():
     p = train_cli.parser()
     assert [a.option_strings for a in p._actions if not a.help] == []
     assert p.parse_args(["--data", "m.json", "--out", "o", "--dtype", "bf16"]).precision == "bf16"   # = --precision
+
+
+def test_inference_form_share_renders_that_share_of_samples_as_the_inference_prompt(data, ref, tmp_path,
+                                                                                    monkeypatch):
+    """TrainConfig.inference_form: per sample, drawn from (seed, step, index), the official inference form
+    (prompts.render_training as_inference) instead of the training form; 0 draws nothing (the reference run)."""
+    from minigptv2.train import loop
+
+    model, proc = ckpt.load(ref / "final")
+    assert proc.config.prompt_form == "official"
+    s = Mixture(load_mixture(data["mix"]), seed=0).draw(0, 0)
+    ex = proc.training_example(s.turns, image=s.image, as_inference=True)
+    prompt = proc.prompt_ids([s.turns[0][0]], [])
+    assert ex["input_ids"][:len(prompt)] == prompt and ex["input_ids"][:2] == [proc.tok.bos_id] * 2
+    assert all(lab == IGNORE for lab in ex["labels"][:len(prompt)]) and ex["labels"][len(prompt)] != IGNORE
+    assert proc.training_example(s.turns, image=s.image)["input_ids"][:2] != [proc.tok.bos_id] * 2
+
+    seen, double_bos = [], []
+    real = loop.make_batches
+
+    def recording(*a):
+        seen.append(a[-1])
+        out = real(*a)
+        double_bos.append(sum(int((b["input_ids"][:, :2] == proc.tok.bos_id).all(1).sum()) for b in out))
+        return out
+
+    monkeypatch.setattr(loop, "make_batches", recording)
+    mix = Mixture(load_mixture(data["mix"]), seed=0)
+    tc = TrainConfig(steps=3, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_lr=1e-4, warmup_steps=0, precision="fp32",
+                     inference_form=0.5)
+    train(model, proc, mix, tc, tmp_path / "half", progress=False)
+    flat = [f for step in seen for f in step]
+    assert len(flat) == 24 and 0 < sum(flat) < 24
+    assert double_bos == [sum(step) for step in seen]          # the drawn samples, and only they, were rendered so
+    seen.clear()
+    train(ckpt.load(ref / "final")[0], proc, mix, tc, tmp_path / "again", progress=False)
+    assert [f for step in seen for f in step] == flat          # the same draws: a function of (seed, step, index)
+    seen.clear()
+    train(model, proc, mix, dataclasses.replace(tc, inference_form=0.0), tmp_path / "none", progress=False)
+    assert seen == [None] * 3
+    with pytest.raises(MiniGPTv2Error, match=r"inference_form is a share in \[0, 1\], got 1.5"):
+        train(model, proc, mix, dataclasses.replace(tc, inference_form=1.5), tmp_path / "bad", progress=False)
