@@ -34,16 +34,18 @@ def main(argv=None) -> int:
     for name in a.only:
         cmd = [sys.executable, str(SCRIPTS / f"{name}.py")] + (["--tiny"] if a.tiny else []) + rest
         r = subprocess.run(cmd, capture_output=True, text=True)
-        line = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-        if r.returncode != 0 or not line.startswith("{"):
+        # every JSON line the script printed (gpu.py prints one per section), in order
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+        if r.returncode != 0 or not lines:
             sys.stderr.write(r.stderr[-3000:])
-            line = json.dumps({"bench": name, "error": f"exit {r.returncode}"})
+            lines = [json.dumps({"bench": name, "error": f"exit {r.returncode}"})]
             rc = 1
-        print(line, flush=True)
-        got.append(json.loads(line))
+        for line in lines:
+            print(line, flush=True)
+            got.append(json.loads(line))
         if a.out:
             with open(a.out, "a") as fh:
-                fh.write(line + "\n")
+                fh.writelines(line + "\n" for line in lines)
     if a.plot:
         plot(got, a.plot)
     return rc

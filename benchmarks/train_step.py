@@ -13,7 +13,8 @@ from benchmarks.common import build, meta, official_loss_sum, peak_rss_mb, scrip
 
 
 def measure(args) -> dict:
-    """Training step (forward + backward + AdamW) samples/s: ours (make_batch + loss_sum) vs the baseline."""
+    """Training step (forward + backward; the optimizer step is skipped so both paths see the same weights)
+    samples/s: ours (make_batch + loss_sum) vs the baseline."""
     from minigptv2.train.batches import make_batch
     from minigptv2.train.loop import loss_sum, param_groups
 

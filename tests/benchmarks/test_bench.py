@@ -83,6 +83,18 @@ def test_runner_runs_the_script_files(capsys, tmp_path, monkeypatch):
     assert json.loads(out.read_text()) == d and png.stat().st_size > 1000
 
 
+def test_runner_keeps_every_json_line_of_a_script(capsys, tmp_path, monkeypatch):
+    """gpu.py prints one JSON line per section: run.py prints and records all of them, not only the last."""
+    (tmp_path / "gpu.py").write_text('print("warming up")\nprint(\'{"bench": "gpu", "section": "env"}\')\n'
+                                     'print(\'{"bench": "gpu", "section": "load"}\')\n')
+    monkeypatch.setattr(run, "SCRIPTS", tmp_path)
+    out = tmp_path / "r.jsonl"
+    assert run.main(["--only", "gpu", "--out", str(out)]) == 0
+    printed = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [d["section"] for d in printed] == ["env", "load"]
+    assert [json.loads(x) for x in out.read_text().splitlines()] == printed
+
+
 def test_plot_all_results(tmp_path, capsys):
     lines = []
     for name in ("scaling", "latency"):
