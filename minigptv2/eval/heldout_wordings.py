@@ -9,11 +9,13 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Three sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Four sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
-scored and before the third, so no set was looked at when writing the wordings it scores. The third varies the
-nouns ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot").
+scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
+before the fourth, so no set was looked at when writing the wordings it scores. The third varies the nouns
+("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
+wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ...").
 """
 from __future__ import annotations
 
@@ -127,7 +129,45 @@ V3_VQA = [
                                  "[vqa] can a {0} {1} be found in the picture?",
                                  "[vqa] is a {0} {1} part of this scene?"]),
 ]
-SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA)}
+# the fourth held-out set (issue #31, written 2026-12-05 before the fourth round of training wordings): polite and
+# indirect forms ("do you know ...", "please ...", "would you say ...") around every task
+V4_BY_TASK = {
+    "refer": ["[refer] do you know where the {} is?", "[refer] I need the box around the {}",
+              "[refer] show the {} with a box", "[refer] where exactly is the {}?", "[refer] find me the {} please"],
+    "identify": ["[identify] do you know what is in {}?", "[identify] what have we got at {}?",
+                 "[identify] name what you see at {}", "[identify] what's shown in the region {}?",
+                 "[identify] which one is at {}?"],
+    "detection": ["[detection] please locate every {}", "[detection] I want boxes around each {}",
+                  "[detection] where do the {} shapes appear?", "[detection] find each and every {}",
+                  "[detection] point out all {} shapes"],
+    "caption": ["[caption] please describe the image", "[caption] could you caption this picture?",
+                "[caption] what's going on in this image?", "[caption] in one sentence, what is shown?",
+                "[caption] do you know what this image shows?"],
+    "grounding": ["[grounding] please describe the image and mark each shape",
+                  "[grounding] where is everything in this picture?",
+                  "[grounding] could you describe the scene with boxes?",
+                  "[grounding] tell me what's shown, with a box per shape",
+                  "[grounding] do a grounded caption of this image"],
+}
+V4_VQA = [
+    (r"what color is the (\w+)", ["[vqa] do you know what color the {0} is?",
+                                  "[vqa] please say which colour the {0} has",
+                                  "[vqa] what color would you say the {0} is?",
+                                  "[vqa] what's the colour of that {0} in the image?"]),
+    (r"what shape is the (\w+) object", ["[vqa] do you know the shape of the {0} object?",
+                                         "[vqa] please tell me which shape is {0}",
+                                         "[vqa] what shape would you say the {0} one is?",
+                                         "[vqa] the {0} piece in the image, which shape?"]),
+    (r"how many shapes are there", ["[vqa] do you know how many shapes there are?",
+                                    "[vqa] please count the items in this picture",
+                                    "[vqa] how many objects would you say there are?",
+                                    "[vqa] what number of things is in the image?"]),
+    (r"is there a (\w+) (\w+)", ["[vqa] do you know if there is a {0} {1}?",
+                                 "[vqa] please check whether there's a {0} {1}",
+                                 "[vqa] would you say there is a {0} {1}?",
+                                 "[vqa] is there a {0} {1} to be seen in the image?"]),
+]
+SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -140,7 +180,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1, 2 or 3)."""
+    `version`: which held-out set (1 to 4)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:
