@@ -270,7 +270,18 @@ def test_dialog_and_paraphrase_readers(synth):
     from minigptv2.data.datasets import open_dataset
     from minigptv2.data.synthetic_dialogs import scene_of
     from minigptv2.prompts import TASKS as VISION
-    from minigptv2.synthetic_wordings import PARAPHRASES
+    from minigptv2.synthetic_wordings import PARAPHRASES, PREFIXES, SUFFIXES
+
+    def undecorate(q: str) -> set:
+        """q and what it was before synthetic_wordings.decorate could have added a prefix and / or a suffix."""
+        ident, _, body = q.partition(" ")
+        out = {body}
+        for p in PREFIXES:
+            out |= {b[len(p) + 1:] for b in out if b.startswith(p + " ")}
+        for x in SUFFIXES:
+            out |= {b[: -len(x) - 1] for b in out if b.endswith(" " + x)}
+            out |= {b[: -len(x) - 2] + "?" for b in out if b.endswith(f" {x}?")}
+        return {f"{ident} {b}" for b in out}
 
     recs = scenes(synth)
     dialog = open_dataset("synthetic_dialog", synth / "scenes.jsonl")
@@ -296,6 +307,35 @@ def test_dialog_and_paraphrase_readers(synth):
         _check_answer(scene_of(recs[k % N]), q, a)
         if s.task != "vqa":   # always one of the training paraphrases (the bare forms among them)
             contents = [None, *SHAPES, *(o["color"] + " " + o["shape"] for o in recs[k % N]["objects"])]
-            assert any(q == w.format(c) for w in PARAPHRASES[s.task] for c in contents) or s.task == "identify"
+            assert any(w.format(c) in undecorate(q) for w in PARAPHRASES[s.task] for c in contents) \
+                or s.task == "identify"
     a, b = dialog.sample(3, random.Random(1)), dialog.sample(3, random.Random(1))
     assert a == b                                    # every choice from the sample's rng
+
+
+def test_decorations_are_drawn_independently_of_task_and_question_kind():
+    """synthetic_wordings round 4: a prefix or suffix must not mark a task or a VQA question kind, so each one is
+    seen with every task and with every kind of VQA question."""
+    from minigptv2.synthetic_wordings import PREFIXES, SUFFIXES, decorate, instruction
+
+    rng = random.Random(0)
+    assert decorate("[refer] where is the red circle?", random.Random(3), p=1.0).startswith("[refer] ")
+    assert decorate("x", rng, p=0.0) == "x"
+    seen = {}
+    questions = {"colour": "what color is the circle?", "shape": "what shape is the red object?",
+                 "count": "how many shapes are there?", "yes/no": "is there a red circle?"}
+    contents = {"refer": "red circle", "identify": "{<1><2><3><4>}", "detection": "circle", "caption": None,
+                "grounding": None}
+    for _ in range(3000):
+        for kind, text in [*(("vqa " + k, ("vqa", q)) for k, q in questions.items()),
+                           *((t, (t, c)) for t, c in contents.items())]:
+            got = instruction(*text, rng, p_paraphrase=1.0)
+            for w in PREFIXES:
+                if f" {w} " in got:
+                    seen.setdefault(("prefix", w), set()).add(kind)
+            for w in SUFFIXES:
+                if got.rstrip("?").endswith(" " + w):
+                    seen.setdefault(("suffix", w), set()).add(kind)
+    every = {"vqa " + k for k in questions} | set(contents)
+    assert {k: v for k, v in seen.items() if v != every} == {}
+    assert len(seen) == len(PREFIXES) + len(SUFFIXES)
