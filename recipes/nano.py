@@ -101,7 +101,9 @@ RECIPE = dict(
              intermediate_size=768),
     # No single-object warm-up stage: with one object the name never matters, and the model trained after one
     # answered every name of a multi-object scene with the same box (docs/nano.md: 0.119 -> 0.944 without it).
-    data_all=dict(n=20000, seed=2, max_objects=3),       # 1–3 objects
+    # 1–3 objects; dialogs: also the synthetic_dialog / synthetic_paraphrase kinds (read from the same scenes,
+    # trained on only in `followup`; the other files are byte for byte those written without them)
+    data_all=dict(n=20000, seed=2, max_objects=3, dialogs=True),
     test=dict(n=600, seed=999, max_objects=3),           # held out, never trained on
     # sampling ratios per dataset kind (grounding tasks weighted up: they are the hard part). Two ~59 min variants
     # that gave VQA ~21 % lost box reading (refer 0.17 / 0.25): docs/nano.md, research log.
@@ -143,8 +145,18 @@ RECIPE = dict(
                         ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22,
                                 "coco_caption": 12, "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1,
                                 "llava_conversation": 2, "unnatural_instruction": 2}),
+    # Follow-up turns and other wordings (issue #31): the old tasks at the mixed_identify ratios plus conversations
+    # mixing every task (synthetic_dialog) and instructions in training paraphrases (synthetic_paraphrase,
+    # synthetic_wordings.py). Before it, a caption asked after a box answer scored 0.00 (docs/nano.md).
+    # inference_form: half the samples in the official inference prompt form, so both prompt forms are answered
+    followup=dict(steps=1500, batch_size=32, grad_accum=2, lr=3e-4, min_lr=2e-5, warmup_lr=3e-5, warmup_steps=50,
+                  cache_vision=True, attention="eager", inference_form=0.5,
+                  ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22,
+                          "coco_caption": 12, "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1,
+                          "llava_conversation": 2, "unnatural_instruction": 2, "synthetic_dialog": 60,
+                          "synthetic_paraphrase": 50}),
     stages=("stage_all", "focus_identify", "focus_vqa", "stage_mixed", "mixed_identify", "mixed_identify_2",
-            "mixed_identify_3"),
+            "mixed_identify_3", "followup"),
 )
 for _k in ("mixed_identify_2", "mixed_identify_3"):   # the later identify phases: the same settings (a name = a folder)
     RECIPE[_k] = RECIPE["mixed_identify"]
@@ -174,6 +186,20 @@ def _texts(datasets: list, n: int, seed: int) -> list[str]:
     return texts
 
 
+def recipe_tokenizer(mix_all: Path, R: dict, path: Path):
+    """Read the mixture's datasets (once; each stage only re-weights them) and build the tokenizer from the kinds
+    of R["ratios"] only, so the dialog kinds added for `followup` leave it as it was. -> (datasets, Tokenizer)"""
+    import json
+
+    from minigptv2.data.datasets import load_mixture
+    from minigptv2.tokenizers import Tokenizer
+
+    datasets = [ds for ds, _ in load_mixture(mix_all)]
+    kinds = [e["kind"] for e in json.loads(Path(mix_all).read_text())]
+    base = [ds for ds, kind in zip(datasets, kinds, strict=True) if kind in R["ratios"]]
+    return datasets, Tokenizer(build_tokenizer(_texts(base, 20000, R["seed"]), path, R["vocab_size"]))
+
+
 def run(work, install: bool = False, log=print, precision: str | None = None) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
     `precision` overrides RECIPE["precision"] (and is recorded in recipe.json): not the installed model then."""
@@ -190,10 +216,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
     from minigptv2.train.distributed import init_distributed
     from minigptv2.train.loop import train
     from minigptv2.config import nano
-    from minigptv2.data.datasets import load_mixture
     from minigptv2.model import MiniGPTv2ForConditionalGeneration
     from minigptv2.processor import build_processor
-    from minigptv2.tokenizers import Tokenizer
     from minigptv2.synthetic import COLORS, SHAPES, make_scene, write_synthetic
 
     R = dict(RECIPE, precision=precision or RECIPE["precision"])
@@ -208,8 +232,7 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
         if not (work / name / "mixture.json").is_file():
             write_synthetic(work / name, **R[name])
     mix_all = _mixture_with_ratios(work / "data_all", R["ratios"], "mixture_nano.json")
-    datasets = [ds for ds, _ in load_mixture(mix_all)]     # read once; each stage only re-weights them
-    tok = Tokenizer(build_tokenizer(_texts(datasets, 20000, R["seed"]), work / "tokenizer.model", R["vocab_size"]))
+    datasets, tok = recipe_tokenizer(mix_all, R, work / "tokenizer.model")
     times["data_and_tokenizer_s"] = time.perf_counter() - t0
 
     cfg = nano()
@@ -266,6 +289,7 @@ def install_fp16(model_dir, dest=None) -> Path:
 
     import torch
 
+    from minigptv2 import NANO_DIR
     from minigptv2 import checkpoint as ckpt
 
     dest = Path(dest) if dest else NANO_DIR

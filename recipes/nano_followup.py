@@ -1,30 +1,23 @@
-"""A short continuation of the installed nano model on follow-up turns and reworded instructions (issue #31).
+"""The recipe's last phase, `followup` (follow-up turns and reworded instructions; issue #31), run on its own from
+an already trained nano model: how the installed model was made from the one installed before it.
 
-    python -m recipes.nano_followup --work runs/followup           # ~15 min on 2 CPU cores with native bf16
-    python -m recipes.nano_followup --work runs/followup --steps 200  # a quick try
+    python -m recipes.nano_followup --work runs/followup --init PREVIOUS_NANO   # ~14 min on 2 CPU cores, native bf16
+    python -m recipes.nano_followup --work runs/followup --steps 200            # a quick try from the installed model
 
-Starts from minigptv2/assets/nano (or --init), trains one phase on the recipe's training scenes (recipes/nano.py
-RECIPE["data_all"]: the same 20,000 scenes, written with `dialogs=True`) mixing the old tasks with the
-synthetic_dialog / synthetic_paraphrase kinds (data/synthetic_dialogs.py), and saves the result in WORK/model
-(never over the installed model). The ViT stays frozen, as in every stage of the recipe. Score it with
-`minigptv2 eval --model WORK/model --bench synthetic,synthetic_views --data DIR` (docs/nano.md).
+`python -m recipes.nano` runs the same phase as its last stage. Trains RECIPE["followup"] (recipes/nano.py) on the
+recipe's training scenes (RECIPE["data_all"]: the same 20,000 scenes with the synthetic_dialog /
+synthetic_paraphrase kinds, data/synthetic_dialogs.py) and saves the result in WORK/model (never over the
+installed model), its recipe.json the init's with this phase added. The ViT stays frozen, as in every stage of
+the recipe. Score it with `minigptv2 eval --model WORK/model --bench synthetic,synthetic_views --data DIR`
+(docs/nano.md).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-# the old tasks at the ratios of recipes/nano.py `mixed_identify` (its last phases), then the new kinds
-FOLLOWUP = dict(
-    steps=2400, batch_size=32, grad_accum=2, lr=3e-4, min_lr=2e-5, warmup_lr=3e-5, warmup_steps=50,
-    cache_vision=True, attention="eager",
-    ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22, "coco_caption": 12,
-            "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1, "llava_conversation": 2,
-            "unnatural_instruction": 2, "synthetic_dialog": 60, "synthetic_paraphrase": 50},
-)
-
 
 def run(work, init=None, steps: int | None = None, log=print) -> Path:
-    """Train the continuation phase in `work` from `init` (default: the installed nano); returns WORK/model."""
+    """Train the `followup` phase in `work` from `init` (default: the installed nano); returns WORK/model."""
     import json
     import time
 
@@ -40,16 +33,16 @@ def run(work, init=None, steps: int | None = None, log=print) -> Path:
     from minigptv2.train.loop import train
     from recipes.nano import RECIPE, _mixture_with_ratios
 
-    work = Path(work)
+    work, init = Path(work), Path(init or NANO_DIR)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = work / "data"
     if not (data / "mixture.json").is_file():
-        write_synthetic(data, **RECIPE["data_all"], dialogs=True)
-    sc = dict(FOLLOWUP, steps=steps or FOLLOWUP["steps"])
+        write_synthetic(data, **RECIPE["data_all"])
+    sc = dict(RECIPE["followup"], steps=steps or RECIPE["followup"]["steps"])
     mix = _mixture_with_ratios(data, sc.pop("ratios"), "mixture_followup.json")
     parts = [(ds, r) for ds, r in load_mixture(mix)]
-    model, proc = ckpt.load(init or NANO_DIR, dtype=torch.float32)
+    model, proc = ckpt.load(init, dtype=torch.float32)
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
     tc = TrainConfig(seed=RECIPE["seed"], **sc, trainable=trainable, weight_decay=0.05, grad_clip=1.0,
                      save_every=10 ** 9, precision=RECIPE["precision"])
@@ -58,9 +51,12 @@ def run(work, init=None, steps: int | None = None, log=print) -> Path:
     losses = train(model, proc, Mixture(parts, tc.seed), tc, work / "followup", cache=cache)
     times = {"data_s": t - t0, "followup_s": time.perf_counter() - t}
     model.eval()
-    out = ckpt.save(model, proc, work / "model", overwrite=True, extra=lambda d: (d / "recipe.json").write_text(
-        json.dumps({"followup": dict(FOLLOWUP, steps=sc["steps"]), "init": str(init or NANO_DIR), "times": times,
-                    "last_losses": losses[-20:], "torch_threads": torch.get_num_threads()}, indent=1)))
+    before = json.loads((init / "recipe.json").read_text()) if (init / "recipe.json").is_file() else {}
+    record = dict(before, followup={"settings": dict(RECIPE["followup"], steps=sc["steps"]), "init": str(init),
+                                    "times": times, "last_losses": losses[-20:],
+                                    "torch_threads": torch.get_num_threads()})
+    out = ckpt.save(model, proc, work / "model", overwrite=True,
+                    extra=lambda d: (d / "recipe.json").write_text(json.dumps(record, indent=1)))
     log(f"follow-up phase: {sc['steps']} steps in {times['followup_s'] / 60:.1f} min -> {out}")
     return out
 
@@ -72,7 +68,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", required=True, help="working folder (data/, followup/, model/)")
     p.add_argument("--init", default=None, help="model folder to start from (default: the installed nano)")
-    p.add_argument("--steps", type=int, default=None, help=f"steps (default {FOLLOWUP['steps']})")
+    p.add_argument("--steps", type=int, default=None, help="steps (default: RECIPE['followup']['steps'])")
     a = p.parse_args(argv)
     run(a.work, a.init, a.steps)
     return 0

@@ -10,8 +10,9 @@ def test_followup_runs_at_toy_size_on_synthetic_dialogs(tmp_path, monkeypatch):
 
     from recipes import nano, nano_followup
 
-    monkeypatch.setattr(nano, "RECIPE", dict(nano.RECIPE, data_all=dict(n=6, seed=2, max_objects=3)))
-    monkeypatch.setattr(nano_followup, "FOLLOWUP", dict(nano_followup.FOLLOWUP, batch_size=4, warmup_steps=1))
+    r = dict(nano.RECIPE, data_all=dict(nano.RECIPE["data_all"], n=6),
+             followup=dict(nano.RECIPE["followup"], batch_size=4, warmup_steps=1))
+    monkeypatch.setattr(nano, "RECIPE", r)
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -19,9 +20,11 @@ def test_followup_runs_at_toy_size_on_synthetic_dialogs(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(n)
     mix = json.loads((tmp_path / "work" / "data" / "mixture_followup.json").read_text())
-    assert {e["kind"]: e["ratio"] for e in mix} == nano_followup.FOLLOWUP["ratios"]   # every kind, the new ones too
+    assert {e["kind"]: e["ratio"] for e in mix} == r["followup"]["ratios"]   # every kind, the new ones too
     assert len((tmp_path / "work" / "followup" / "log.jsonl").read_text().splitlines()) == 2
     saved = json.loads((out / "recipe.json").read_text())
-    assert saved["followup"]["steps"] == 2 and saved["times"]["followup_s"] > 0
+    assert saved["followup"]["settings"]["steps"] == 2 and saved["followup"]["times"]["followup_s"] > 0
+    # the init's record is kept: the installed model's recipe.json names the whole chain
+    assert saved["recipe"] == json.loads((minigptv2.NANO_DIR / "recipe.json").read_text())["recipe"]
     model, _ = minigptv2.load(out)
     assert model.config.name == "nano" and out != minigptv2.NANO_DIR
