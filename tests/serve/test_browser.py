@@ -17,7 +17,7 @@ from PIL import Image
 from minigptv2 import load
 from minigptv2.serve import server as srv
 from minigptv2.boxes import parse_boxes
-from minigptv2.synthetic import make_scene
+from minigptv2.synthetic import NUMBERS, make_scene
 from test_server import live_server
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -44,13 +44,14 @@ def demo_url(tmp_path_factory):
         engine.close()
 
 
-def test_refer_in_the_web_demo(demo_url, tmp_path):
+def test_refer_and_a_follow_up_turn_in_the_web_demo(demo_url, tmp_path):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("playwright is not installed: pip install -e '.[dev]'")
     chromium = _chromium()
     scene = make_scene(random.Random(7))
+    count = NUMBERS[len(scene.objects)]
     scene_file = tmp_path / "scene.png"
     scene.image.save(scene_file)
     shot = tmp_path / "webui.png"
@@ -77,9 +78,18 @@ def test_refer_in_the_web_demo(demo_url, tmp_path):
 
             page.wait_for_function(r"/\{<\d+><\d+><\d+><\d+>\}/.test(document.querySelector('#chatbot').innerText)")
             page.locator("#annotated img").wait_for()
-            chat = page.locator("#chatbot").inner_text()
+            first = page.locator("#chatbot").inner_text()
             src = page.locator("#annotated img").get_attribute("src")
             annotated = Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB")
+
+            # a follow-up turn in the same conversation (issue #31: the model installed before answered "yes")
+            page.locator("#task-vqa").click()
+            page.wait_for_function("document.querySelector('#prompt textarea').value === '[vqa] '")
+            prompt.press("End")
+            prompt.press_sequentially("how many shapes are there?")
+            page.locator("#send").click()
+            page.wait_for_function(f"document.querySelector('#chatbot').innerText.includes({count!r})")
+            chat = page.locator("#chatbot").inner_text()
         finally:
             try:
                 page.screenshot(path=str(shot))
@@ -87,8 +97,9 @@ def test_refer_in_the_web_demo(demo_url, tmp_path):
             finally:
                 ctx.close()
 
-    assert f"[refer] {scene.objects[0].name}" in chat
-    [box] = parse_boxes(chat.split(scene.objects[0].name, 1)[1])
+    assert f"[refer] {scene.objects[0].name}" in chat and first in chat
+    assert chat.index(first) == 0 and chat.rstrip().endswith(count)      # the second answer is the last line
+    [box] = parse_boxes(first.split(scene.objects[0].name, 1)[1])
     # the annotated image is the uploaded scene with the answer's box drawn in the first colour (red, 3 px)
     assert annotated.size == scene.image.size
     W, H = annotated.size
