@@ -264,10 +264,12 @@ class MiniGPTv2Processor(ProcessorMixin):
         must). as_inference: the sample in the official inference form (prompts.render_training)."""
         turns = [(q, self.truncate(a)) for q, a in turns]
         if self.config.template == "chat":
-            if not chat_template or as_inference:
-                raise MiniGPTv2Error("chat_template=False (the official un-wrapped stage-1/2 format) and the official "
-                                     "inference form need template 'llama2'; a 'chat' model always uses its chat "
-                                     "template")
+            if not chat_template:
+                raise MiniGPTv2Error("chat_template=False (the official un-wrapped stage-1/2 format) needs "
+                                     "template 'llama2'; a 'chat' model always uses its chat template")
+            if as_inference:
+                raise MiniGPTv2Error("the official inference form (inference_form) needs template 'llama2'; a "
+                                     "'chat' model always uses its chat template")
             items = prompts.render_chat_training(self.tok, list(turns), image is not None)
         else:
             items = prompts.render_training(list(turns), image is not None, chat_template, as_inference)

@@ -3,6 +3,7 @@ an already trained nano model: how the installed model was made from the one ins
 
     python -m recipes.nano_followup --work runs/followup --init PREVIOUS_NANO   # ~14 min on 2 CPU cores, native bf16
     python -m recipes.nano_followup --work runs/followup --steps 200            # a quick try from the installed model
+    python -m recipes.nano_followup --work runs/f --init PREVIOUS_NANO --seed 1  # another draw of samples (a check)
 
 `python -m recipes.nano` runs the same phase as its last stage. Trains RECIPE["followup"] (recipes/nano.py) on the
 recipe's training scenes (RECIPE["data_all"]: the same 20,000 scenes with the synthetic_dialog /
@@ -16,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run(work, init=None, steps: int | None = None, log=print) -> Path:
-    """Train the `followup` phase in `work` from `init` (default: the installed nano); returns WORK/model."""
+def run(work, init=None, steps: int | None = None, log=print, seed: int | None = None) -> Path:
+    """Train the `followup` phase in `work` from `init` (default: the installed nano); returns WORK/model.
+    `seed` (default RECIPE["seed"]) draws the samples: another seed is another model, for checking the phase."""
     import json
     import time
 
@@ -44,7 +46,7 @@ def run(work, init=None, steps: int | None = None, log=print) -> Path:
     parts = [(ds, r) for ds, r in load_mixture(mix)]
     model, proc = ckpt.load(init, dtype=torch.float32)
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
-    tc = TrainConfig(seed=RECIPE["seed"], **sc, trainable=trainable, weight_decay=0.05, grad_clip=1.0,
+    tc = TrainConfig(seed=RECIPE["seed"] if seed is None else seed, **sc, trainable=trainable, weight_decay=0.05, grad_clip=1.0,
                      save_every=10 ** 9, precision=RECIPE["precision"])
     cache = VisionCache(model, proc, ckpt.DTYPES[tc.precision], init_distributed()[2])
     t = time.perf_counter()
@@ -52,7 +54,8 @@ def run(work, init=None, steps: int | None = None, log=print) -> Path:
     times = {"data_s": t - t0, "followup_s": time.perf_counter() - t}
     model.eval()
     before = json.loads((init / "recipe.json").read_text()) if (init / "recipe.json").is_file() else {}
-    record = dict(before, followup={"settings": dict(RECIPE["followup"], steps=sc["steps"]), "init": str(init),
+    record = dict(before, followup={"settings": dict(RECIPE["followup"], steps=sc["steps"]), "seed": tc.seed,
+                                    "init": str(init),
                                     "times": times, "last_losses": losses[-20:],
                                     "torch_threads": torch.get_num_threads()})
     out = ckpt.save(model, proc, work / "model", overwrite=True,
@@ -69,8 +72,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", required=True, help="working folder (data/, followup/, model/)")
     p.add_argument("--init", default=None, help="model folder to start from (default: the installed nano)")
     p.add_argument("--steps", type=int, default=None, help="steps (default: RECIPE['followup']['steps'])")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: RECIPE['seed'], the installed one)")
     a = p.parse_args(argv)
-    run(a.work, a.init, a.steps)
+    run(a.work, a.init, a.steps, seed=a.seed)
     return 0
 
 

@@ -261,6 +261,8 @@ def test_training_example_images_and_the_unwrapped_format(proc, chat_proc, tmp_p
     assert plain["input_ids"] == [tok.bos_id] + tok.encode("q ") + tok.encode("a") + [tok.eos_id]
     with pytest.raises(MiniGPTv2Error, match="chat_template=False .* needs template 'llama2'"):
         chat_proc.training_example([("q", "a")], image=None, chat_template=False)
+    with pytest.raises(MiniGPTv2Error, match=r"official inference form \(inference_form\) needs template 'llama2'"):
+        chat_proc.training_example([("q", "a")], image=None, as_inference=True)
     ex = chat_proc.training_example([("q", "a")], image=None)
     hf = chat_proc.tok.hf
     assert hf.decode([i for i, lab in zip(ex["input_ids"], ex["labels"]) if lab != IGNORE]) == "a<|im_end|>"

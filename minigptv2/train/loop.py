@@ -82,8 +82,6 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
         raise MiniGPTv2Error(f"attention must be 'sdpa' or 'eager', got {tc.attention!r}")
     if not 0.0 <= tc.inference_form <= 1.0:
         raise MiniGPTv2Error(f"inference_form is a share in [0, 1], got {tc.inference_form!r}")
-    if tc.inference_form and proc.config.template != "llama2":
-        raise MiniGPTv2Error("inference_form needs template 'llama2' (a chat template has one form)")
     # resolved once, so checkpoints record the precision the run really used
     asked, tc = tc.precision, dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))
     if asked == "auto" and rank == 0:

@@ -24,6 +24,7 @@ def test_followup_runs_at_toy_size_on_synthetic_dialogs(tmp_path, monkeypatch):
     assert len((tmp_path / "work" / "followup" / "log.jsonl").read_text().splitlines()) == 2
     saved = json.loads((out / "recipe.json").read_text())
     assert saved["followup"]["settings"]["steps"] == 2 and saved["followup"]["times"]["followup_s"] > 0
+    assert saved["followup"]["seed"] == r["seed"] and saved["followup"]["settings"]["inference_form"] == 0.5
     # the init's record is kept: the installed model's recipe.json names the whole chain
     assert saved["recipe"] == json.loads((minigptv2.NANO_DIR / "recipe.json").read_text())["recipe"]
     model, _ = minigptv2.load(out)
