@@ -187,7 +187,7 @@ def _texts(datasets: list, n: int, seed: int) -> list[str]:
     return texts
 
 
-def recipe_tokenizer(mix_all: Path, R: dict, path: Path):
+def recipe_tokenizer(mix_all: Path, R: dict, path: Path, n_texts: int = 20000):
     """Read the mixture's datasets (once; each stage only re-weights them) and build the tokenizer from the kinds
     of R["ratios"] only, so the dialog kinds added for `followup` leave it as it was. -> (datasets, Tokenizer)"""
     import json
@@ -198,28 +198,53 @@ def recipe_tokenizer(mix_all: Path, R: dict, path: Path):
     datasets = [ds for ds, _ in load_mixture(mix_all)]
     kinds = [e["kind"] for e in json.loads(Path(mix_all).read_text())]
     base = [ds for ds, kind in zip(datasets, kinds, strict=True) if kind in R["ratios"]]
-    return datasets, Tokenizer(build_tokenizer(_texts(base, 20000, R["seed"]), path, R["vocab_size"]))
+    return datasets, Tokenizer(build_tokenizer(_texts(base, n_texts, R["seed"]), path, R["vocab_size"]))
+
+
+def build_model(R: dict, tok):
+    """A fresh nano-shaped model with the recipe's LLM sizes (R["llm"]) and the tokenizer's vocabulary, and its
+    processor. -> (model, processor)"""
+    from minigptv2.config import nano
+    from minigptv2.model import MiniGPTv2ForConditionalGeneration
+    from minigptv2.processor import build_processor
+
+    cfg = nano()
+    for k, v in {**R["llm"], "vocab_size": len(tok)}.items():
+        setattr(cfg.text_config, k, v)
+    return MiniGPTv2ForConditionalGeneration(cfg), build_processor(tok, cfg)
+
+
+def pretrain_recipe_vit(model, proc, R: dict, log=print, steps: int | None = None, batch: int | None = None):
+    """pretrain_vit on fresh synthetic scenes, one class per colour + shape, with R's settings (vit_steps,
+    vit_batch, vit_lr, seed, precision; `steps` / `batch` override the first two)."""
+    import random
+
+    from minigptv2.synthetic import COLORS, SHAPES, make_scene
+
+    classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
+
+    def scenes(seed):
+        sc = make_scene(random.Random(seed))
+        return sc.image, [(o.name, o.box) for o in sc.objects]
+
+    pretrain_vit(model.visual_encoder, proc.image_processor, scenes, classes, steps or R["vit_steps"],
+                 batch or R["vit_batch"], R["vit_lr"], seed=R["seed"], log=log, precision=R["precision"])
 
 
 def run(work, install: bool = False, log=print, precision: str | None = None) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
     `precision` overrides RECIPE["precision"] (and is recorded in recipe.json): not the installed model then."""
     import json
-    import random
     import time
 
     import torch
 
-    from minigptv2 import NANO_DIR
     from minigptv2 import checkpoint as ckpt
     from minigptv2.train.batches import Mixture, VisionCache
     from minigptv2.train.config import TrainConfig
     from minigptv2.train.distributed import init_distributed
     from minigptv2.train.loop import train
-    from minigptv2.config import nano
-    from minigptv2.model import MiniGPTv2ForConditionalGeneration
-    from minigptv2.processor import build_processor
-    from minigptv2.synthetic import COLORS, SHAPES, make_scene, write_synthetic
+    from minigptv2.synthetic import write_synthetic
 
     R = dict(RECIPE, precision=precision or RECIPE["precision"])
     if R["precision"] not in ("bf16", "fp32"):
@@ -236,22 +261,9 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
     datasets, tok = recipe_tokenizer(mix_all, R, work / "tokenizer.model")
     times["data_and_tokenizer_s"] = time.perf_counter() - t0
 
-    cfg = nano()
-    for k, v in {**R["llm"], "vocab_size": len(tok)}.items():
-        setattr(cfg.text_config, k, v)
-    model = MiniGPTv2ForConditionalGeneration(cfg)
-    proc = build_processor(tok, cfg)
-
+    model, proc = build_model(R, tok)
     t = time.perf_counter()
-    classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
-
-    def scenes(seed):
-        sc = make_scene(random.Random(seed))
-        return sc.image, [(o.name, o.box) for o in sc.objects]
-
-    pretrain_vit(model.visual_encoder, proc.image_processor, scenes, classes, R["vit_steps"], R["vit_batch"],
-                 R["vit_lr"],
-                 seed=R["seed"], log=log, precision=R["precision"])
+    pretrain_recipe_vit(model, proc, R, log)
     times["vit_pretrain_s"] = time.perf_counter() - t
     if R["proj_init_std"]:      # start visual tokens at the scale of the text embeddings, not ~30x above it
         torch.nn.init.normal_(model.llama_proj.weight, std=R["proj_init_std"])

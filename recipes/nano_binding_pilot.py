@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -36,10 +35,7 @@ def binding(pred_file, scenes_file) -> dict:
     """Refer answers on multi-object test scenes: `on_object` = fraction whose box hits (IoU >= 0.5) some object of
     the scene, `bound` = of those, the fraction on the object asked for, `chance` = mean 1 / objects (what `bound`
     is for a model that reads boxes but ignores the name). refer_names_differ also counts noisy boxes as differing."""
-    def iou(a, b):
-        ix, iy = max(0, min(a[2], b[2]) - max(a[0], b[0])), max(0, min(a[3], b[3]) - max(a[1], b[1]))
-        u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-        return ix * iy / u if u > 0 else 0.0
+    from minigptv2.boxes import iou
 
     objs = {Path(s["image"]).name: s["objects"] for s in map(json.loads, Path(scenes_file).read_text().splitlines())}
     n = on = right = 0
@@ -82,16 +78,13 @@ def main(argv=None) -> int:
     from safetensors.torch import load_file, save_file
 
     from minigptv2 import checkpoint as ckpt
-    from minigptv2.config import nano
     from minigptv2.data.datasets import load_mixture
-    from minigptv2.model import MiniGPTv2ForConditionalGeneration
-    from minigptv2.processor import build_processor
-    from minigptv2.synthetic import COLORS, SHAPES, make_scene, write_synthetic
-    from minigptv2.tokenizers import Tokenizer, build_tokenizer
+    from minigptv2.synthetic import write_synthetic
+    from minigptv2.tokenizers import Tokenizer
     from minigptv2.train.batches import Mixture, VisionCache
     from minigptv2.train.config import TrainConfig
     from minigptv2.train.loop import train
-    from recipes.nano import RECIPE, _mixture_with_ratios, _texts, pretrain_vit
+    from recipes.nano import RECIPE, _mixture_with_ratios, build_model, pretrain_recipe_vit, recipe_tokenizer
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     R = RECIPE
@@ -106,18 +99,14 @@ def main(argv=None) -> int:
         if not (work / name / "mixture.json").is_file():
             write_synthetic(work / name, **spec)
     mix_all = _mixture_with_ratios(work / "data_all", R["ratios"], "mixture_nano.json")
-    datasets = [ds for ds, _ in load_mixture(mix_all)]
-    if not (work / "tokenizer.model").is_file():
-        build_tokenizer(_texts(datasets, a.tokenizer_texts, R["seed"]), work / "tokenizer.model", R["vocab_size"])
-    tok = Tokenizer(work / "tokenizer.model")
+    if (work / "tokenizer.model").is_file():        # built by an earlier pilot in WORK
+        datasets, tok = [ds for ds, _ in load_mixture(mix_all)], Tokenizer(work / "tokenizer.model")
+    else:
+        datasets, tok = recipe_tokenizer(mix_all, R, work / "tokenizer.model", a.tokenizer_texts)
     times["data_and_tokenizer_s"] = time.perf_counter() - t0
 
     torch.manual_seed(a.seed)
-    cfg = nano()
-    for k, v in {**R["llm"], "vocab_size": len(tok)}.items():
-        setattr(cfg.text_config, k, v)
-    model = MiniGPTv2ForConditionalGeneration(cfg)
-    proc = build_processor(tok, cfg)
+    model, proc = build_model(R, tok)
     vit_file = work / "vit.safetensors"
     if vit_file.is_file():
         model.visual_encoder.load_state_dict(load_file(vit_file))
@@ -125,14 +114,7 @@ def main(argv=None) -> int:
         print(f"ViT from {vit_file}")
     else:
         t = time.perf_counter()
-        classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate((c, s) for c in COLORS for s in SHAPES)}
-
-        def scenes(seed):
-            sc = make_scene(random.Random(seed))
-            return sc.image, [(o.name, o.box) for o in sc.objects]
-
-        pretrain_vit(model.visual_encoder, proc.image_processor, scenes, classes, a.vit_steps or R["vit_steps"],
-                     a.vit_batch or R["vit_batch"], R["vit_lr"], seed=R["seed"], precision=R["precision"])
+        pretrain_recipe_vit(model, proc, R, steps=a.vit_steps, batch=a.vit_batch)
         save_file({k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}, vit_file)
         times["vit_pretrain_s"] = time.perf_counter() - t
         print(f"ViT pretrained in {times['vit_pretrain_s'] / 60:.1f} min -> {vit_file}")
