@@ -9,13 +9,16 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Four sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Five sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
 scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
-before the fourth, so no set was looked at when writing the wordings it scores. The third varies the nouns
+before the fourth; the fifth (`V5`, view `paraphrase5`) after the fourth round had been scored and before the
+fifth, so no set was looked at when writing the wordings it scores. The third varies the nouns
 ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
-wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ...").
+wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ..."); the fifth
+is casual and terse, some of it capitalized and punctuated as people type ("Tell me the circle's colour.",
+"circle - what color?").
 """
 from __future__ import annotations
 
@@ -167,7 +170,38 @@ V4_VQA = [
                                  "[vqa] would you say there is a {0} {1}?",
                                  "[vqa] is there a {0} {1} to be seen in the image?"]),
 ]
-SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA)}
+# the fifth held-out set (issue #31, written 2026-12-05 before the fifth round of training wordings): casual and
+# terse forms, some written with a capital letter and a full stop as people type them
+V5_BY_TASK = {
+    "refer": ["[refer] Where can I see the {}?", "[refer] {} - where?", "[refer] could you box the {} for me?",
+              "[refer] the {}, please", "[refer] Give me the position of the {}."],
+    "identify": ["[identify] What is this: {}?", "[identify] {} - what is it?", "[identify] what's that at {}?",
+                 "[identify] Tell me the name of the object at {}.", "[identify] {}: which object?"],
+    "detection": ["[detection] Find all the {} shapes.", "[detection] every {}, with boxes",
+                  "[detection] can you find all the {} shapes?", "[detection] Locate every {} you see.",
+                  "[detection] all {} please"],
+    "caption": ["[caption] Describe this image.", "[caption] what's this picture?",
+                "[caption] a quick description of the image please",
+                "[caption] Can you tell me what is in the image?", "[caption] sum up the image"],
+    "grounding": ["[grounding] Describe the image with boxes.", "[grounding] what's in it and where?",
+                  "[grounding] describe it with locations please", "[grounding] Can you describe and box the shapes?",
+                  "[grounding] shapes and where they are"],
+}
+V5_VQA = [
+    (r"what color is the (\w+)", ["[vqa] Tell me the {0}'s colour.", "[vqa] {0} - what color?",
+                                  "[vqa] can you tell what color the {0} is?", "[vqa] colour of the {0}?"]),
+    (r"what shape is the (\w+) object", ["[vqa] Which shape does the {0} object have?",
+                                         "[vqa] {0} object - what shape?",
+                                         "[vqa] can you tell which shape the {0} one is?",
+                                         "[vqa] the {0} object: which shape?"]),
+    (r"how many shapes are there", ["[vqa] How many shapes can be counted?", "[vqa] shapes in total?",
+                                    "[vqa] can you count how many shapes there are?",
+                                    "[vqa] How many things are in this picture?"]),
+    (r"is there a (\w+) (\w+)", ["[vqa] Is a {0} {1} visible?", "[vqa] {0} {1} - is there one?",
+                                 "[vqa] can you tell if there is a {0} {1}?", "[vqa] any {0} {1} in the image?"]),
+]
+SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA),
+        5: (V5_BY_TASK, V5_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -180,7 +214,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 to 4)."""
+    `version`: which held-out set (1 to 5)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:
