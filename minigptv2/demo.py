@@ -16,7 +16,6 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from minigptv2.boxes import draw_boxes, format_box
-from minigptv2.config import NANO_SCOPE
 from minigptv2.devices import add_device_args, load_kwargs
 
 
@@ -72,6 +71,8 @@ def main(argv=None) -> int:
 
     model, proc = load(a.model, **load_kwargs(a))
     if a.model is None:
+        from minigptv2.config import NANO_SCOPE   # imports transformers: not for `demo --help`
+
         print(NANO_SCOPE)
     if a.image:
         scene, image = None, load_image(a.image)

@@ -107,7 +107,7 @@ def test_registered_with_the_auto_classes(order):
     python("-c", CHECK + textwrap.dedent(ORDERS[order]))
 
 
-@pytest.mark.parametrize("args", [[], ["generate"], ["convert"], ["migrate"], ["export"]], ids=" ".join)
+@pytest.mark.parametrize("args", [[], ["generate"], ["convert"], ["migrate"], ["export"], ["demo"]], ids=" ".join)
 def test_help_imports_no_torch(args):
     """`python -m minigptv2.cli [SUBCOMMAND] --help`, with the import log of -X importtime."""
     r = python("-X", "importtime", "-m", "minigptv2.cli", *args, "--help")
