@@ -15,6 +15,11 @@ for, against chance (names_differ also counts noisy boxes that differ). One torc
 Variants: control = RECIPE's stage_all mixture throughout. bind = first `--bind-steps` steps on refer (refcoco) and
 phrase -> box (flickr_phrase_to_object) only, on separate scenes of 2-3 objects (where the name decides the box),
 each with its own warmup + cosine, then the usual mixture for the remaining steps (same number of steps in all).
+align = control + an auxiliary loss that points each visual token, in the word-embedding space, at the colour and
+shape words of the objects under it (`naming_loss`). point = control + an auxiliary loss on one attention head
+(`--point-layer`, head 0; eager attention): in a sample with exactly one box (in its prompt or its answer), every
+answer position should attend to the visual tokens that box overlaps (`pointing_loss_sum`). The run's folder is
+named after the variant, its weight and layer, the seed and the steps (e.g. point_w0.5_l1_s0_3000).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("control", "bind", "align")
+VARIANTS = ("control", "bind", "align", "point")
 BIND_DATA = dict(n=5000, seed=3, max_objects=3, object_weights=(0, 1, 1))   # scenes of 2-3 objects, not in data_all
 BIND_RATIOS = {"refcoco": 1, "flickr_phrase_to_object": 1}
 
@@ -110,6 +115,67 @@ def naming_loss(model, proc, tok, R, weight: float, n_scenes: int = 3000, temper
     return aux
 
 
+def token_regions(box, rows: int = 8, halves: int = 2):
+    """Which of nano's 16 visual tokens (4 consecutive patches of the 8 x 8 grid: 8 rows x 2 halves, raster order)
+    a box on the 0-100 grid overlaps. -> (16,) bool"""
+    import torch
+
+    x1, y1, x2, y2 = box
+    out = torch.zeros(rows * halves, dtype=torch.bool)
+    for t in range(rows * halves):
+        r, h = divmod(t, halves)
+        out[t] = min(x2, (h + 1) * 100 / halves) > max(x1, h * 100 / halves) and \
+            min(y2, (r + 1) * 100 / rows) > max(y1, r * 100 / rows)
+    return out
+
+
+def pointing_loss_sum(proc, weight: float, layer: int, head: int = 0):
+    """point: the loss_sum of train/loop.py plus an auxiliary loss that teaches one attention head (`layer`,
+    `head`) to point at the object a sample is about. In a row with exactly one box (4 coordinate tokens: a refer
+    answer, an identify prompt, a one-object detection or caption), every answer position's attention on the
+    visual tokens the box overlaps should hold the head's mass: weight × mean of -log(that mass). Needs eager
+    attention (the weights are returned)."""
+    import torch
+
+    from minigptv2.losses import next_token_loss
+    from minigptv2.processor import IGNORE
+
+    tok = proc.tokenizer
+    first = tok.encode("<0>")[-1]
+    assert [tok.encode(f"<{k}>")[-1] for k in range(101)] == list(range(first, first + 101))
+    stats = []
+
+    def fn(m, batch, dtype, per="token"):
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = m(input_ids=ids, attention_mask=mask, vision_features=batch.get("vision_features"),
+                    output_attentions=True)
+        s, n = next_token_loss(out.logits, labels), int((labels[:, 1:] != IGNORE).sum())
+        att = out.attentions[layer][:, head].float()                    # (B, L, L)
+        terms = []
+        for b in range(ids.shape[0]):
+            vis = ((ids[b] == proc.image_token_id) & (mask[b] > 0)).nonzero().flatten()
+            coord = ((ids[b] >= first) & (ids[b] <= first + 100) & (mask[b] > 0)).nonzero().flatten()
+            if len(vis) != 16 or len(coord) != 4 or int(coord[-1] - coord[0]) != 3:
+                continue
+            target = token_regions([int(ids[b, c]) - first for c in coord])
+            q = (labels[b, 1:] != IGNORE).nonzero().flatten()            # positions that predict an answer token
+            if not target.any() or not len(q):
+                continue
+            mass = att[b][q][:, vis[target]].sum(-1)
+            terms.append(-torch.log(mass + 1e-6).mean())
+        if not terms:
+            return s, n
+        aux = weight * torch.stack(terms).mean()
+        stats.append((aux.item(), len(terms)))
+        if len(stats) % 400 == 0:
+            print(f"pointing loss, mean of the last 400 micro-batches: {sum(x for x, _ in stats[-400:]) / 400:.4f} "
+                  f"({sum(k for _, k in stats[-400:]) / 400:.1f} rows with one box each)", flush=True)
+        return s + aux * n, n
+
+    return fn
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(prog="python -m recipes.nano_binding_pilot", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +185,8 @@ def parse(argv=None):
     p.add_argument("--variant", choices=VARIANTS, default="control")
     p.add_argument("--bind-steps", type=int, default=300, help="bind: steps of the refer + phrase -> box phase")
     p.add_argument("--align-weight", type=float, default=1.0, help="align: weight of the naming loss")
+    p.add_argument("--point-weight", type=float, default=0.5, help="point: weight of the pointing loss")
+    p.add_argument("--point-layer", type=int, default=1, help="point: the LLM layer whose head points")
     p.add_argument("--vit-steps", type=int, default=None, help="ViT pretraining steps (default RECIPE's 1,200)")
     p.add_argument("--vit-batch", type=int, default=None, help="ViT pretraining batch (default RECIPE's 64)")
     p.add_argument("--batch-size", type=int, default=None, help="stage batch (default RECIPE's 32)")
@@ -150,7 +218,8 @@ def main(argv=None) -> int:
     R = RECIPE
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    run_dir = work / f"{a.variant}_s{a.seed}_{a.steps}"
+    tag = {"align": f"_w{a.align_weight:g}", "point": f"_w{a.point_weight:g}_l{a.point_layer}"}.get(a.variant, "")
+    run_dir = work / f"{a.variant}{tag}_s{a.seed}_{a.steps}"
     t0 = time.perf_counter()
     times = {}
     data_all = dict(R["data_all"], **({"n": a.data_n} if a.data_n else {}))
@@ -201,6 +270,10 @@ def main(argv=None) -> int:
             return s + v * n, n
         calls = []
         loop.loss_sum = with_naming
+    if a.variant == "point":
+        import minigptv2.train.loop as loop
+
+        loop.loss_sum = pointing_loss_sum(proc, a.point_weight, a.point_layer)
     phases = [("stage_all", work / "data_all", datasets, mix_all, a.steps)]
     if a.variant == "bind":
         mix_b = _mixture_with_ratios(work / "data_bind", BIND_RATIOS, "mixture_bind.json")
@@ -209,6 +282,8 @@ def main(argv=None) -> int:
     for name, _, dss, mix, steps in phases:
         t = time.perf_counter()
         sc = dict(R["stage_all"], steps=steps, **({"batch_size": a.batch_size} if a.batch_size else {}))
+        if a.variant == "point":
+            sc["attention"] = "eager"             # the pointing loss reads the attention weights
         if a.batch_size:
             sc["grad_accum"] = min(sc["grad_accum"], a.batch_size)
         parts = [(ds, float(e["ratio"])) for ds, e in zip(dss, json.loads(mix.read_text()), strict=True)]
