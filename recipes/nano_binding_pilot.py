@@ -148,8 +148,8 @@ def pointing_loss_sum(proc, weight: float, layer: int, head: int = 0):
     def fn(m, batch, dtype, per="token"):
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            out = m(input_ids=ids, attention_mask=mask, vision_features=batch.get("vision_features"),
-                    output_attentions=True)
+            out = m(input_ids=ids, attention_mask=mask, pixel_values=batch.get("pixel_values"),
+                    vision_features=batch.get("vision_features"), output_attentions=True)
         s, n = next_token_loss(out.logits, labels), int((labels[:, 1:] != IGNORE).sum())
         att = out.attentions[layer][:, head].float()                    # (B, L, L)
         terms = []
