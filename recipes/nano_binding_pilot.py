@@ -20,6 +20,10 @@ shape words of the objects under it (`naming_loss`). point = control + an auxili
 (`--point-layer`, head 0; eager attention): in a sample with exactly one box (in its prompt or its answer), every
 answer position should attend to the visual tokens that box overlaps (`pointing_loss_sum`). The run's folder is
 named after the variant, its weight and layer, the seed and the steps (e.g. point_w0.5_l1_s0_3000).
+
+`--then focus_identify,focus_vqa` continues with RECIPE's later stages (their settings and ratios, the plain loss;
+`--then-steps` shortens each), and `--from RUN` starts those from an earlier pilot's model instead of running the
+pilot: the folder is then RUN+focus_identify+focus_vqa.
 """
 from __future__ import annotations
 
@@ -194,9 +198,19 @@ def parse(argv=None):
     p.add_argument("--test-n", type=int, default=150, help="held-out scenes written (seed 999)")
     p.add_argument("--eval-limit", type=int, default=150, help="scenes scored (0: no eval)")
     p.add_argument("--tokenizer-texts", type=int, default=20000)
+    p.add_argument("--then", default="", help="RECIPE stages to run after the pilot, comma-separated (e.g. "
+                   "focus_identify,focus_vqa), each with its own settings and ratios, without the variant's loss")
+    p.add_argument("--then-steps", type=int, default=None, help="steps of each --then stage (default: its own)")
+    p.add_argument("--from", dest="from_run", default=None,
+                   help="a pilot folder in WORK: start from its model/ instead of running the pilot (needs --then)")
     a = p.parse_args(argv)
     if a.steps < 1 or (a.variant == "bind" and not 0 < a.bind_steps < a.steps):
         p.error("--steps must be positive and, for bind, 0 < --bind-steps < --steps")
+    from recipes.nano import RECIPE
+
+    a.then = [x for x in a.then.split(",") if x]
+    if any(x not in RECIPE["stages"] for x in a.then) or (a.from_run and not a.then):
+        p.error(f"--then takes stages of RECIPE['stages'] {RECIPE['stages']}; --from needs --then")
     return a
 
 
@@ -219,7 +233,9 @@ def main(argv=None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     tag = {"align": f"_w{a.align_weight:g}", "point": f"_w{a.point_weight:g}_l{a.point_layer}"}.get(a.variant, "")
-    run_dir = work / f"{a.variant}{tag}_s{a.seed}_{a.steps}"
+    run_dir = work / (a.from_run or f"{a.variant}{tag}_s{a.seed}_{a.steps}")
+    if a.then:
+        run_dir = run_dir.with_name(run_dir.name + "+" + "+".join(a.then))
     t0 = time.perf_counter()
     times = {}
     data_all = dict(R["data_all"], **({"n": a.data_n} if a.data_n else {}))
@@ -237,7 +253,10 @@ def main(argv=None) -> int:
     torch.manual_seed(a.seed)
     model, proc = build_model(R, tok)
     vit_file = work / "vit.safetensors"
-    if vit_file.is_file():
+    if a.from_run:
+        model, proc = ckpt.load(work / a.from_run / "model")
+        print(f"from {work / a.from_run / 'model'}")
+    elif vit_file.is_file():
         model.visual_encoder.load_state_dict(load_file(vit_file))
         model.visual_encoder.eval()
         print(f"ViT from {vit_file}")
@@ -247,15 +266,17 @@ def main(argv=None) -> int:
         save_file({k: v.contiguous() for k, v in model.visual_encoder.state_dict().items()}, vit_file)
         times["vit_pretrain_s"] = time.perf_counter() - t
         print(f"ViT pretrained in {times['vit_pretrain_s'] / 60:.1f} min -> {vit_file}")
-    torch.manual_seed(a.seed)
-    torch.nn.init.normal_(model.llama_proj.weight, std=R["proj_init_std"])
-    torch.nn.init.zeros_(model.llama_proj.bias)
+    if not a.from_run:
+        torch.manual_seed(a.seed)
+        torch.nn.init.normal_(model.llama_proj.weight, std=R["proj_init_std"])
+        torch.nn.init.zeros_(model.llama_proj.bias)
 
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
     cache = VisionCache(model, proc, ckpt.DTYPES[R["precision"]], torch.device("cpu"))
-    if a.variant == "align":
-        import minigptv2.train.loop as loop
+    import minigptv2.train.loop as loop
 
+    plain_loss_sum = loop.loss_sum
+    if a.variant == "align" and not a.from_run:
         aux = naming_loss(model, proc, tok, R, a.align_weight)
         plain = loop.loss_sum
 
@@ -270,11 +291,9 @@ def main(argv=None) -> int:
             return s + v * n, n
         calls = []
         loop.loss_sum = with_naming
-    if a.variant == "point":
-        import minigptv2.train.loop as loop
-
+    if a.variant == "point" and not a.from_run:
         loop.loss_sum = pointing_loss_sum(proc, a.point_weight, a.point_layer)
-    phases = [("stage_all", work / "data_all", datasets, mix_all, a.steps)]
+    phases = [] if a.from_run else [("stage_all", work / "data_all", datasets, mix_all, a.steps)]
     if a.variant == "bind":
         mix_b = _mixture_with_ratios(work / "data_bind", BIND_RATIOS, "mixture_bind.json")
         phases = [("bind", work / "data_bind", [ds for ds, _ in load_mixture(mix_b)], mix_b, a.bind_steps),
@@ -292,6 +311,17 @@ def main(argv=None) -> int:
         train(model, proc, Mixture(parts, tc.seed), tc, run_dir / name, cache=cache, progress=False)
         times[f"{name}_s"] = time.perf_counter() - t
         print(f"{name}: {steps} steps in {times[f'{name}_s'] / 60:.1f} min")
+    loop.loss_sum = plain_loss_sum
+    for stage in a.then:                          # the recipe's later stages, as recipes.nano.run runs them
+        t = time.perf_counter()
+        sc = dict(R[stage], **({"steps": a.then_steps} if a.then_steps else {}))
+        mix = _mixture_with_ratios(work / "data_all", sc.pop("ratios"), f"mixture_{stage}.json")
+        parts = [(ds, float(e["ratio"])) for ds, e in zip(datasets, json.loads(mix.read_text()), strict=True)]
+        tc = TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05, grad_clip=1.0,
+                         save_every=10 ** 9, precision=R["precision"])
+        train(model, proc, Mixture(parts, tc.seed), tc, run_dir / stage, cache=cache, progress=False)
+        times[f"{stage}_s"] = time.perf_counter() - t
+        print(f"{stage}: {tc.steps} steps in {times[f'{stage}_s'] / 60:.1f} min")
     model.config.trainable = trainable
     model.eval()
     info = {"args": vars(a), "bind_data": BIND_DATA, "bind_ratios": BIND_RATIOS, "times": times,

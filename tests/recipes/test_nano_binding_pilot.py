@@ -78,3 +78,12 @@ def test_pointing_loss_is_added_for_one_box_rows_only():
     fn(model, one_box, torch.float32)[0].backward()
     q = model.language_model.model.layers[1].self_attn.q_proj.weight.grad
     assert q is not None and q.abs().sum() > 0
+
+
+def test_then_takes_recipe_stages_and_from_needs_then():
+    a = pilot.parse(["--work", "w", "--from", "point_w0.5_l1_s1_3000", "--then", "focus_identify,focus_vqa"])
+    assert (a.from_run, a.then, a.then_steps) == ("point_w0.5_l1_s1_3000", ["focus_identify", "focus_vqa"], None)
+    assert pilot.parse(["--work", "w"]).then == []
+    for bad in (["--then", "no_such_stage"], ["--from", "x"]):
+        with pytest.raises(SystemExit):
+            pilot.parse(["--work", "w", *bad])
