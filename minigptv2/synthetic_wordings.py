@@ -176,46 +176,16 @@ IDENTIFY += [f.replace("NOUN", n) for n in NOUNS for f in ("[identify] what NOUN
 DETECTION += [f"[detection] every {{}} {n}" for n in NOUNS] + [f"[detection] boxes of the {{}} {n}s" for n in NOUNS]
 
 
-# Fifth round (issue #31): written after the fifth held-out set (V5_*), apart from it, from round 4's misses on the
-# fourth set: counting asked in other nouns and opening with "what" ("what number of things ...": 0.00, read as a
-# shape question) and opinion forms ("would you say", "do you think", "do you know"); and any paraphrase may now be
-# written as people type, with a capital letter and a full stop or no question mark (`decorate`).
-VQA_ROUND5 = {
-    r"what color is the (\w+)": [f.replace("NOUN", n) for n in NOUNS for f in (
-        "which color would you say the {0} NOUN has?", "do you know the {0} NOUN's colour?",
-        "what color do you think the {0} NOUN is?")],
-    r"what shape is the (\w+) object": [f.replace("NOUN", n) for n in NOUNS for f in (
-        "which shape would you say the {0} NOUN has?", "do you know which shape the {0} NOUN is?",
-        "what shape do you think the {0} NOUN is?")],
-    r"how many shapes are there": [f.replace("NOUNS", n) for n in PLURALS for f in (
-        "what number of NOUNS is there?", "what amount of NOUNS is there?", "what count of NOUNS do you get?",
-        "how many NOUNS would you say are drawn?", "how many NOUNS do you think there are?",
-        "do you know how many NOUNS are shown?", "what's the total of NOUNS?")],
-    r"is there a (\w+) (\w+)": [
-        "would you say the image has a {0} {1}?", "do you think there's a {0} {1}?",
-        "do you know whether a {0} {1} is shown?", "would you say a {0} {1} is drawn?",
-        "do you think the picture shows a {0} {1}?", "what do you say, is there a {0} {1}?"],
-}
-VQA = [(pattern, list(dict.fromkeys(ws + VQA_ROUND5[pattern]))) for pattern, ws in VQA]
-
-
-def decorate(text: str, rng: random.Random, p: float = 0.4, p_typed: float = 0.25) -> str:
+def decorate(text: str, rng: random.Random, p: float = 0.4) -> str:
     """`[task] body` with, each with probability p, a PREFIXES entry before the body and a SUFFIXES entry at its
-    end (before a final "?"), whatever the task or question kind; then, each with probability p_typed, the body's
-    first letter capitalized and its end re-punctuated (a "?" dropped, else a "." added), as people type."""
+    end (before a final "?"), whatever the task or question kind."""
     ident, _, body = text.partition(" ") if text.startswith("[") else ("", "", text)
     if rng.random() < p:
         body = f"{rng.choice(PREFIXES)} {body}"
     if rng.random() < p:
         q = body.endswith("?")
         body = f"{body.rstrip('?')} {rng.choice(SUFFIXES)}" + ("?" if q else "")
-    if rng.random() < p_typed:
-        body = body[:1].upper() + body[1:]
-    if rng.random() < p_typed:
-        body = body[:-1] if body.endswith("?") else body + "."
     return f"{ident} {body}" if ident else body
-
-
 # the official templates, per task, in the form `instruction` fills
 OFFICIAL = {"refer": REFER_TEMPLATES, "identify": IDENTIFY_TEMPLATES, "detection": [DETECTION_TEMPLATE],
             "caption": ["[caption] " + t for t in CAPTION_TEMPLATES], "grounding": GROUNDING_TEMPLATES}

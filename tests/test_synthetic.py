@@ -249,7 +249,6 @@ def _check_answer(scene: Scene, q: str, a: str) -> None:
     from minigptv2.boxes import format_box
 
     task = q[1: q.index("]")]
-    q = q.lower()                       # synthetic_wordings.decorate may capitalize an instruction
     names = {o.name: o for o in scene.objects}
     if task == "refer":
         assert a in {format_box(scene.grid(o)) for o in scene.objects} and any(n in q for n in names)
@@ -274,11 +273,9 @@ def test_dialog_and_paraphrase_readers(synth):
     from minigptv2.synthetic_wordings import PARAPHRASES, PREFIXES, SUFFIXES
 
     def undecorate(q: str) -> set:
-        """q and what it was before synthetic_wordings.decorate could have added a prefix and / or a suffix and
-        typed it (a capital letter; a "?" dropped or a "." added)."""
+        """q and what it was before synthetic_wordings.decorate could have added a prefix and / or a suffix."""
         ident, _, body = q.partition(" ")
-        out = {body, body[:1].lower() + body[1:]}
-        out |= {b + "?" for b in out} | {b[:-1] for b in out if b.endswith(".")}
+        out = {body}
         for p in PREFIXES:
             out |= {b[len(p) + 1:] for b in out if b.startswith(p + " ")}
         for x in SUFFIXES:
@@ -317,8 +314,8 @@ def test_dialog_and_paraphrase_readers(synth):
 
 
 def test_decorations_are_drawn_independently_of_task_and_question_kind():
-    """synthetic_wordings rounds 4 and 5: a prefix or suffix, a capital letter or a changed final stop must not
-    mark a task or a VQA question kind, so each one is seen with every task and with every kind of VQA question."""
+    """synthetic_wordings round 4: a prefix or suffix must not mark a task or a VQA question kind, so each one is
+    seen with every task and with every kind of VQA question."""
     from minigptv2.synthetic_wordings import PREFIXES, SUFFIXES, decorate, instruction
 
     rng = random.Random(0)
@@ -333,11 +330,6 @@ def test_decorations_are_drawn_independently_of_task_and_question_kind():
         for kind, text in [*(("vqa " + k, ("vqa", q)) for k, q in questions.items()),
                            *((t, (t, c)) for t, c in contents.items())]:
             got = instruction(*text, rng, p_paraphrase=1.0)
-            body = got.partition("] ")[2]
-            if body[:1].isupper() and not body.startswith(("I ", "I'")):
-                seen.setdefault(("typed", "capital"), set()).add(kind)
-            if body.endswith(".") or (kind.startswith("vqa") and not body.endswith("?")):
-                seen.setdefault(("typed", "stop"), set()).add(kind)
             for w in PREFIXES:
                 if f" {w} " in got:
                     seen.setdefault(("prefix", w), set()).add(kind)
@@ -346,4 +338,4 @@ def test_decorations_are_drawn_independently_of_task_and_question_kind():
                     seen.setdefault(("suffix", w), set()).add(kind)
     every = {"vqa " + k for k in questions} | set(contents)
     assert {k: v for k, v in seen.items() if v != every} == {}
-    assert len(seen) == len(PREFIXES) + len(SUFFIXES) + 2
+    assert len(seen) == len(PREFIXES) + len(SUFFIXES)
