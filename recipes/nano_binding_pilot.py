@@ -15,8 +15,7 @@ for, against chance (names_differ also counts noisy boxes that differ). One torc
 Variants: control = RECIPE's stage_all mixture throughout. bind = first `--bind-steps` steps on refer (refcoco) and
 phrase -> box (flickr_phrase_to_object) only, on separate scenes of 2-3 objects (where the name decides the box),
 each with its own warmup + cosine, then the usual mixture for the remaining steps (same number of steps in all).
-align = control + an auxiliary loss that points each visual token, in the word-embedding space, at the colour and
-shape words of the objects under it (`naming_loss`). point = control + an auxiliary loss on one attention head
+point = control + an auxiliary loss on one attention head
 (`--point-layer`, head 0; eager attention): in a sample with exactly one box (in its prompt or its answer), every
 answer position should attend to the visual tokens that box overlaps (`pointing_loss_sum`). The run's folder is
 named after the variant, its weight and layer, the seed and the steps (e.g. point_w0.5_l1_s0_3000).
@@ -35,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-VARIANTS = ("control", "bind", "align", "point")
+VARIANTS = ("control", "bind", "point")
 BIND_DATA = dict(n=5000, seed=3, max_objects=3, object_weights=(0, 1, 1))   # scenes of 2-3 objects, not in data_all
 BIND_RATIOS = {"refcoco": 1, "flickr_phrase_to_object": 1}
 
@@ -58,65 +57,6 @@ def binding(pred_file, scenes_file) -> dict:
         on += max(ious) >= 0.5
         right += ious[int(r["id"].rsplit("_", 1)[1])] >= 0.5
     return {"on_object": on / max(n, 1), "bound": right / max(on, 1), "chance": chance / max(n, 1), "n": n}
-
-
-def naming_loss(model, proc, tok, R, weight: float, n_scenes: int = 3000, temperature: float = 10.0):
-    """align: an auxiliary loss that makes each visual token (the projector's output) point, in the LLM's word
-    embedding space, at the colour word and the shape word of the objects under its patches, so that finding
-    the named object is a match of like with like. Which object is under a patch comes from a linear probe
-    fitted here on the frozen ViT's features of fresh scenes (patch accuracy printed), so training needs no
-    labels beyond the images. -> aux(vision_features, dtype) = weight × mean cross-entropy over labelled patches."""
-    import random
-
-    import torch
-    import torch.nn.functional as F
-
-    from minigptv2.synthetic import COLORS, SHAPES, make_scene
-    from recipes.nano import patch_targets
-
-    names = [(c, s) for c in COLORS for s in SHAPES]
-    classes = {f"{c} {s}": i + 1 for i, (c, s) in enumerate(names)}
-    grid = model.visual_encoder.cfg.grid
-    feats, cls = [], []
-    rng = random.Random(12345)
-    with torch.no_grad():
-        for a in range(0, n_scenes, 100):
-            scs = [make_scene(random.Random(rng.randrange(1 << 30))) for _ in range(100)]
-            pix = torch.stack([proc.image_processor.tensor(sc.image) for sc in scs])
-            feats.append(model.vision_features(pix).float())
-            cls += [patch_targets([(o.name, o.box) for o in sc.objects], sc.image.width, sc.image.height, grid,
-                                  classes)[0] for sc in scs]
-    feats, cls = torch.cat(feats), torch.stack(cls)
-    probe = torch.nn.Linear(feats.shape[-1], len(classes) + 1)
-    opt = torch.optim.Adam(probe.parameters(), lr=1e-2)
-    n_fit = int(0.9 * len(feats))
-    for _ in range(300):
-        loss = F.cross_entropy(probe(feats[:n_fit]).flatten(0, 1), cls[:n_fit].flatten())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    probe.requires_grad_(False)
-    acc = (probe(feats[n_fit:]).argmax(-1) == cls[n_fit:]).float().mean().item()
-    print(f"naming probe: held-out patch accuracy {acc:.3f}", flush=True)
-    word = lambda w: tok.encode(" " + w)[-1]                                  # noqa: E731
-    colour_id = torch.tensor([0] + [word(c) for c, _ in names])
-    shape_id = torch.tensor([0] + [word(s) for _, s in names])
-    emb = model.language_model.get_input_embeddings()
-    g = model.config.group
-
-    def aux(features, dtype):
-        c = probe(features.float()).argmax(-1)                                 # (B, P) class per patch, 0 = none
-        with torch.autocast(features.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            z = model.project(features)                                        # (B, P/g, D)
-        z = F.normalize(z.float(), dim=-1).repeat_interleave(g, dim=1)         # each patch's token
-        logits = temperature * z @ F.normalize(emb.weight.float(), dim=-1).T   # (B, P, V)
-        fg = c > 0
-        if not fg.any():
-            return z.sum() * 0
-        lg = logits[fg]
-        return weight * (F.cross_entropy(lg, colour_id[c[fg]]) + F.cross_entropy(lg, shape_id[c[fg]])) / 2
-
-    return aux
 
 
 def token_regions(box, rows: int = 8, halves: int = 2):
@@ -150,6 +90,8 @@ def pointing_loss_sum(proc, weight: float, layer: int, head: int = 0):
     stats = []
 
     def fn(m, batch, dtype, per="token"):
+        if per != "token":
+            raise ValueError("the pointing loss is added to the token-mean loss only (loss_per 'token')")
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
             out = m(input_ids=ids, attention_mask=mask, pixel_values=batch.get("pixel_values"),
@@ -188,7 +130,6 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0, help="LLM / projector init and batch seed")
     p.add_argument("--variant", choices=VARIANTS, default="control")
     p.add_argument("--bind-steps", type=int, default=300, help="bind: steps of the refer + phrase -> box phase")
-    p.add_argument("--align-weight", type=float, default=1.0, help="align: weight of the naming loss")
     p.add_argument("--point-weight", type=float, default=0.5, help="point: weight of the pointing loss")
     p.add_argument("--point-layer", type=int, default=1, help="point: the LLM layer whose head points")
     p.add_argument("--vit-steps", type=int, default=None, help="ViT pretraining steps (default RECIPE's 1,200)")
@@ -232,7 +173,7 @@ def main(argv=None) -> int:
     R = RECIPE
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    tag = {"align": f"_w{a.align_weight:g}", "point": f"_w{a.point_weight:g}_l{a.point_layer}"}.get(a.variant, "")
+    tag = f"_w{a.point_weight:g}_l{a.point_layer}" if a.variant == "point" else ""
     run_dir = work / (a.from_run or f"{a.variant}{tag}_s{a.seed}_{a.steps}")
     if a.then:
         run_dir = run_dir.with_name(run_dir.name + "+" + "+".join(a.then))
@@ -276,21 +217,6 @@ def main(argv=None) -> int:
     import minigptv2.train.loop as loop
 
     plain_loss_sum = loop.loss_sum
-    if a.variant == "align" and not a.from_run:
-        aux = naming_loss(model, proc, tok, R, a.align_weight)
-        plain = loop.loss_sum
-
-        def with_naming(m, batch, dtype, per="token"):
-            s, n = plain(m, batch, dtype, per)
-            if batch.get("vision_features") is None:
-                return s, n
-            v = aux(batch["vision_features"], dtype)
-            calls.append(v.item())
-            if len(calls) % 400 == 0:
-                print(f"naming loss, mean of the last 400 micro-batches: {sum(calls[-400:]) / 400:.4f}", flush=True)
-            return s + v * n, n
-        calls = []
-        loop.loss_sum = with_naming
     if a.variant == "point" and not a.from_run:
         loop.loss_sum = pointing_loss_sum(proc, a.point_weight, a.point_layer)
     phases = [] if a.from_run else [("stage_all", work / "data_all", datasets, mix_all, a.steps)]
