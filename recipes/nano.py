@@ -231,6 +231,26 @@ def pretrain_recipe_vit(model, proc, R: dict, log=print, steps: int | None = Non
                  batch or R["vit_batch"], R["vit_lr"], seed=R["seed"], log=log, precision=R["precision"])
 
 
+def run_stage(model, proc, R: dict, stage: str, datasets: list, data_dir: Path, mix_all: Path, out: Path, cache,
+              steps: int | None = None, save_every: int = 500, progress: bool = True):
+    """Train one stage of R in place, as `run` does: R[stage]'s settings (`steps` overrides its steps), its
+    sampling ratios over `datasets` (read from data_dir's mixture; none given: those of `mix_all`), seed R["seed"],
+    the frozen ViT's outputs from `cache` if the stage caches them; logs and checkpoints in `out`."""
+    import json
+
+    from minigptv2.train.batches import Mixture
+    from minigptv2.train.config import TrainConfig
+    from minigptv2.train.loop import train
+
+    sc = dict(R[stage], **({"steps": steps} if steps else {}))
+    mix = _mixture_with_ratios(data_dir, sc.pop("ratios"), f"mixture_{stage}.json") if "ratios" in sc else mix_all
+    parts = [(ds, float(e["ratio"])) for ds, e in zip(datasets, json.loads(mix.read_text()), strict=True)]
+    tc = TrainConfig(**{"seed": R["seed"], **sc}, trainable={"vit": "frozen", "projector": "full", "llm": "full"},
+                     weight_decay=0.05, grad_clip=1.0, save_every=save_every, precision=R["precision"])
+    return train(model, proc, Mixture(parts, tc.seed), tc, out, cache=cache if tc.cache_vision else None,
+                 progress=progress)
+
+
 def run(work, install: bool = False, log=print, precision: str | None = None) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
     `precision` overrides RECIPE["precision"] (and is recorded in recipe.json): not the installed model then."""
@@ -240,10 +260,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
     import torch
 
     from minigptv2 import checkpoint as ckpt
-    from minigptv2.train.batches import Mixture, VisionCache
-    from minigptv2.train.config import TrainConfig
+    from minigptv2.train.batches import VisionCache
     from minigptv2.train.distributed import init_distributed
-    from minigptv2.train.loop import train
     from minigptv2.synthetic import write_synthetic
 
     R = dict(RECIPE, precision=precision or RECIPE["precision"])
@@ -274,13 +292,7 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
     cache = VisionCache(model, proc, ckpt.DTYPES[R["precision"]], init_distributed()[2])
     for stage in R["stages"]:
         t = time.perf_counter()
-        sc = dict(R[stage])
-        mix = _mixture_with_ratios(work / "data_all", sc.pop("ratios"), f"mixture_{stage}.json") if "ratios" in sc \
-            else mix_all
-        parts = [(ds, float(e["ratio"])) for ds, e in zip(datasets, json.loads(mix.read_text()), strict=True)]
-        tc = TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05,
-                         grad_clip=1.0, save_every=500, precision=R["precision"])
-        train(model, proc, Mixture(parts, tc.seed), tc, work / stage, cache=cache if tc.cache_vision else None)
+        run_stage(model, proc, R, stage, datasets, work / "data_all", mix_all, work / stage, cache)
         times[f"{stage}_s"] = time.perf_counter() - t
         log(f"{stage}: {times[f'{stage}_s']:.0f} s")
     model.config.trainable = trainable

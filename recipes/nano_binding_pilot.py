@@ -167,7 +167,8 @@ def main(argv=None) -> int:
     from minigptv2.train.batches import Mixture, VisionCache
     from minigptv2.train.config import TrainConfig
     from minigptv2.train.loop import train
-    from recipes.nano import RECIPE, _mixture_with_ratios, build_model, pretrain_recipe_vit, recipe_tokenizer
+    from recipes.nano import (RECIPE, _mixture_with_ratios, build_model, pretrain_recipe_vit, recipe_tokenizer,
+                              run_stage)
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     R = RECIPE
@@ -240,14 +241,10 @@ def main(argv=None) -> int:
     loop.loss_sum = plain_loss_sum
     for stage in a.then:                          # the recipe's later stages, as recipes.nano.run runs them
         t = time.perf_counter()
-        sc = dict(R[stage], **({"steps": a.then_steps} if a.then_steps else {}))
-        mix = _mixture_with_ratios(work / "data_all", sc.pop("ratios"), f"mixture_{stage}.json")
-        parts = [(ds, float(e["ratio"])) for ds, e in zip(datasets, json.loads(mix.read_text()), strict=True)]
-        tc = TrainConfig(**{"seed": R["seed"], **sc}, trainable=trainable, weight_decay=0.05, grad_clip=1.0,
-                         save_every=10 ** 9, precision=R["precision"])
-        train(model, proc, Mixture(parts, tc.seed), tc, run_dir / stage, cache=cache, progress=False)
+        run_stage(model, proc, R, stage, datasets, work / "data_all", mix_all, run_dir / stage, cache,
+                  steps=a.then_steps, save_every=10 ** 9, progress=False)
         times[f"{stage}_s"] = time.perf_counter() - t
-        print(f"{stage}: {tc.steps} steps in {times[f'{stage}_s'] / 60:.1f} min")
+        print(f"{stage}: {a.then_steps or R[stage]['steps']} steps in {times[f'{stage}_s'] / 60:.1f} min")
     model.config.trainable = trainable
     model.eval()
     info = {"args": vars(a), "bind_data": BIND_DATA, "bind_ratios": BIND_RATIOS, "times": times,
