@@ -5,6 +5,7 @@ RECIPE['stages'] in one, then `followup` by recipes/nano_followup.py from their 
     python -m recipes.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
     python -m recipes.nano --install-only runs/nano/model   # install an already trained folder
     python -m recipes.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
+    python -m recipes.nano --work runs/nano_s1 --seed 1       # another seed (a check that the recipe is not luck)
 
 No pretrained ViT exists offline, so the tiny EVA ViT is trained together with the rest on synthetic scenes
 (synthetic.py). The tokenizer is a SentencePiece BPE model we train on the synthetic texts, with single
@@ -117,11 +118,13 @@ RECIPE = dict(
     # ViT's output is kept per image (bit-identical losses, fewer seconds per step)
     # attention: the LLM's attention kernel (TrainConfig.attention). "eager" computes what "sdpa" does and takes
     # ~0.67x the time a step here (PyTorch's fused CPU attention backward is slow at these sizes: benchmarks/
-    # nano_train.py), but it rounds differently, and stage_all is fragile: rerun with eager it bound names to
-    # places worse (150 scenes: refer 0.479, names differ 0.853, against 0.754 / 0.951; docs/nano.md). So the first
-    # three stages stay on sdpa, as the model was found, and the later ones use eager to pay for the identify phases
-    stage_all=dict(steps=5500, batch_size=32, grad_accum=2, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100,
-                   cache_vision=True, attention="sdpa"),
+    # nano_train.py), but rounds differently.
+    # pointing (train/pointing.py): layer 1's head 0 is taught to look at the object of every one-box sample (needs
+    # eager). Without it stage_all bound names to places on some seeds only, and only after 5,500 steps (refer
+    # 0.754 / names differ 0.951 with sdpa, 0.479 / 0.853 rerun with eager); with it, 3,000-step pilots bound on
+    # both seeds tried (docs/nano.md "Two auxiliary losses for binding").
+    stage_all=dict(steps=3000, batch_size=32, grad_accum=2, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100,
+                   cache_vision=True, attention="eager", pointing={"weight": 0.5, "layer": 1, "head": 0}),
     # Focus phases: in the mixture neither identify nor yes/no VQA is learned (docs/nano.md), so after stage_all the LLM
     # trains on identify alone (it then answers every prompt with a name), then on VQA alone (colour-of-a-shape
     # questions are learned only there: 0.59 with refer and identify kept in, 0.87 without; docs/nano.md), then on the
@@ -137,16 +140,9 @@ RECIPE = dict(
                      ratios={"refcoco": 23, "flickr_phrase_to_object": 16, "invrefcoco": 12, "vqa": 18,
                              "coco_caption": 16, "flickr_grounded_caption": 9, "flickr_caption_to_phrase": 2,
                              "llava_conversation": 2, "unnatural_instruction": 2}),
-    # Identify-heavy mixed phases (refer and phrase -> box down), three, each its own warmup + cosine. Found with
-    # identify 40 % / VQA 12 %: on 150 scenes from an earlier installed model identify 0.652 -> 0.689 -> 0.744
-    # over two phases, the rest kept; with the eager tail, four such phases reached identify 0.900 on the test
-    # scenes but left VQA at 0.895 and took ~60 min (docs/nano.md). So three, with identify 30 % and VQA 22 %
-    mixed_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
-                        cache_vision=True, attention="eager",
-                        ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22,
-                                "coco_caption": 12, "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1,
-                                "llava_conversation": 2, "unnatural_instruction": 2}),
-    # Follow-up turns and other wordings (issue #31): the old tasks at the mixed_identify ratios plus conversations
+    # Follow-up turns and other wordings (issue #31): the old tasks at identify-heavy ratios (refer and phrase -> box
+    # down; the recipe before the pointing loss ran three 1,200-step phases at them after stage_mixed, for identify:
+    # docs/nano.md; with pointing, identify met its floor without them) plus conversations
     # mixing every task (synthetic_dialog) and instructions in training paraphrases (synthetic_paraphrase,
     # synthetic_wordings.py). Before it, a caption asked after a box answer scored 0.00 (docs/nano.md).
     # inference_form: half the samples in the official inference prompt form, so both prompt forms are answered
@@ -156,11 +152,8 @@ RECIPE = dict(
                           "coco_caption": 12, "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1,
                           "llava_conversation": 2, "unnatural_instruction": 2, "synthetic_dialog": 60,
                           "synthetic_paraphrase": 50}),
-    stages=("stage_all", "focus_identify", "focus_vqa", "stage_mixed", "mixed_identify", "mixed_identify_2",
-            "mixed_identify_3", "followup"),
+    stages=("stage_all", "focus_identify", "focus_vqa", "stage_mixed", "followup"),
 )
-for _k in ("mixed_identify_2", "mixed_identify_3"):   # the later identify phases: the same settings (a name = a folder)
-    RECIPE[_k] = RECIPE["mixed_identify"]
 
 
 def _mixture_with_ratios(data_dir: Path, ratios: dict, name: str) -> Path:
@@ -251,9 +244,11 @@ def run_stage(model, proc, R: dict, stage: str, datasets: list, data_dir: Path, 
                  progress=progress)
 
 
-def run(work, install: bool = False, log=print, precision: str | None = None) -> dict:
+def run(work, install: bool = False, log=print, precision: str | None = None, seed: int | None = None) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
-    `precision` overrides RECIPE["precision"] (and is recorded in recipe.json): not the installed model then."""
+    `precision` overrides RECIPE["precision"], `seed` RECIPE["seed"] (the tokenizer's text sample, every
+    initialisation, the ViT's scenes and every stage's batches; not the data, which has its own seeds); both are
+    recorded in recipe.json, and either makes a model other than the installed one."""
     import json
     import time
 
@@ -264,7 +259,7 @@ def run(work, install: bool = False, log=print, precision: str | None = None) ->
     from minigptv2.train.distributed import init_distributed
     from minigptv2.synthetic import write_synthetic
 
-    R = dict(RECIPE, precision=precision or RECIPE["precision"])
+    R = dict(RECIPE, precision=precision or RECIPE["precision"], seed=RECIPE["seed"] if seed is None else seed)
     if R["precision"] not in ("bf16", "fp32"):
         raise MiniGPTv2Error(f"precision must be bf16 or fp32, got {R['precision']!r}")
     work = Path(work)
@@ -333,13 +328,14 @@ def main(argv=None) -> int:
     p.add_argument("--install-only", metavar="MODEL_DIR", help="just install this trained folder (fp16)")
     p.add_argument("--precision", choices=["bf16", "fp32"], default=None,
                    help="override the recipe's autocast dtype (bf16); fp32 on CPUs without native bf16")
+    p.add_argument("--seed", type=int, default=None, help="override RECIPE['seed'] (0): another draw of the recipe")
     a = p.parse_args(argv)
     if a.install_only:
         print(f"installed to {install_fp16(a.install_only)}")
     elif not a.work:
         p.error("--work is required")
     else:
-        run(a.work, install=a.install, precision=a.precision)
+        run(a.work, install=a.install, precision=a.precision, seed=a.seed)
     return 0
 
 

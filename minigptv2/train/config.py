@@ -38,6 +38,9 @@ class TrainConfig:
     # instead of the training form, drawn per sample from (seed, step, index): 0 = the official training. For
     # models trained from scratch that should answer both forms (recipes/nano.py `followup`; docs/nano.md)
     inference_form: float = 0.0
+    # an auxiliary loss that teaches one attention head to look at the object a sample's box is about, e.g.
+    # {"weight": 0.5, "layer": 1, "head": 0} (pointing.py; needs attention "eager"; None: off)
+    pointing: dict | None = None
 
 
 # Paper §4 (docs/official-model.md §4.1; recalled, not checked against the PDF) for stages 1–2; stage 3 = the

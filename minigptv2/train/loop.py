@@ -32,6 +32,7 @@ from minigptv2.train.batches import Mixture, VisionCache, make_batches
 from minigptv2.train.checkpoints import cut_log, full_state, load_checkpoint, save_checkpoint
 from minigptv2.train.config import TrainConfig, resolve_precision
 from minigptv2.train.distributed import init_distributed, wrap
+from minigptv2.train.pointing import Pointing
 from minigptv2.train.schedule import describe, lr_at, plot_losses, write_schedule
 
 
@@ -45,17 +46,24 @@ def param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def loss_sum(model, batch, dtype, per: str = "token") -> tuple[torch.Tensor, int]:
+def loss_sum(model, batch, dtype, per: str = "token", pointing: Pointing | None = None) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropies over labelled tokens and their count (the caller divides by the global
     count). per="sample": the sum of each row's *mean* token loss and the number of labelled rows instead, so a
-    one-word answer weighs as much as a long one (the default token mean favours long answers)."""
+    one-word answer weighs as much as a long one (the default token mean favours long answers). `pointing`
+    (pointing.py; per="token" only, eager attention): its auxiliary loss, a mean, is added as if every labelled
+    token carried it."""
     with torch.autocast(batch["input_ids"].device.type, dtype=dtype, enabled=dtype != torch.float32):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       pixel_values=batch.get("pixel_values"), vision_features=batch.get("vision_features")).logits
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    pixel_values=batch.get("pixel_values"), vision_features=batch.get("vision_features"),
+                    output_attentions=pointing is not None)
     labelled = batch["labels"][:, 1:] != IGNORE
     if per == "token":
-        return next_token_loss(logits, batch["labels"]), int(labelled.sum())
-    tok = next_token_loss(logits, batch["labels"], reduction="none")               # (B, L-1), 0 where unlabelled
+        s, n = next_token_loss(out.logits, batch["labels"]), int(labelled.sum())
+        aux = pointing(out.attentions, batch) if pointing is not None else None
+        return (s, n) if aux is None else (s + aux * n, n)
+    if pointing is not None:
+        raise MiniGPTv2Error("the pointing loss is added to the token-mean loss only (loss_per 'token')")
+    tok = next_token_loss(out.logits, batch["labels"], reduction="none")           # (B, L-1), 0 where unlabelled
     n = labelled.sum(1)                                                             # (B,)
     return (tok.sum(1) / n.clamp(min=1)).sum(), int((n > 0).sum())
 
@@ -82,6 +90,10 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
         raise MiniGPTv2Error(f"attention must be 'sdpa' or 'eager', got {tc.attention!r}")
     if not 0.0 <= tc.inference_form <= 1.0:
         raise MiniGPTv2Error(f"inference_form is a share in [0, 1], got {tc.inference_form!r}")
+    pointing = Pointing(tc.pointing, proc, model.config) if tc.pointing else None
+    if pointing is not None and (tc.attention != "eager" or tc.loss_per != "token"):
+        raise MiniGPTv2Error("the pointing loss reads the attention weights and is added to the token mean: it needs "
+                             f"attention 'eager' and loss_per 'token' (got {tc.attention!r}, {tc.loss_per!r})")
     # resolved once, so checkpoints record the precision the run really used
     asked, tc = tc.precision, dataclasses.replace(tc, precision=resolve_precision(tc.precision, device))
     if asked == "auto" and rank == 0:
@@ -153,7 +165,7 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
                 dist.all_reduce(n_tok)
             total = torch.zeros((), dtype=torch.float64, device=device)
             for b in batches:
-                s, _ = loss_sum(wrapped, b, dtype, tc.loss_per)
+                s, _ = loss_sum(wrapped, b, dtype, tc.loss_per, pointing)
                 # gradients are averaged over processes: scale so the update is d(global token mean)
                 (s * world / n_tok.clamp(min=1).item()).backward()
                 total += s.detach().double()
@@ -172,8 +184,13 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
             sps = tc.batch_size / max(now - t_last, 1e-9)
             t_last = now
             if rank == 0:
+                line = {"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}
+                if pointing is not None:      # this step's pointing loss (mean over its micro-batches) and rows
+                    last, pointing.values = pointing.values, []
+                    line["pointing"] = round(sum(v for v, _ in last) / max(len(last), 1), 5)
+                    line["pointing_rows"] = sum(k for _, k in last)
                 with log_path.open("a") as f:
-                    f.write(json.dumps({"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}) + "\n")
+                    f.write(json.dumps(line) + "\n")
                 bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "samples/s": f"{sps:.1f}"})
                 bar.update(1)            # the bar itself shows the ETA: [elapsed<remaining]
             if step % tc.save_every == 0 or step == tc.steps:

@@ -1,0 +1,74 @@
+"""The pointing loss: an auxiliary training target that teaches one attention head to look at the object a sample
+is about (TrainConfig.pointing; the nano recipe's `stage_all`, docs/nano.md "Two auxiliary losses for binding").
+
+In a row with exactly one box (four coordinate tokens in a row: a [refer] answer, an [identify] prompt, a
+one-object detection), every position that predicts an answer token should put the head's attention on the visual
+tokens the box overlaps: the loss is weight × the mean over such rows of mean(-log(that attention mass)). The model
+must run with eager attention (the weights are returned); the coordinates must be single tokens `<0>`..`<100>` with
+consecutive ids (the nano tokenizer; LLaMA's splits them, so it is refused).
+"""
+from __future__ import annotations
+
+import torch
+
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.processor import IGNORE
+
+
+def token_regions(box, grid: int, group: int) -> torch.Tensor:
+    """Which visual tokens a box on the 0-100 grid overlaps. The ViT's grid x grid patches are in raster order and
+    every `group` consecutive ones make a token (config.group). -> (grid² // group,) bool"""
+    x1, y1, x2, y2 = (torch.tensor(float(v)) for v in box)
+    edges = torch.arange(grid + 1) * 100 / grid
+    cols = torch.minimum(edges[1:], x2) > torch.maximum(edges[:-1], x1)          # (grid,) the box's columns
+    rows = torch.minimum(edges[1:], y2) > torch.maximum(edges[:-1], y1)
+    return (rows[:, None] & cols[None, :]).flatten().view(-1, group).any(1)
+
+
+class Pointing:
+    """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h} for a model and processor.
+    Called with the model's attentions (one (B, heads, L, L) tensor per layer) and the batch: the weighted loss,
+    or None when no row has exactly one box. `values` keeps (loss, rows) of every call (the training log's mean)."""
+
+    def __init__(self, spec: dict, proc, config):
+        unknown = set(spec) - {"weight", "layer", "head"}
+        if unknown or "weight" not in spec:
+            raise MiniGPTv2Error(f"pointing takes weight, layer and head, e.g. {{'weight': 0.5, 'layer': 1, "
+                                 f"'head': 0}}; got {spec!r}")
+        self.weight, self.layer, self.head = float(spec["weight"]), int(spec.get("layer", 1)), int(spec.get("head", 0))
+        text = config.text_config
+        if not 0 <= self.layer < text.num_hidden_layers or not 0 <= self.head < text.num_attention_heads:
+            raise MiniGPTv2Error(f"pointing layer {self.layer} / head {self.head} is not in the LLM's "
+                                 f"{text.num_hidden_layers} layers x {text.num_attention_heads} heads")
+        tok = proc.tokenizer
+        ids = [tok.encode(f"<{k}>") for k in range(101)]
+        if any(len(i) != len(ids[0]) for i in ids) or [i[-1] for i in ids] != list(range(ids[0][-1], ids[0][-1] + 101)):
+            raise MiniGPTv2Error("the pointing loss needs the coordinates <0>..<100> as single tokens with "
+                                 "consecutive ids (the nano tokenizer); this tokenizer splits them")
+        self.first = ids[0][-1]
+        self.image_token_id = proc.image_token_id
+        self.grid, self.group = config.vision_config.grid, config.group
+        self.values: list[tuple[float, int]] = []
+
+    def __call__(self, attentions, batch) -> torch.Tensor | None:
+        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        att = attentions[self.layer][:, self.head].float()                     # (B, L, L)
+        n_vis = self.grid ** 2 // self.group
+        terms = []
+        for b in range(ids.shape[0]):
+            live = mask[b] > 0
+            vis = ((ids[b] == self.image_token_id) & live).nonzero().flatten()
+            coord = ((ids[b] >= self.first) & (ids[b] <= self.first + 100) & live).nonzero().flatten()
+            if len(vis) != n_vis or len(coord) != 4 or int(coord[-1] - coord[0]) != 3:
+                continue
+            target = token_regions([int(ids[b, c]) - self.first for c in coord], self.grid, self.group)
+            q = (labels[b, 1:] != IGNORE).nonzero().flatten()                  # positions that predict an answer
+            if not target.any() or not len(q):
+                continue
+            mass = att[b][q][:, vis[target.to(vis.device)]].sum(-1)
+            terms.append(-torch.log(mass + 1e-6).mean())
+        if not terms:
+            return None
+        loss = self.weight * torch.stack(terms).mean()
+        self.values.append((loss.item(), len(terms)))
+        return loss
