@@ -15,9 +15,10 @@ for, against chance (names_differ also counts noisy boxes that differ). One torc
 Variants: control = RECIPE's stage_all mixture throughout. bind = first `--bind-steps` steps on refer (refcoco) and
 phrase -> box (flickr_phrase_to_object) only, on separate scenes of 2-3 objects (where the name decides the box),
 each with its own warmup + cosine, then the usual mixture for the remaining steps (same number of steps in all).
-point = control + an auxiliary loss on one attention head
+point = control + the pointing loss on one attention head
 (`--point-layer`, head 0; eager attention): in a sample with exactly one box (in its prompt or its answer), every
-answer position should attend to the visual tokens that box overlaps (`pointing_loss_sum`). The run's folder is
+answer position should attend to the visual tokens that box overlaps (minigptv2/train/pointing.py; RECIPE's
+stage_all now trains with it). The run's folder is
 named after the variant, its weight and layer, the seed and the steps (e.g. point_w0.5_l1_s0_3000).
 
 `--then focus_identify,focus_vqa` continues with RECIPE's later stages (their settings and ratios, the plain loss;
@@ -57,69 +58,6 @@ def binding(pred_file, scenes_file) -> dict:
         on += max(ious) >= 0.5
         right += ious[int(r["id"].rsplit("_", 1)[1])] >= 0.5
     return {"on_object": on / max(n, 1), "bound": right / max(on, 1), "chance": chance / max(n, 1), "n": n}
-
-
-def token_regions(box, rows: int = 8, halves: int = 2):
-    """Which of nano's 16 visual tokens (4 consecutive patches of the 8 x 8 grid: 8 rows x 2 halves, raster order)
-    a box on the 0-100 grid overlaps. -> (16,) bool"""
-    import torch
-
-    x1, y1, x2, y2 = box
-    out = torch.zeros(rows * halves, dtype=torch.bool)
-    for t in range(rows * halves):
-        r, h = divmod(t, halves)
-        out[t] = min(x2, (h + 1) * 100 / halves) > max(x1, h * 100 / halves) and \
-            min(y2, (r + 1) * 100 / rows) > max(y1, r * 100 / rows)
-    return out
-
-
-def pointing_loss_sum(proc, weight: float, layer: int, head: int = 0):
-    """point: the loss_sum of train/loop.py plus an auxiliary loss that teaches one attention head (`layer`,
-    `head`) to point at the object a sample is about. In a row with exactly one box (4 coordinate tokens: a refer
-    answer, an identify prompt, a one-object detection or caption), every answer position's attention on the
-    visual tokens the box overlaps should hold the head's mass: weight × mean of -log(that mass). Needs eager
-    attention (the weights are returned)."""
-    import torch
-
-    from minigptv2.losses import next_token_loss
-    from minigptv2.processor import IGNORE
-
-    tok = proc.tokenizer
-    first = tok.encode("<0>")[-1]
-    assert [tok.encode(f"<{k}>")[-1] for k in range(101)] == list(range(first, first + 101))
-    stats = []
-
-    def fn(m, batch, dtype, per="token"):
-        if per != "token":
-            raise ValueError("the pointing loss is added to the token-mean loss only (loss_per 'token')")
-        ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-        with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            out = m(input_ids=ids, attention_mask=mask, pixel_values=batch.get("pixel_values"),
-                    vision_features=batch.get("vision_features"), output_attentions=True)
-        s, n = next_token_loss(out.logits, labels), int((labels[:, 1:] != IGNORE).sum())
-        att = out.attentions[layer][:, head].float()                    # (B, L, L)
-        terms = []
-        for b in range(ids.shape[0]):
-            vis = ((ids[b] == proc.image_token_id) & (mask[b] > 0)).nonzero().flatten()
-            coord = ((ids[b] >= first) & (ids[b] <= first + 100) & (mask[b] > 0)).nonzero().flatten()
-            if len(vis) != 16 or len(coord) != 4 or int(coord[-1] - coord[0]) != 3:
-                continue
-            target = token_regions([int(ids[b, c]) - first for c in coord])
-            q = (labels[b, 1:] != IGNORE).nonzero().flatten()            # positions that predict an answer token
-            if not target.any() or not len(q):
-                continue
-            mass = att[b][q][:, vis[target]].sum(-1)
-            terms.append(-torch.log(mass + 1e-6).mean())
-        if not terms:
-            return s, n
-        aux = weight * torch.stack(terms).mean()
-        stats.append((aux.item(), len(terms)))
-        if len(stats) % 400 == 0:
-            print(f"pointing loss, mean of the last 400 micro-batches: {sum(x for x, _ in stats[-400:]) / 400:.4f} "
-                  f"({sum(k for _, k in stats[-400:]) / 400:.1f} rows with one box each)", flush=True)
-        return s + aux * n, n
-
-    return fn
 
 
 def parse(argv=None):
@@ -215,11 +153,6 @@ def main(argv=None) -> int:
 
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
     cache = VisionCache(model, proc, ckpt.DTYPES[R["precision"]], torch.device("cpu"))
-    import minigptv2.train.loop as loop
-
-    plain_loss_sum = loop.loss_sum
-    if a.variant == "point" and not a.from_run:
-        loop.loss_sum = pointing_loss_sum(proc, a.point_weight, a.point_layer)
     phases = [] if a.from_run else [("stage_all", work / "data_all", datasets, mix_all, a.steps)]
     if a.variant == "bind":
         mix_b = _mixture_with_ratios(work / "data_bind", BIND_RATIOS, "mixture_bind.json")
@@ -228,8 +161,10 @@ def main(argv=None) -> int:
     for name, _, dss, mix, steps in phases:
         t = time.perf_counter()
         sc = dict(R["stage_all"], steps=steps, **({"batch_size": a.batch_size} if a.batch_size else {}))
+        # the pilots ran RECIPE's stage_all of before the pointing loss (sdpa, no pointing); point adds it (eager)
+        sc.update(attention="sdpa", pointing=None)
         if a.variant == "point":
-            sc["attention"] = "eager"             # the pointing loss reads the attention weights
+            sc.update(attention="eager", pointing={"weight": a.point_weight, "layer": a.point_layer, "head": 0})
         if a.batch_size:
             sc["grad_accum"] = min(sc["grad_accum"], a.batch_size)
         parts = [(ds, float(e["ratio"])) for ds, e in zip(dss, json.loads(mix.read_text()), strict=True)]
@@ -238,7 +173,6 @@ def main(argv=None) -> int:
         train(model, proc, Mixture(parts, tc.seed), tc, run_dir / name, cache=cache, progress=False)
         times[f"{name}_s"] = time.perf_counter() - t
         print(f"{name}: {steps} steps in {times[f'{name}_s'] / 60:.1f} min")
-    loop.loss_sum = plain_loss_sum
     for stage in a.then:                          # the recipe's later stages, as recipes.nano.run runs them
         t = time.perf_counter()
         run_stage(model, proc, R, stage, datasets, work / "data_all", mix_all, run_dir / stage, cache,

@@ -1,4 +1,4 @@
-"""recipes/nano_binding_pilot.py: its arguments, the binding measure and the pointing loss (a toy end-to-end run
+"""recipes/nano_binding_pilot.py: its arguments, the binding measure (the pointing loss: tests/train/test_pointing.py; a toy end-to-end run
 takes ~17 s here; the pilot itself was checked end to end at toy size by hand: docs/nano.md, research log)."""
 import pytest
 
@@ -41,43 +41,9 @@ def test_binding_counts_answers_on_the_asked_object_among_those_on_any_object(tm
     assert b == {"on_object": 1.0, "bound": 0.5, "chance": 0.5, "n": 2}     # one box for both names: chance
 
 
-def test_token_regions_follow_nanos_token_layout():
-    """16 visual tokens = 4 consecutive patches of the 8 x 8 grid: 8 rows x 2 halves, in raster order."""
-    on = lambda box: pilot.token_regions(box).nonzero().flatten().tolist()  # noqa: E731
-    assert on([0, 0, 50, 12]) == [0]
-    assert on([0, 0, 50, 13]) == [0, 2]                  # reaches into the second row
-    assert on([60, 40, 90, 70]) == [7, 9, 11]             # right half, rows 3-5
-    assert on([0, 0, 100, 100]) == list(range(16))
-
-
-def test_pointing_loss_is_added_for_one_box_rows_only():
-    import random
-
-    import torch
-
-    import minigptv2
-    from minigptv2.train.loop import loss_sum
-    from minigptv2.synthetic import make_scene
-
-    torch.manual_seed(0)
-    model, proc = minigptv2.load()
-    model.language_model.set_attn_implementation("eager")
-    image = proc.image(make_scene(random.Random(0)).image)
-    one_box = proc.collate([proc.training_example([("[identify] what is in {<10><20><40><60>}", "red circle")],
-                                                  image=image, chat_template=False)])
-    no_box = proc.collate([proc.training_example([("[vqa] how many shapes are there?", "one")], image=image,
-                                                 chat_template=False)])
-    fn = pilot.pointing_loss_sum(proc, weight=0.5, layer=1)
-    for batch, has_box in ((one_box, True), (no_box, False)):
-        plain, n = loss_sum(model, batch, torch.float32)
-        with_point, n2 = fn(model, batch, torch.float32)
-        assert n == n2 and torch.isfinite(with_point)
-        assert (with_point.item() > plain.item() + 1e-4) == has_box
-        assert has_box or with_point.item() == pytest.approx(plain.item(), abs=1e-5)
-    model.zero_grad()
-    fn(model, one_box, torch.float32)[0].backward()
-    q = model.language_model.model.layers[1].self_attn.q_proj.weight.grad
-    assert q is not None and q.abs().sum() > 0
+def test_point_variant_trains_recipe_stage_all_with_the_pointing_loss():
+    a = pilot.parse(["--work", "w", "--variant", "point", "--point-weight", "0.1", "--point-layer", "2"])
+    assert (a.point_weight, a.point_layer) == (0.1, 2)
 
 
 def test_then_takes_recipe_stages_and_from_needs_then():

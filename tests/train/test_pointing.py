@@ -1,0 +1,103 @@
+"""The pointing loss (train/pointing.py): which visual tokens a box covers, added only for one-box rows, gradients
+reach the chosen head's layer, and the settings it cannot work with are refused."""
+import random
+import types
+
+import pytest
+import torch
+
+import minigptv2
+from minigptv2.errors import MiniGPTv2Error
+from minigptv2.synthetic import make_scene
+from minigptv2.train.loop import loss_sum
+from minigptv2.train.pointing import Pointing, token_regions
+
+SPEC = {"weight": 0.5, "layer": 1, "head": 0}
+
+
+def test_token_regions_follow_the_token_layout():
+    """nano: 8 x 8 patches, 4 consecutive make a token -> 16 tokens = 8 rows x 2 halves, in raster order."""
+    on = lambda box, grid=8: token_regions(box, grid, 4).nonzero().flatten().tolist()  # noqa: E731
+    assert on([0, 0, 50, 12]) == [0]
+    assert on([0, 0, 50, 13]) == [0, 2]                  # reaches into the second row
+    assert on([60, 40, 90, 70]) == [7, 9, 11]             # right half, rows 3-5
+    assert on([0, 0, 100, 100]) == list(range(16))
+    assert on([0, 0, 0, 50]) == []                        # no width, no token
+    # official: 32 x 32 patches -> 256 tokens, 8 a row; a box in the top-left eighth of the width
+    assert on([0, 0, 12, 3], grid=32) == [0] and on([0, 0, 13, 4], grid=32) == [0, 1, 8, 9]
+
+
+@pytest.fixture(scope="module")
+def nano():
+    torch.manual_seed(0)
+    model, proc = minigptv2.load()
+    model.language_model.set_attn_implementation("eager")
+    return model, proc
+
+
+def _batch(proc, turns_list):
+    image = proc.image(make_scene(random.Random(0)).image)
+    return proc.collate([proc.training_example(t, image=image, chat_template=False) for t in turns_list])
+
+
+def test_added_for_one_box_rows_only_and_reaches_the_heads_layer(nano):
+    model, proc = nano
+    one_box = _batch(proc, [[("[identify] what is in {<10><20><40><60>}", "red circle")]])
+    answer_box = _batch(proc, [[("[refer] the red circle", "{<10><20><40><60>}")]])
+    no_box = _batch(proc, [[("[vqa] how many shapes are there?", "one")]])
+    two_boxes = _batch(proc, [[("[detection] circle", "<p>circle</p> {<1><2><3><4>}<delim>{<50><50><60><60>}")]])
+    for batch, counted in ((one_box, True), (answer_box, True), (no_box, False), (two_boxes, False)):
+        p = Pointing(SPEC, proc, model.config)
+        plain, n = loss_sum(model, batch, torch.float32)
+        with_point, n2 = loss_sum(model, batch, torch.float32, pointing=p)
+        assert n == n2 and torch.isfinite(with_point)
+        assert (with_point.item() > plain.item() + 1e-4) == counted
+        assert counted or with_point.item() == pytest.approx(plain.item(), abs=1e-5)
+        assert len(p.values) == counted and all(k == 1 for _, k in p.values)
+    # by hand: layer 1 head 0, answer positions' attention on the visual tokens under {<10><20><40><60>}
+    with torch.no_grad():
+        att = model(**{k: one_box[k] for k in ("input_ids", "attention_mask", "pixel_values")},
+                    output_attentions=True).attentions[1][0, 0]
+    vis = (one_box["input_ids"][0] == proc.image_token_id).nonzero().flatten()[token_regions([10, 20, 40, 60], 8, 4)]
+    q = (one_box["labels"][0, 1:] != -100).nonzero().flatten()
+    p = Pointing(SPEC, proc, model.config)
+    loss_sum(model, one_box, torch.float32, pointing=p)
+    assert p.values[0][0] == pytest.approx(0.5 * -torch.log(att[q][:, vis].sum(-1) + 1e-6).mean().item(), rel=1e-5)
+    # a batch of both: the loss is the mean over the rows it counts (weight x mean -log mass), once per call
+    p = Pointing(SPEC, proc, model.config)
+    identify = [("[identify] what is in {<10><20><40><60>}", "red circle")]
+    loss_sum(model, _batch(proc, [identify, [("[vqa] how many shapes are there?", "one")], identify]), torch.float32,
+             pointing=p)
+    assert [k for _, k in p.values] == [2]
+    model.zero_grad()
+    loss_sum(model, one_box, torch.float32, pointing=Pointing(SPEC, proc, model.config))[0].backward()
+    q = model.language_model.model.layers[1].self_attn.q_proj.weight.grad
+    later = model.language_model.model.layers[3].self_attn.q_proj.weight.grad
+    assert q is not None and q.abs().sum() > 0 and later is not None
+    model.zero_grad()
+
+
+def test_refuses_what_it_cannot_do(nano):
+    model, proc = nano
+    for bad in ({"weight": 0.5, "layer": 9}, {"weight": 0.5, "head": 7}, {"layer": 1}, {"weight": 1, "heads": 0}):
+        with pytest.raises(MiniGPTv2Error, match="pointing"):
+            Pointing(bad, proc, model.config)
+    split = types.SimpleNamespace(tokenizer=types.SimpleNamespace(encode=lambda s: [1, 29966, len(s)]),
+                                  image_token_id=proc.image_token_id)
+    with pytest.raises(MiniGPTv2Error, match="single tokens"):
+        Pointing(SPEC, split, model.config)
+    p = Pointing(SPEC, proc, model.config)
+    with pytest.raises(MiniGPTv2Error, match="token-mean"):
+        loss_sum(model, _batch(proc, [[("[vqa] how many?", "one")]]), torch.float32, per="sample", pointing=p)
+
+
+def test_train_refuses_pointing_without_eager_attention(tmp_path, nano):
+    from minigptv2.train.config import TrainConfig
+    from minigptv2.train.loop import train
+
+    model, proc = nano
+    tc = TrainConfig(steps=1, batch_size=1, lr=1e-4, min_lr=1e-5, warmup_lr=1e-5, warmup_steps=0, precision="fp32",
+                     trainable={"vit": "frozen", "projector": "full", "llm": "full"}, pointing=SPEC)
+    with pytest.raises(MiniGPTv2Error, match="eager"):
+        train(model, proc, None, tc, tmp_path / "out", progress=False, device="cpu")     # refused before any data
+    assert not (tmp_path / "out").exists()
