@@ -1,7 +1,7 @@
-"""The embedded default model ("nano") and the recipe of its committed weights (made in two runs: steps 1-7 of
-RECIPE['stages'] in one, then `followup` by recipes/nano_followup.py from their fp16 copy; docs/nano.md).
+"""The embedded default model ("nano") and the recipe of its committed weights (one run of `python -m recipes.nano`,
+seed 0; docs/nano.md "Time and hardware").
 
-    python -m recipes.nano --work runs/nano          # data, tokenizer, ViT, RECIPE['stages']: ~75 min, 2 CPU cores
+    python -m recipes.nano --work runs/nano          # data, tokenizer, ViT, RECIPE['stages'] (docs/nano.md: times)
     python -m recipes.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
     python -m recipes.nano --install-only runs/nano/model   # install an already trained folder
     python -m recipes.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)

@@ -1,5 +1,6 @@
 """The recipe's last phase, `followup` (follow-up turns and reworded instructions; issue #31), run on its own from
-an already trained nano model: how the installed model was made from the one installed before it.
+an already trained nano model (how the model installed before the pointing recipe was made from the one before
+it; docs/nano.md research log).
 
     python -m recipes.nano_followup --work runs/followup --init PREVIOUS_NANO   # ~14 min on 2 CPU cores, native bf16
     python -m recipes.nano_followup --work runs/followup --steps 200            # a quick try from the installed model
