@@ -36,6 +36,8 @@ from minigptv2.images import load_image
 from minigptv2.tokenizers import HFTokenizer, Tokenizer, load_tokenizer
 
 IGNORE = -100
+# tokenizer_config.json keys that record how a tokenizer was loaded, not what it is (save_pretrained drops them)
+LOAD_TIME_KEYS = ("local_files_only", "is_local")
 IMAGE_MARK, BOS_MARK, EOS_MARK = "<ImageHere>", "<s>", "</s>"
 
 
@@ -100,12 +102,20 @@ class MiniGPTv2Processor(ProcessorMixin):
         return {"processor_class": type(self).__name__}
 
     def save_pretrained(self, save_directory, **kwargs):
-        """The prompt tokenizer's files (tokenizer.model or tokenizer/) and the transformers tokenizer's."""
+        """The prompt tokenizer's files (tokenizer.model or tokenizer/) and the transformers tokenizer's, without
+        the keys that only say how this copy was loaded (transformers writes `local_files_only: true` when it was
+        loaded under HF_HUB_OFFLINE=1, so a folder would record the environment that saved it)."""
+        import json
+
         d = Path(save_directory)
         d.mkdir(parents=True, exist_ok=True)
         self.tok.save(d)
         if isinstance(self.tok, Tokenizer):
             self.tokenizer.save_pretrained(str(d))
+            cfg = d / "tokenizer_config.json"
+            if cfg.is_file():
+                kept = {k: v for k, v in json.loads(cfg.read_text()).items() if k not in LOAD_TIME_KEYS}
+                cfg.write_text(json.dumps(kept, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
         (d / "processor_config.json").write_text(self.to_json_string())
         return [str(d / "processor_config.json")]
 

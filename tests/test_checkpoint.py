@@ -311,3 +311,22 @@ def test_load_reads_only_the_model_weights_and_checks_the_shard_index(tmp_path):
     index.write_text(json.dumps(d))
     with pytest.raises(MiniGPTv2Error, match="shard names must be file names in the folder"):
         load(tmp_path / "s")
+
+
+def test_a_saved_folder_does_not_record_how_its_tokenizer_was_loaded(tmp_path):
+    """transformers writes local_files_only: true into tokenizer_config.json of a tokenizer loaded under
+    HF_HUB_OFFLINE=1 (the tests' setting); a saved folder must not carry that, and must tokenize the same."""
+    import minigptv2
+    from minigptv2 import checkpoint as ckpt
+    from minigptv2.processor import LOAD_TIME_KEYS
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    model, proc = minigptv2.load()
+    out = ckpt.save(model, proc, tmp_path / "copy")
+    saved = json.loads((out / "tokenizer_config.json").read_text())
+    installed = json.loads((minigptv2.NANO_DIR / "tokenizer_config.json").read_text())
+    assert not set(LOAD_TIME_KEYS) & set(saved) and not set(LOAD_TIME_KEYS) & set(installed)
+    assert installed == saved
+    _, again = minigptv2.load(out)
+    text = "[refer] red circle {<1><2><3><4>} [/INST] héllo"
+    assert again.tokenizer.encode(text) == proc.tokenizer.encode(text)
