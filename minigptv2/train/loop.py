@@ -183,12 +183,12 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
             now = time.perf_counter()
             sps = tc.batch_size / max(now - t_last, 1e-9)
             t_last = now
+            line = {"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}
+            if pointing is not None:      # this step's pointing loss (mean over this process's micro-batches), rows
+                last, pointing.values = pointing.values, []
+                line["pointing"] = round(sum(v for v, _ in last) / max(len(last), 1), 5)
+                line["pointing_rows"] = sum(k for _, k in last)
             if rank == 0:
-                line = {"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}
-                if pointing is not None:      # this step's pointing loss (mean over its micro-batches) and rows
-                    last, pointing.values = pointing.values, []
-                    line["pointing"] = round(sum(v for v, _ in last) / max(len(last), 1), 5)
-                    line["pointing_rows"] = sum(k for _, k in last)
                 with log_path.open("a") as f:
                     f.write(json.dumps(line) + "\n")
                 bar.set_postfix({"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "samples/s": f"{sps:.1f}"})
