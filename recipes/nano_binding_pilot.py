@@ -102,9 +102,7 @@ def main(argv=None) -> int:
     from minigptv2.data.datasets import load_mixture
     from minigptv2.synthetic import write_synthetic
     from minigptv2.tokenizers import Tokenizer
-    from minigptv2.train.batches import Mixture, VisionCache
-    from minigptv2.train.config import TrainConfig
-    from minigptv2.train.loop import train
+    from minigptv2.train.batches import VisionCache
     from recipes.nano import (RECIPE, _mixture_with_ratios, build_model, pretrain_recipe_vit, recipe_tokenizer,
                               run_stage)
 
@@ -158,7 +156,7 @@ def main(argv=None) -> int:
         mix_b = _mixture_with_ratios(work / "data_bind", BIND_RATIOS, "mixture_bind.json")
         phases = [("bind", work / "data_bind", [ds for ds, _ in load_mixture(mix_b)], mix_b, a.bind_steps),
                   ("stage_all", work / "data_all", datasets, mix_all, a.steps - a.bind_steps)]
-    for name, _, dss, mix, steps in phases:
+    for name, data_dir, dss, mix, steps in phases:
         t = time.perf_counter()
         sc = dict(R["stage_all"], steps=steps, **({"batch_size": a.batch_size} if a.batch_size else {}))
         # the pilots ran RECIPE's stage_all of before the pointing loss (sdpa, no pointing); point adds it (eager)
@@ -167,10 +165,8 @@ def main(argv=None) -> int:
             sc.update(attention="eager", pointing={"weight": a.point_weight, "layer": a.point_layer, "head": 0})
         if a.batch_size:
             sc["grad_accum"] = min(sc["grad_accum"], a.batch_size)
-        parts = [(ds, float(e["ratio"])) for ds, e in zip(dss, json.loads(mix.read_text()), strict=True)]
-        tc = TrainConfig(**{"seed": a.seed, **sc}, trainable=trainable, weight_decay=0.05, grad_clip=1.0,
-                         save_every=10 ** 9, precision=R["precision"])
-        train(model, proc, Mixture(parts, tc.seed), tc, run_dir / name, cache=cache, progress=False)
+        run_stage(model, proc, dict(R, seed=a.seed, **{name: sc}), name, dss, data_dir, mix, run_dir / name, cache,
+                  save_every=10 ** 9, progress=False)
         times[f"{name}_s"] = time.perf_counter() - t
         print(f"{name}: {steps} steps in {times[f'{name}_s'] / 60:.1f} min")
     for stage in a.then:                          # the recipe's later stages, as recipes.nano.run runs them
