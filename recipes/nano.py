@@ -6,6 +6,7 @@ seed 0; docs/nano.md "Time and hardware").
     python -m recipes.nano --install-only runs/nano/model   # install an already trained folder
     python -m recipes.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
     python -m recipes.nano --work runs/nano_s1 --seed 1       # another seed (a check that the recipe is not luck)
+    python -m recipes.nano --work runs/nano --resume          # go on after an interruption (same weights)
 
 No pretrained ViT exists offline, so the tiny EVA ViT is trained together with the rest on synthetic scenes
 (synthetic.py). The tokenizer is a SentencePiece BPE model we train on the synthetic texts, with single
@@ -225,10 +226,11 @@ def pretrain_recipe_vit(model, proc, R: dict, log=print, steps: int | None = Non
 
 
 def run_stage(model, proc, R: dict, stage: str, datasets: list, data_dir: Path, mix_all: Path, out: Path, cache,
-              steps: int | None = None, save_every: int = 500, progress: bool = True):
+              steps: int | None = None, save_every: int = 500, progress: bool = True, resume: bool = False):
     """Train one stage of R in place, as `run` does: R[stage]'s settings (`steps` overrides its steps), its
     sampling ratios over `datasets` (read from data_dir's mixture; none given: those of `mix_all`), seed R["seed"],
-    the frozen ViT's outputs from `cache` if the stage caches them; logs and checkpoints in `out`."""
+    the frozen ViT's outputs from `cache` if the stage caches them; logs and checkpoints in `out` (`resume`: go on
+    from out/checkpoint, train's --resume)."""
     import json
 
     from minigptv2.train.batches import Mixture
@@ -241,14 +243,17 @@ def run_stage(model, proc, R: dict, stage: str, datasets: list, data_dir: Path, 
     tc = TrainConfig(**{"seed": R["seed"], **sc}, trainable={"vit": "frozen", "projector": "full", "llm": "full"},
                      weight_decay=0.05, grad_clip=1.0, save_every=save_every, precision=R["precision"])
     return train(model, proc, Mixture(parts, tc.seed), tc, out, cache=cache if tc.cache_vision else None,
-                 progress=progress)
+                 progress=progress, resume=resume)
 
 
-def run(work, install: bool = False, log=print, precision: str | None = None, seed: int | None = None) -> dict:
+def run(work, install: bool = False, log=print, precision: str | None = None, seed: int | None = None,
+        resume: bool = False) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
     `precision` overrides RECIPE["precision"], `seed` RECIPE["seed"] (the tokenizer's text sample, every
     initialisation, the ViT's scenes and every stage's batches; not the data, which has its own seeds); both are
-    recorded in recipe.json, and either makes a model other than the installed one."""
+    recorded in recipe.json, and either makes a model other than the installed one. `resume`: start from what an
+    interrupted run left in `work` (the last finished stage's final/, else vit_pretrained/; a stage cut short goes
+    on from its checkpoint); the weights are those of an uninterrupted run, `times` covers this process only."""
     import json
     import time
 
@@ -274,26 +279,42 @@ def run(work, install: bool = False, log=print, precision: str | None = None, se
     datasets, tok = recipe_tokenizer(mix_all, R, work / "tokenizer.model")
     times["data_and_tokenizer_s"] = time.perf_counter() - t0
 
-    model, proc = build_model(R, tok)
-    t = time.perf_counter()
-    pretrain_recipe_vit(model, proc, R, log)
-    times["vit_pretrain_s"] = time.perf_counter() - t
-    if R["proj_init_std"]:      # start visual tokens at the scale of the text embeddings, not ~30x above it
-        torch.nn.init.normal_(model.llama_proj.weight, std=R["proj_init_std"])
-        torch.nn.init.zeros_(model.llama_proj.bias)
+    finished = [s for s in R["stages"] if (work / s / "final").is_dir()] if resume else []
+    if finished != list(R["stages"][:len(finished)]):
+        raise MiniGPTv2Error(f"cannot resume {work}: finished stages {finished} are not the first of {R['stages']}")
+    start = work / finished[-1] / "final" if finished else work / "vit_pretrained"
+    if resume and start.is_dir():
+        old = json.loads((start.parent.parent / "recipe_started.json").read_text())
+        if old != json.loads(json.dumps(R)):
+            raise MiniGPTv2Error(f"cannot resume {work}: it was started with another recipe (recipe_started.json)")
+        model, proc = ckpt.load(start)
+        log(f"resuming from {start}")
+        times["resumed_from"] = str(start.relative_to(work))
+    else:
+        finished = []
+        (work / "recipe_started.json").write_text(json.dumps(R, indent=1))
+        model, proc = build_model(R, tok)
+        t = time.perf_counter()
+        pretrain_recipe_vit(model, proc, R, log)
+        times["vit_pretrain_s"] = time.perf_counter() - t
+        if R["proj_init_std"]:      # start visual tokens at the scale of the text embeddings, not ~30x above it
+            torch.nn.init.normal_(model.llama_proj.weight, std=R["proj_init_std"])
+            torch.nn.init.zeros_(model.llama_proj.bias)
+        ckpt.save(model, proc, work / "vit_pretrained", overwrite=True)
 
     trainable = {"vit": "frozen", "projector": "full", "llm": "full"}
     # the ViT is frozen from here on: its output per image is computed once and kept over all stages
     cache = VisionCache(model, proc, ckpt.DTYPES[R["precision"]], init_distributed()[2])
-    for stage in R["stages"]:
+    for stage in R["stages"][len(finished):]:
         t = time.perf_counter()
-        run_stage(model, proc, R, stage, datasets, work / "data_all", mix_all, work / stage, cache)
+        run_stage(model, proc, R, stage, datasets, work / "data_all", mix_all, work / stage, cache,
+                  resume=resume and (work / stage / "checkpoint").is_dir())
         times[f"{stage}_s"] = time.perf_counter() - t
         log(f"{stage}: {times[f'{stage}_s']:.0f} s")
     model.config.trainable = trainable
     model.eval()
     times["total_s"] = time.perf_counter() - t0
-    out = ckpt.save(model, tok, work / "model", overwrite=True,
+    out = ckpt.save(model, proc, work / "model", overwrite=True,
                     extra=lambda d: (d / "recipe.json").write_text(json.dumps(
                         {"recipe": R, "times": times, "torch_threads": torch.get_num_threads()}, indent=1)))
     log(f"trained in {times['total_s'] / 60:.1f} min -> {out}")
@@ -329,13 +350,14 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=["bf16", "fp32"], default=None,
                    help="override the recipe's autocast dtype (bf16); fp32 on CPUs without native bf16")
     p.add_argument("--seed", type=int, default=None, help="override RECIPE['seed'] (0): another draw of the recipe")
+    p.add_argument("--resume", action="store_true", help="go on from what an interrupted run left in --work")
     a = p.parse_args(argv)
     if a.install_only:
         print(f"installed to {install_fp16(a.install_only)}")
     elif not a.work:
         p.error("--work is required")
     else:
-        run(a.work, install=a.install, precision=a.precision, seed=a.seed)
+        run(a.work, install=a.install, precision=a.precision, seed=a.seed, resume=a.resume)
     return 0
 
 

@@ -184,10 +184,10 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
             sps = tc.batch_size / max(now - t_last, 1e-9)
             t_last = now
             line = {"step": step, "loss": loss, "lr": lr, "samples_per_s": round(sps, 2)}
-            if pointing is not None:      # this step's pointing loss (mean over this process's micro-batches), rows
+            if pointing is not None:      # this step's pointing loss (mean over this process's micro-batches), turns
                 last, pointing.values = pointing.values, []
                 line["pointing"] = round(sum(v for v, _ in last) / max(len(last), 1), 5)
-                line["pointing_rows"] = sum(k for _, k in last)
+                line["pointing_turns"] = sum(k for _, k in last)
             if rank == 0:
                 with log_path.open("a") as f:
                     f.write(json.dumps(line) + "\n")

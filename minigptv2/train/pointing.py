@@ -1,9 +1,12 @@
 """The pointing loss: an auxiliary training target that teaches one attention head to look at the object a sample
 is about (TrainConfig.pointing; the nano recipe's `stage_all`, docs/nano.md "Two auxiliary losses for binding").
 
-In a row with exactly one box (four coordinate tokens in a row: a [refer] answer, an [identify] prompt, a
-one-object detection), every position that predicts an answer token should put the head's attention on the visual
-tokens the box overlaps: the loss is weight × the mean over such rows of mean(-log(that attention mass)). The model
+In a turn with exactly one box (four coordinate tokens in a row: a [refer] answer, an [identify] prompt, a
+one-object detection), every position that predicts that turn's answer should put the head's attention on the
+visual tokens the box overlaps: the loss is weight × the mean over such turns of mean(-log(that attention mass)).
+A turn is one answer (a run of labelled tokens) and the unlabelled tokens before it back to the previous answer,
+so in a conversation each answer is pointed at its own turn's box, whatever boxes earlier turns named; a
+single-turn row is one turn. The model
 must run with eager attention (the weights are returned); the coordinates must be single tokens `<0>`..`<100>` with
 consecutive ids (the nano tokenizer; LLaMA's splits them, so it is refused).
 """
@@ -28,7 +31,7 @@ def token_regions(box, grid: int, group: int) -> torch.Tensor:
 class Pointing:
     """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h} for a model and processor.
     Called with the model's attentions (one (B, heads, L, L) tensor per layer) and the batch: the weighted loss,
-    or None when no row has exactly one box. `values` keeps (loss, rows) of every call (the training log's mean)."""
+    or None when no turn has exactly one box. `values` keeps (loss, turns) of every call (the training log's mean)."""
 
     def __init__(self, spec: dict, proc, config):
         unknown = set(spec) - {"weight", "layer", "head"}
@@ -58,17 +61,29 @@ class Pointing:
         for b in range(ids.shape[0]):
             live = mask[b] > 0
             vis = ((ids[b] == self.image_token_id) & live).nonzero().flatten()
-            coord = ((ids[b] >= self.first) & (ids[b] <= self.first + 100) & live).nonzero().flatten()
-            if len(vis) != n_vis or len(coord) != 4 or int(coord[-1] - coord[0]) != 3:
+            if len(vis) != n_vis:
                 continue
-            target = token_regions([int(ids[b, c]) - self.first for c in coord], self.grid, self.group)
-            q = (labels[b, 1:] != IGNORE).nonzero().flatten()                  # positions that predict an answer
-            if not target.any() or not len(q):
-                continue
-            mass = att[b][q][:, vis[target.to(vis.device)]].sum(-1)
-            terms.append(-torch.log(mass + 1e-6).mean())
+            is_coord = (ids[b] >= self.first) & (ids[b] <= self.first + 100) & live
+            start = 0
+            for a, z in _answers(labels[b] != IGNORE):              # the answer is tokens a..z-1
+                coord = is_coord[start:z].nonzero().flatten() + start
+                start = z
+                if len(coord) != 4 or int(coord[-1] - coord[0]) != 3:
+                    continue
+                target = token_regions([int(ids[b, c]) - self.first for c in coord], self.grid, self.group)
+                if not target.any() or a == 0:
+                    continue
+                q = torch.arange(a - 1, z - 1, device=ids.device)                 # positions that predict it
+                mass = att[b][q][:, vis[target.to(vis.device)]].sum(-1)
+                terms.append(-torch.log(mass + 1e-6).mean())
         if not terms:
             return None
         loss = self.weight * torch.stack(terms).mean()
         self.values.append((loss.item(), len(terms)))
         return loss
+
+
+def _answers(labelled: torch.Tensor) -> list[tuple[int, int]]:
+    """(start, end) of each run of True in a (L,) bool tensor: the answers of a training row."""
+    edges = torch.diff(labelled.int(), prepend=labelled.new_zeros(1).int(), append=labelled.new_zeros(1).int())
+    return list(zip((edges == 1).nonzero().flatten().tolist(), (edges == -1).nonzero().flatten().tolist()))

@@ -11,6 +11,7 @@ and the official form's VQA and identify into MEASURED_OFFICIAL.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +19,7 @@ import pytest
 
 from conftest import ROOT
 import minigptv2
+from minigptv2.errors import MiniGPTv2Error
 
 MARGIN = 0.03
 # measured on the 60-scene set (training prompt form), truncated to 3 decimals
@@ -165,6 +167,25 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     assert set(saved["times"]) >= {f"{s}_s" for s in r["stages"]}
     model, _ = minigptv2.load(installed)
     assert model.config.name == "nano"
+
+    # interrupted after focus_vqa: --resume trains the rest from its final/ and gives the same weights
+    first = {k: v.clone() for k, v in minigptv2.load(out["model"])[0].state_dict().items()}
+    losses = lambda: {s: [(x["step"], x["loss"]) for x in map(json.loads, (work / s / "log.jsonl").read_text()  # noqa: E731
+                                                                  .splitlines())] for s in r["stages"]}
+    logs = losses()
+    for gone in ("model", "stage_mixed", "followup"):
+        shutil.rmtree(work / gone)
+    torch.set_num_threads(1)
+    try:
+        again = nano.run(work, log=lambda *a: None, resume=True)
+    finally:
+        torch.set_num_threads(n)
+    assert again["times"]["resumed_from"] == "focus_vqa/final" and "vit_pretrain_s" not in again["times"]
+    second = minigptv2.load(again["model"])[0].state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert losses() == logs
+    with pytest.raises(MiniGPTv2Error, match="another recipe"):
+        nano.run(work, log=lambda *a: None, resume=True, seed=5)
 
 
 def test_dialog_kinds_leave_the_recipe_tokenizer_as_it_was(tmp_path):

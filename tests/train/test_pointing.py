@@ -1,4 +1,4 @@
-"""The pointing loss (train/pointing.py): which visual tokens a box covers, added only for one-box rows, gradients
+"""The pointing loss (train/pointing.py): which visual tokens a box covers, added only for one-box turns, gradients
 reach the chosen head's layer, and the settings it cannot work with are refused."""
 import random
 import types
@@ -75,6 +75,37 @@ def test_added_for_one_box_rows_only_and_reaches_the_heads_layer(nano):
     later = model.language_model.model.layers[3].self_attn.q_proj.weight.grad
     assert q is not None and q.abs().sum() > 0 and later is not None
     model.zero_grad()
+
+
+def test_each_turn_of_a_conversation_points_at_its_own_box(nano):
+    """A turn (an answer and the prompt before it) counts when it holds one box; its answer positions look at that
+    box's tokens, not at boxes of other turns; a turn without a box and a turn with two are not counted."""
+    model, proc = nano
+    turns = [("[refer] the red circle", "{<10><20><40><60>}"), ("[vqa] how many shapes are there?", "one"),
+             ("[identify] what is in {<50><50><90><90>}", "blue square"),
+             ("[detection] circle", "<p>circle</p> {<1><2><3><4>}<delim>{<50><50><60><60>}")]
+    batch = _batch(proc, [turns])
+    with torch.no_grad():
+        att = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")},
+                    output_attentions=True).attentions[1][0, 0]
+    ids, labelled = batch["input_ids"][0], (batch["labels"][0] != -100).tolist()
+    starts = [i for i in range(1, len(labelled)) if labelled[i] and not labelled[i - 1]]
+    ends = [i for i in range(1, len(labelled)) if not labelled[i] and labelled[i - 1]] + [len(labelled)]
+    assert len(starts) == 4
+    vis = (ids == proc.image_token_id).nonzero().flatten()
+    by_hand = []
+    for k, box in ((0, [10, 20, 40, 60]), (2, [50, 50, 90, 90])):       # answers 1 and 3
+        a, z = starts[k], ends[k]
+        q = torch.arange(a - 1, z - 1)
+        by_hand.append(-torch.log(att[q][:, vis[token_regions(box, 8, 4)]].sum(-1) + 1e-6).mean().item())
+    p = Pointing(SPEC, proc, model.config)
+    loss_sum(model, batch, torch.float32, pointing=p)
+    assert [k for _, k in p.values] == [2]                  # the refer and identify turns
+    assert p.values[0][0] == pytest.approx(0.5 * sum(by_hand) / 2, rel=1e-5)
+    # the box of turn 1 does not make the box-less turn 2 count (a whole-row rule would point both at it)
+    p = Pointing(SPEC, proc, model.config)
+    loss_sum(model, _batch(proc, [turns[:2]]), torch.float32, pointing=p)
+    assert [k for _, k in p.values] == [1]
 
 
 def test_refuses_what_it_cannot_do(nano):
