@@ -253,7 +253,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None, se
     initialisation, the ViT's scenes and every stage's batches; not the data, which has its own seeds); both are
     recorded in recipe.json, and either makes a model other than the installed one. `resume`: start from what an
     interrupted run left in `work` (the last finished stage's final/, else vit_pretrained/; a stage cut short goes
-    on from its checkpoint); the weights are those of an uninterrupted run, `times` covers this process only."""
+    on from its checkpoint); the weights are those of an uninterrupted run, `times` covers this process only.
+    Stages not yet begun may have other settings than when `work` was started (a variant of the later stages)."""
     import json
     import time
 
@@ -283,16 +284,24 @@ def run(work, install: bool = False, log=print, precision: str | None = None, se
     if finished != list(R["stages"][:len(finished)]):
         raise MiniGPTv2Error(f"cannot resume {work}: finished stages {finished} are not the first of {R['stages']}")
     start = work / finished[-1] / "final" if finished else work / "vit_pretrained"
-    if resume and start.is_dir():
-        old = json.loads((start.parent.parent / "recipe_started.json").read_text())
-        if old != json.loads(json.dumps(R)):
-            raise MiniGPTv2Error(f"cannot resume {work}: it was started with another recipe (recipe_started.json)")
+    resumed = resume and start.is_dir()
+    if resumed:
+        # the settings that made what is there must be R's; stages not yet begun may differ (a variant of them)
+        begun = finished + [s for s in R["stages"][len(finished):len(finished) + 1] if (work / s).is_dir()]
+        same = lambda r: {k: v for k, v in json.loads(json.dumps(r)).items()  # noqa: E731
+                          if k != "stages" and (k not in R["stages"] or k in begun)}
+        if not (work / "recipe.json").is_file():
+            raise MiniGPTv2Error(f"cannot resume {work}: it has no recipe.json (the settings it was started with)")
+        if same(json.loads((work / "recipe.json").read_text())) != same(R):
+            raise MiniGPTv2Error(f"cannot resume {work}: what is there was trained with other settings than this "
+                                 f"recipe's ({work / 'recipe.json'})")
         model, proc = ckpt.load(start)
         log(f"resuming from {start}")
         times["resumed_from"] = str(start.relative_to(work))
     else:
         finished = []
-        (work / "recipe_started.json").write_text(json.dumps(R, indent=1))
+    (work / "recipe.json").write_text(json.dumps(R, indent=1))       # the settings of this folder's run
+    if not resumed:
         model, proc = build_model(R, tok)
         t = time.perf_counter()
         pretrain_recipe_vit(model, proc, R, log)

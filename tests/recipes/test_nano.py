@@ -184,8 +184,19 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     second = minigptv2.load(again["model"])[0].state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert losses() == logs
-    with pytest.raises(MiniGPTv2Error, match="another recipe"):
+    with pytest.raises(MiniGPTv2Error, match="other settings"):
         nano.run(work, log=lambda *a: None, resume=True, seed=5)
+    shutil.rmtree(work / "followup")         # a variant of a stage not yet begun is allowed, and recorded
+    monkeypatch.setitem(r, "followup", dict(r["followup"], lr=1e-4))
+    torch.set_num_threads(1)
+    try:
+        nano.run(work, log=lambda *a: None, resume=True)
+    finally:
+        torch.set_num_threads(n)
+    assert json.loads((work / "recipe.json").read_text())["followup"]["lr"] == 1e-4
+    with pytest.raises(MiniGPTv2Error, match="other settings"):          # ...but not of one that has
+        monkeypatch.setitem(r, "followup", dict(r["followup"], lr=2e-4))
+        nano.run(work, log=lambda *a: None, resume=True)
 
 
 def test_dialog_kinds_leave_the_recipe_tokenizer_as_it_was(tmp_path):
