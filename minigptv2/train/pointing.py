@@ -6,9 +6,9 @@ one-object detection), every position that predicts that turn's answer should pu
 visual tokens the box overlaps: the loss is weight × the mean over such turns of mean(-log(that attention mass)).
 A turn is one answer (a run of labelled tokens) and the unlabelled tokens before it back to the previous answer,
 so in a conversation each answer is pointed at its own turn's box, whatever boxes earlier turns named; a
-single-turn row is one turn. The model
-must run with eager attention (the weights are returned); the coordinates must be single tokens `<0>`..`<100>` with
-consecutive ids (the nano tokenizer; LLaMA's splits them, so it is refused).
+single-turn row is one turn. The model must run with eager attention (the weights are returned); the coordinates
+must be single tokens `<0>`..`<100>` with consecutive ids (the nano tokenizer; LLaMA's splits them, so it is
+refused).
 """
 from __future__ import annotations
 

@@ -147,14 +147,18 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
         r[stage] = dict(r[stage], steps=2, batch_size=4, warmup_steps=1)
     r["stage_all"]["pointing"] = dict(r["stage_all"]["pointing"], layer=0)      # the toy LLM has one layer
     monkeypatch.setattr(nano, "RECIPE", r)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = nano.run(tmp_path / "work", log=lambda *a: None)
-        installed = nano.install_fp16(out["model"], tmp_path / "installed")
-    finally:
-        torch.set_num_threads(n)
     work = tmp_path / "work"
+
+    def run1(**kw):                 # one thread, so that every run sums in the same order
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return nano.run(work, log=lambda *a: None, **kw)
+        finally:
+            torch.set_num_threads(n)
+
+    out = run1()
+    installed = nano.install_fp16(out["model"], tmp_path / "installed")
     for stage in r["stages"][1:]:       # each later stage trains on its own ratios
         mix = json.loads((work / "data_all" / f"mixture_{stage}.json").read_text())
         assert {e["kind"]: e["ratio"] for e in mix} == {**{e["kind"]: 0 for e in mix}, **r[stage]["ratios"]}
@@ -175,28 +179,20 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     logs = losses()
     for gone in ("model", "stage_mixed", "followup"):
         shutil.rmtree(work / gone)
-    torch.set_num_threads(1)
-    try:
-        again = nano.run(work, log=lambda *a: None, resume=True)
-    finally:
-        torch.set_num_threads(n)
+    again = run1(resume=True)
     assert again["times"]["resumed_from"] == "focus_vqa/final" and "vit_pretrain_s" not in again["times"]
     second = minigptv2.load(again["model"])[0].state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert losses() == logs
     with pytest.raises(MiniGPTv2Error, match="other settings"):
-        nano.run(work, log=lambda *a: None, resume=True, seed=5)
+        run1(resume=True, seed=5)
     shutil.rmtree(work / "followup")         # a variant of a stage not yet begun is allowed, and recorded
     monkeypatch.setitem(r, "followup", dict(r["followup"], lr=1e-4))
-    torch.set_num_threads(1)
-    try:
-        nano.run(work, log=lambda *a: None, resume=True)
-    finally:
-        torch.set_num_threads(n)
+    run1(resume=True)
     assert json.loads((work / "recipe.json").read_text())["followup"]["lr"] == 1e-4
     with pytest.raises(MiniGPTv2Error, match="other settings"):          # ...but not of one that has
         monkeypatch.setitem(r, "followup", dict(r["followup"], lr=2e-4))
-        nano.run(work, log=lambda *a: None, resume=True)
+        run1(resume=True)
 
 
 def test_dialog_kinds_leave_the_recipe_tokenizer_as_it_was(tmp_path):
