@@ -55,10 +55,14 @@ class Pointing:
 
     def __call__(self, attentions, batch) -> torch.Tensor | None:
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-        att = attentions[self.layer][:, self.head].float()                     # (B, L, L)
+        B, L = ids.shape
         n_vis = self.grid ** 2 // self.group
-        terms = []
-        for b in range(ids.shape[0]):
+        # which columns each predicting position should attend to, and its weight 1 / (its turn's length): built
+        # without autograd, so the loss itself is one product and one sum over the head's (B, L, L) weights
+        cols = torch.zeros(B, L, L, dtype=torch.bool, device=ids.device)
+        per_q = torch.zeros(B, L, device=ids.device)
+        turns = 0
+        for b in range(B):
             live = mask[b] > 0
             vis = ((ids[b] == self.image_token_id) & live).nonzero().flatten()
             if len(vis) != n_vis:
@@ -73,13 +77,15 @@ class Pointing:
                 target = token_regions([int(ids[b, c]) - self.first for c in coord], self.grid, self.group)
                 if not target.any() or a == 0:
                     continue
-                q = torch.arange(a - 1, z - 1, device=ids.device)                 # positions that predict it
-                mass = att[b][q][:, vis[target.to(vis.device)]].sum(-1)
-                terms.append(-torch.log(mass + 1e-6).mean())
-        if not terms:
+                cols[b, a - 1:z - 1, vis[target.to(vis.device)]] = True        # positions a-1..z-2 predict it
+                per_q[b, a - 1:z - 1] = 1.0 / (z - a)
+                turns += 1
+        if not turns:
             return None
-        loss = self.weight * torch.stack(terms).mean()
-        self.values.append((loss.item(), len(terms)))
+        att = attentions[self.layer][:, self.head].float()                     # (B, L, L)
+        mass = (att * cols).sum(-1)                                             # (B, L): 0 where not counted
+        loss = self.weight * (per_q * -torch.log(mass + 1e-6)).sum() / turns
+        self.values.append((loss.item(), turns))
         return loss
 
 
