@@ -1,5 +1,5 @@
-"""The embedded default model ("nano") and the recipe of its committed weights (one run of `python -m recipes.nano`,
-seed 0; docs/nano.md "Time and hardware").
+"""The embedded default model ("nano") and the recipe of its committed weights (seed 0 of RECIPE; how that run was
+made, and why a run from scratch is a nearby draw rather than a byte copy: docs/nano.md "Time and hardware").
 
     python -m recipes.nano --work runs/nano          # data, tokenizer, ViT, RECIPE['stages'] (docs/nano.md: times)
     python -m recipes.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
