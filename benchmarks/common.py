@@ -177,6 +177,7 @@ class _Sample:
     turns: list
     image: object
     source: str = "bench"
+    points: list | None = None
 
 
 def train_samples(n: int, seed: int = 0) -> list:

@@ -36,6 +36,9 @@ Output layout of write_synthetic(out, n, seed):
     out/refcoco.json                     RefCOCO eval-JSON list {"img_id", "sents", "bbox" [x,y,w,h], "height",
                                          "width", "image"} (one per object; used for refcoco and invrefcoco)
     out/vqa.json                         LAVIS VQAv2 list {"image", "question", "question_id", "answer": [..]}
+                                         (dialogs=True: also "point", the 0-100 grid box of the one object a
+                                         question is about, where there is one: vqa_subject; the pointing
+                                         loss's target, train/pointing.py)
     out/grounded_caption.json            Flickr {"image_id", "image", "grounded_caption"}
     out/caption_to_phrase.json           Flickr {"image_id", "image", "caption", "output"}
     out/phrase_to_object.json            Flickr {"image_id", "image", "phrase", "bbox"} (one per shape present)
@@ -267,6 +270,16 @@ def vqa_questions(scene: Scene, rng: random.Random) -> list[tuple[str, str, str]
     return out
 
 
+def vqa_subject(scene: Scene, question: str) -> Obj | None:
+    """The one object a vqa_questions question is about ("what color is the circle?", "what shape is the red
+    object?", "is there a red circle?" when there is), or None (counting, an absent object)."""
+    for o in scene.objects:
+        if question in (f"what color is the {o.shape}?", f"what shape is the {o.color} object?",
+                        f"is there a {o.name}?"):
+            return o
+    return None
+
+
 def conversation(scene: Scene, rng: random.Random, questions) -> list[dict]:
     """2–3 LLaVA turns: the description question and/or VQA questions answered in sentences."""
     pool = [("what is in this image?", f"the image shows {caption(scene)}.")] + [(q, a) for q, _, a in questions]
@@ -288,7 +301,8 @@ def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS, 
                     dialogs: bool = False) -> Path:
     """Write n scenes and their annotation files to out_dir (layout in the module docstring); returns it.
     `object_weights`: relative frequency of scenes with 1..max_objects objects (default: uniform). `dialogs`:
-    mixture.json also samples conversations and paraphrases (MIXTURE_DIALOGS)."""
+    mixture.json also samples conversations and paraphrases (MIXTURE_DIALOGS), and vqa.json records carry their
+    question's object as "point" (vqa_subject)."""
     if not isinstance(n, int) or n < 1:
         raise MiniGPTv2Error(f"--n must be a positive number of scenes, got {n!r}")
     if not 1 <= max_objects <= MAX_OBJECTS:
@@ -328,6 +342,9 @@ def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights, 
         questions = vqa_questions(scene, rng)
         for q, a, _ in questions:
             vqa.append({"image": rel, "question": q, "question_id": len(vqa), "answer": [a]})
+            subject = vqa_subject(scene, q) if dialogs else None
+            if subject is not None:
+                vqa[-1]["point"] = list(scene.grid(subject))
         grounded.append({"image_id": i, "image": rel, "grounded_caption": grounded_caption(scene)})
         cap2obj.append({"image_id": i, "image": rel, "caption": caption(scene), "output": objects_answer(scene)})
         for shape in sorted({o.shape for o in scene.objects}, key=SHAPES.index):

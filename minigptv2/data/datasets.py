@@ -20,6 +20,8 @@ Kinds (open_dataset) and the record format each reads:
                        files `refs(unc).p` + sibling `instances.json` (train split)  -> task "refer"
     invrefcoco         the same files, box -> sentence                                  -> task "identify"
     vqa                LAVIS VQAv2 / OK-VQA list {"image", "question", "answer": [..] or str} -> "vqa"
+                       (optional "point": [x1, y1, x2, y2] on the 0-100 grid, the object the question is
+                       about, for the pointing loss; `minigptv2 synth --dialogs` writes it)
     aokvqa             {"image", "question", "direct_answers": [..]}                    -> "vqa"
     gqa                GQA / OCR-VQA {"image", "question", "answer": str}               -> "vqa"
     flickr_grounded_caption   {"image_id" (-> {id}.jpg) or "image", "grounded_caption"} -> "grounding"
@@ -145,6 +147,11 @@ def _finite(c) -> bool:
         return math.isfinite(float(c))
     except OverflowError:
         return False
+
+
+def _grid_box(v) -> bool:
+    return (len(v) == 4 and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 100 for c in v)
+            and v[0] < v[2] and v[1] < v[3])
 
 
 def _check_box(v, what: str):
@@ -274,14 +281,19 @@ class VQADataset(Reader):
             else:
                 answers = _str_list(r, self.answer_key, self.path, i, allow_str=True)
             counts = Counter(answers)   # first-seen order, as the official answer_weight dict
-            out.append((img, q, list(counts), list(counts.values())))
+            point = _field(r, "point", list, self.path, i, optional=True)
+            if point is not None and not _grid_box(point):
+                raise MiniGPTv2Error(f"{self.path}: record {i}: point must be [x1, y1, x2, y2] on the 0-100 grid "
+                                     f"with x1 < x2 and y1 < y2, got {point!r}")
+            out.append((img, q, list(counts), list(counts.values()), point))
         return out
 
     def sample(self, i: int, rng: random.Random) -> Sample:
-        img, q, answers, weights = self.records[i]
+        img, q, answers, weights, point = self.records[i]
         answer = rng.choices(answers, weights=weights, k=1)[0]
         instruction = rng.choice(VQA_TEMPLATES).format(blip_caption(q))
-        return Sample(self._image(img), [(instruction, blip_caption(answer))], self.task, self._source(i))
+        return Sample(self._image(img), [(instruction, blip_caption(answer))], self.task, self._source(i),
+                      None if point is None else [point])
 
 
 class AOKVQADataset(VQADataset):

@@ -12,6 +12,8 @@ class Sample:
     turns: list[tuple[str, str]]       # [(instruction, answer), ...]; instruction without <Img>/[INST]
     task: str                          # one of TASKS
     source: str = ""                   # "file#record-index", for error messages
+    points: list | None = None         # per turn: the 0-100 grid box of the one object it is about, or None;
+                                       # only the pointing loss reads it (train/pointing.py)
 
 
 class Reader:

@@ -9,7 +9,8 @@ conversations (issue #31: follow-up turns and wordings outside the templates).
     synthetic_paraphrase   one turn, any task, always a training paraphrase (bare forms included)
 
 Answers are the canonical ones of synthetic.py (exactly what the per-task readers train on), so a dialog teaches
-nothing new about a scene, only to answer the last question whatever came before, and whatever the wording.
+nothing new about a scene, only to answer the last question whatever came before, and whatever the wording. A VQA
+turn about one object carries its box as the turn's point (Sample.points, for the pointing loss).
 Every random choice uses the sample's rng, as every reader of datasets.py. Listed in datasets.KINDS.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from minigptv2.data.annotations import read_records
 from minigptv2.data.reader import Reader, Sample
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.synthetic import (COLORS, MAX_OBJECTS, SHAPES, Obj, Scene, caption, detection, grounded_caption,
-                                 vqa_questions)
+                                 vqa_questions, vqa_subject)
 from minigptv2.synthetic_wordings import instruction
 
 TASKS = ("refer", "identify", "detection", "vqa", "caption", "grounding")
@@ -46,36 +47,39 @@ def scene_of(record: dict) -> Scene:
     return Scene(record["width"], record["height"], objs, None)
 
 
-def turn(scene: Scene, task: str, rng: random.Random, p_paraphrase: float, named: list[Obj]) -> tuple[str, str]:
-    """One (instruction, canonical answer) of `task` about the scene; `named`: objects earlier answers named
-    (chosen half the time when there are any), extended with the objects this answer names."""
+def turn(scene: Scene, task: str, rng: random.Random, p_paraphrase: float,
+         named: list[Obj]) -> tuple[str, str, list[int] | None]:
+    """One (instruction, canonical answer, point) of `task` about the scene; `named`: objects earlier answers
+    named (chosen half the time when there are any), extended with the objects this answer names. point: the grid
+    box of the one object a VQA question is about (synthetic.vqa_subject), else None."""
     objs = scene.objects
     pick = lambda: rng.choice(named if named and rng.random() < 0.5 else objs)  # noqa: E731
     if task == "refer":
         o = pick()
         named.append(o)
-        return instruction("refer", o.name, rng, p_paraphrase), format_box(scene.grid(o))
+        return instruction("refer", o.name, rng, p_paraphrase), format_box(scene.grid(o)), None
     if task == "identify":
         o = pick()
         named.append(o)
-        return instruction("identify", format_box(scene.grid(o)), rng, p_paraphrase), o.name
+        return instruction("identify", format_box(scene.grid(o)), rng, p_paraphrase), o.name, None
     if task == "detection":
         shape = pick().shape
         named.extend(o for o in objs if o.shape == shape)
-        return instruction("detection", shape, rng, p_paraphrase), detection(scene, shape)
+        return instruction("detection", shape, rng, p_paraphrase), detection(scene, shape), None
     if task == "vqa":
         qs = vqa_questions(scene, rng)
         about = [q for q in qs if named and any(o.color in q[0] or o.shape in q[0] for o in named)]
         q, a, _ = rng.choice(about if about and rng.random() < 0.5 else qs)
-        return instruction("vqa", q, rng, p_paraphrase), a
+        subject = vqa_subject(scene, q)
+        return instruction("vqa", q, rng, p_paraphrase), a, None if subject is None else list(scene.grid(subject))
     named.extend(objs)
     if task == "caption":
-        return instruction("caption", None, rng, p_paraphrase), caption(scene)
-    return instruction("grounding", None, rng, p_paraphrase), grounded_caption(scene)
+        return instruction("caption", None, rng, p_paraphrase), caption(scene), None
+    return instruction("grounding", None, rng, p_paraphrase), grounded_caption(scene), None
 
 
-def dialog(scene: Scene, rng: random.Random, n_turns: int, p_paraphrase: float) -> list[tuple[str, str]]:
-    """n_turns (instruction, answer) pairs mixing the tasks; the first a long answer half the time."""
+def dialog(scene: Scene, rng: random.Random, n_turns: int, p_paraphrase: float) -> list[tuple[str, str, list | None]]:
+    """n_turns (instruction, answer, point) triples mixing the tasks; the first a long answer half the time."""
     named: list[Obj] = []
     tasks = [rng.choice(LONG) if n_turns > 1 and rng.random() < 0.5 else rng.choice(TASKS)]
     tasks += [rng.choice(TASKS) for _ in range(n_turns - 1)]
@@ -100,9 +104,11 @@ class SyntheticDialogDataset(Reader):
 
     def sample(self, i: int, rng: random.Random) -> Sample:
         image, scene = self.records[i]
-        turns = dialog(scene, rng, rng.randint(*self.turns), self.p_paraphrase)
+        triples = dialog(scene, rng, rng.randint(*self.turns), self.p_paraphrase)
+        turns = [(q, a) for q, a, _ in triples]
         task = self.task if len(turns) > 1 else next(t for t in TASKS if turns[0][0].startswith(f"[{t}]"))
-        return Sample(self._image(image), turns, task, self._source(i))
+        points = [p for _, _, p in triples]
+        return Sample(self._image(image), turns, task, self._source(i), points if any(points) else None)
 
 
 class SyntheticParaphraseDataset(SyntheticDialogDataset):

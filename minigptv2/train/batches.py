@@ -63,13 +63,15 @@ def make_batches(proc: MiniGPTv2Processor, samples, micro: int, chat_template: b
     """Tokenize `samples` and collate them into micro-batches of `micro` rows, shortest first: rows of similar
     length share a micro-batch, so gradient accumulation pads less and sums the same gradient. With a `cache`,
     the images come as "vision_features" instead of "pixel_values". `as_inference`: per sample, whether it is
-    rendered in the official inference form (TrainConfig.inference_form; None: none is)."""
+    rendered in the official inference form (TrainConfig.inference_form; None: none is). Each batch also has
+    "points": per row the sample's Sample.points (the pointing loss's targets where the text has no box)."""
     ex = []
     for i, s in enumerate(samples):
         try:
             ex.append(proc.training_example(s.turns, image=s.image, chat_template=chat_template,
                                             load_image=cache is None,
                                             as_inference=bool(as_inference and as_inference[i])))
+            ex[-1]["points"] = s.points
         except MiniGPTv2Error as e:
             raise MiniGPTv2Error(f"{s.source or 'sample'}: {e}") from None
     ex.sort(key=lambda e: len(e["input_ids"]))
@@ -84,11 +86,12 @@ def make_batches(proc: MiniGPTv2Processor, samples, micro: int, chat_template: b
             part = part + [{"input_ids": [proc.image_token_id] * n, "labels": [IGNORE] * n,
                             "pixel_values": torch.zeros(3, size, size)}]
         if cache is None:
-            batches.append(proc.collate(part))
-            continue
-        images = [e["pixel_values"] for e in part if e["pixel_values"] is not None]
-        b = proc.collate([{**e, "pixel_values": None} for e in part])
-        b["vision_features"] = cache.features(images) if images else None
+            b = proc.collate(part)
+        else:
+            images = [e["pixel_values"] for e in part if e["pixel_values"] is not None]
+            b = proc.collate([{**e, "pixel_values": None} for e in part])
+            b["vision_features"] = cache.features(images) if images else None
+        b["points"] = [e.get("points") for e in part]       # per row: Sample.points (train/pointing.py)
         batches.append(b)
     return batches
 

@@ -6,9 +6,10 @@ one-object detection), every position that predicts that turn's answer should pu
 visual tokens the box overlaps: the loss is weight × the mean over such turns of mean(-log(that attention mass)).
 A turn is one answer (a run of labelled tokens) and the unlabelled tokens before it back to the previous answer,
 so in a conversation each answer is pointed at its own turn's box, whatever boxes earlier turns named; a
-single-turn row is one turn. The model must run with eager attention (the weights are returned); the coordinates
-must be single tokens `<0>`..`<100>` with consecutive ids (the nano tokenizer; LLaMA's splits them, so it is
-refused).
+single-turn row is one turn. With "points": true, a turn whose text has no box is pointed at its point when it
+has one (Sample.points, batch["points"]: the object a synthetic VQA question is about). The model must run with
+eager attention (the weights are returned); the coordinates must be single tokens `<0>`..`<100>` with
+consecutive ids (the nano tokenizer; LLaMA's splits them, so it is refused).
 """
 from __future__ import annotations
 
@@ -29,16 +30,18 @@ def token_regions(box, grid: int, group: int) -> torch.Tensor:
 
 
 class Pointing:
-    """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h} for a model and processor.
+    """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h[, "points": true]} for a model
+    and processor.
     Called with the model's attentions (one (B, heads, L, L) tensor per layer) and the batch: the weighted loss,
     or None when no turn has exactly one box. `values` keeps (loss, turns) of every call (the training log's mean)."""
 
     def __init__(self, spec: dict, proc, config):
-        unknown = set(spec) - {"weight", "layer", "head"}
-        if unknown or "weight" not in spec:
-            raise MiniGPTv2Error(f"pointing takes weight, layer and head, e.g. {{'weight': 0.5, 'layer': 1, "
-                                 f"'head': 0}}; got {spec!r}")
+        unknown = set(spec) - {"weight", "layer", "head", "points"}
+        if unknown or "weight" not in spec or not isinstance(spec.get("points", False), bool):
+            raise MiniGPTv2Error(f"pointing takes weight, layer, head and points (true/false), e.g. {{'weight': 0.5, "
+                                 f"'layer': 1, 'head': 0, 'points': True}}; got {spec!r}")
         self.weight, self.layer, self.head = float(spec["weight"]), int(spec.get("layer", 1)), int(spec.get("head", 0))
+        self.points = spec.get("points", False)
         text = config.text_config
         if not 0 <= self.layer < text.num_hidden_layers or not 0 <= self.head < text.num_attention_heads:
             raise MiniGPTv2Error(f"pointing layer {self.layer} / head {self.head} is not in the LLM's "
@@ -56,6 +59,7 @@ class Pointing:
     def __call__(self, attentions, batch) -> torch.Tensor | None:
         ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
         B, L = ids.shape
+        points = batch.get("points") if self.points else None
         n_vis = self.grid ** 2 // self.group
         # which columns each predicting position should attend to, and its weight 1 / (its turn's length): built
         # without autograd, so the loss itself is one product and one sum over the head's (B, L, L) weights
@@ -68,13 +72,21 @@ class Pointing:
             if len(vis) != n_vis:
                 continue
             is_coord = (ids[b] >= self.first) & (ids[b] <= self.first + 100) & live
+            answers = _answers(labels[b] != IGNORE)
+            row_points = points[b] if points is not None and points[b] is not None else None
+            if row_points is not None and len(row_points) != len(answers):
+                row_points = None           # a cut answer: the turns cannot be matched to their points
             start = 0
-            for a, z in _answers(labels[b] != IGNORE):              # the answer is tokens a..z-1
+            for k, (a, z) in enumerate(answers):                     # the answer is tokens a..z-1
                 coord = is_coord[start:z].nonzero().flatten() + start
                 start = z
-                if len(coord) != 4 or int(coord[-1] - coord[0]) != 3:
+                if len(coord) == 4 and int(coord[-1] - coord[0]) == 3:
+                    box = [int(ids[b, c]) - self.first for c in coord]
+                elif not len(coord) and row_points is not None and row_points[k] is not None:
+                    box = row_points[k]
+                else:
                     continue
-                target = token_regions([int(ids[b, c]) - self.first for c in coord], self.grid, self.group)
+                target = token_regions(box, self.grid, self.group)
                 if not target.any() or a == 0:
                     continue
                 cols[b, a - 1:z - 1, vis[target.to(vis.device)]] = True        # positions a-1..z-2 predict it

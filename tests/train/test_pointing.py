@@ -1,5 +1,6 @@
 """The pointing loss (train/pointing.py): which visual tokens a box covers, added only for one-box turns, gradients
 reach the chosen head's layer, and the settings it cannot work with are refused."""
+import json
 import random
 import types
 
@@ -108,9 +109,79 @@ def test_each_turn_of_a_conversation_points_at_its_own_box(nano):
     assert [k for _, k in p.values] == [1]
 
 
+def test_points_give_a_box_less_turn_its_object_only_when_asked(nano):
+    """"points": true points a turn without a box at its Sample.points box, as if the box were in its text; a
+    turn whose text has a box keeps that box; without the key, or when the answers cannot be matched to the
+    points (a cut answer), the points are not read."""
+    model, proc = nano
+    turns = [("[vqa] what color is the circle?", "red"), ("[vqa] how many shapes are there?", "one"),
+             ("[refer] the red circle", "{<10><20><40><60>}")]
+    batch = _batch(proc, [turns])
+    batch["points"] = [[[50, 50, 90, 90], [0, 0, 100, 100], [60, 0, 100, 40]]]
+    with torch.no_grad():
+        att = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")},
+                    output_attentions=True).attentions[1][0, 0]
+    labelled = (batch["labels"][0] != -100).tolist()
+    starts = [i for i in range(1, len(labelled)) if labelled[i] and not labelled[i - 1]]
+    ends = [i for i in range(1, len(labelled)) if not labelled[i] and labelled[i - 1]] + [len(labelled)]
+    vis = (batch["input_ids"][0] == proc.image_token_id).nonzero().flatten()
+
+    def by_hand(k, box):
+        q = torch.arange(starts[k] - 1, ends[k] - 1)
+        return -torch.log(att[q][:, vis[token_regions(box, 8, 4)]].sum(-1) + 1e-6).mean().item()
+
+    want = [by_hand(0, [50, 50, 90, 90]), by_hand(1, [0, 0, 100, 100]), by_hand(2, [10, 20, 40, 60])]
+    p = Pointing({**SPEC, "points": True}, proc, model.config)
+    loss_sum(model, batch, torch.float32, pointing=p)
+    assert [k for _, k in p.values] == [3]      # the text's box wins over turn 3's point
+    assert p.values[0][0] == pytest.approx(0.5 * sum(want) / 3, rel=1e-5)
+    for spec, points in ((SPEC, batch["points"]), ({**SPEC, "points": True}, [batch["points"][0][:2]]),
+                         ({**SPEC, "points": True}, [None])):
+        p = Pointing(spec, proc, model.config)
+        loss_sum(model, {**batch, "points": points}, torch.float32, pointing=p)
+        assert [k for _, k in p.values] == [1] and p.values[0][0] == pytest.approx(0.5 * want[2], rel=1e-5)
+
+
+def test_synthetic_vqa_samples_carry_their_objects_box_to_the_batch(tmp_path, nano):
+    """write_synthetic(dialogs=True): vqa.json's one-object questions carry "point" (the object's grid box), the
+    vqa reader and the dialogs put it in Sample.points, make_batches in batch["points"] row by row."""
+    from minigptv2.data.datasets import open_dataset
+    from minigptv2.data.synthetic_dialogs import SyntheticDialogDataset, scene_of
+    from minigptv2.synthetic import vqa_subject, write_synthetic
+    from minigptv2.train.batches import make_batches
+
+    _, proc = nano
+    d = write_synthetic(tmp_path / "s", n=12, seed=0, max_objects=3, dialogs=True)
+    scenes = [json.loads(line) for line in (d / "scenes.jsonl").read_text().splitlines()]
+    by_image = {s["image"]: scene_of(s) for s in scenes}
+    recs = json.loads((d / "vqa.json").read_text())
+    for r in recs:
+        scene = by_image[r["image"]]
+        o = vqa_subject(scene, r["question"])
+        assert r.get("point") == (None if o is None else list(scene.grid(o)))
+        assert (o is not None) == (not r["question"].startswith("how many") and r["answer"] != ["no"])
+    assert sum("point" in r for r in recs) >= len(scenes)       # every scene has a colour or shape question
+    assert "point" not in json.loads((write_synthetic(tmp_path / "plain", n=3, seed=0) / "vqa.json").read_text())[0]
+    ds = open_dataset("vqa", d / "vqa.json")
+    rng = random.Random(0)
+    samples = [ds.sample(i, rng) for i in range(len(ds))]
+    assert [s.points for s in samples] == [[r["point"]] if "point" in r else None for r in recs]
+    dialogs = SyntheticDialogDataset(d / "scenes.jsonl")
+    pointed = [s for s in (dialogs.sample(i % len(dialogs), random.Random(i)) for i in range(60)) if s.points]
+    assert pointed and all(len(s.points) == len(s.turns) for s in pointed)
+    for s in pointed:
+        for (q, _), pt in zip(s.turns, s.points):
+            assert (pt is not None) <= q.startswith("[vqa]")
+    batches = make_batches(proc, samples[:6], 4, chat_template=False)
+    rows = sorted(samples[:6], key=lambda s: len(proc.training_example(s.turns, image=s.image,
+                                                                       chat_template=False)["input_ids"]))
+    assert [p for b in batches for p in b["points"]] == [s.points for s in rows]
+
+
 def test_refuses_what_it_cannot_do(nano):
     model, proc = nano
-    for bad in ({"weight": 0.5, "layer": 9}, {"weight": 0.5, "head": 7}, {"layer": 1}, {"weight": 1, "heads": 0}):
+    for bad in ({"weight": 0.5, "layer": 9}, {"weight": 0.5, "head": 7}, {"layer": 1}, {"weight": 1, "heads": 0},
+                {"weight": 1, "points": "yes"}):
         with pytest.raises(MiniGPTv2Error, match="pointing"):
             Pointing(bad, proc, model.config)
     split = types.SimpleNamespace(tokenizer=types.SimpleNamespace(encode=lambda s: [1, 29966, len(s)]),
