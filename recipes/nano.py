@@ -94,6 +94,7 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
 
 # ---- the recipe ----------------------------------------------------------------------------------------------
 # Every number here is part of the recipe that produced minigptv2/assets/nano (see its recipe.json).
+POINT = {"weight": 0.5, "layer": 1, "head": 0, "points": True}        # the pointing loss of every stage that has it
 RECIPE = dict(
     seed=0,
     # autocast dtype of every stage. bf16 needs a CPU with native bf16 (avx512_bf16): the installed model was
@@ -124,8 +125,11 @@ RECIPE = dict(
     # eager). Without it stage_all bound names to places on some seeds only, and only after 5,500 steps (refer
     # 0.754 / names differ 0.951 with sdpa, 0.479 / 0.853 rerun with eager); with it, 3,000-step pilots bound on
     # both seeds tried (docs/nano.md "Two auxiliary losses for binding").
+    # points: VQA questions about one object (what color is the circle? what shape is the red object? is there a red
+    # circle?, when there is) are pointed at that object too (vqa.json's "point", written with dialogs): without it,
+    # a from-scratch draw answered such questions without looking (VQA 0.886: docs/nano.md "VQA pointing")
     stage_all=dict(steps=3000, batch_size=32, grad_accum=2, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100,
-                   cache_vision=True, attention="eager", pointing={"weight": 0.5, "layer": 1, "head": 0}),
+                   cache_vision=True, attention="eager", pointing=POINT),
     # Focus phases: in the mixture neither identify nor yes/no VQA is learned (docs/nano.md), so after stage_all the LLM
     # trains on identify alone (it then answers every prompt with a name), then on VQA alone (colour-of-a-shape
     # questions are learned only there: 0.59 with refer and identify kept in, 0.87 without; docs/nano.md), then on the
@@ -133,12 +137,12 @@ RECIPE = dict(
     focus_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4,
                         warmup_steps=50, cache_vision=True, attention="sdpa", ratios={"invrefcoco": 1}),
     focus_vqa=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
-                   cache_vision=True, attention="sdpa", ratios={"vqa": 1}),
+                   cache_vision=True, attention="eager", pointing=POINT, ratios={"vqa": 1}),
     # caption, VQA and identify above stage_all's share, chat and text down (VQA 15 / caption 14 / refer 25 /
     # phrase 18 here left caption at 0.790 and VQA at 0.894: docs/nano.md). pointing again: without it a draw whose
     # stage_all bound weakly lost the binding here (refer 0.53; docs/nano.md "Seed 0 again with two threads")
     stage_mixed=dict(steps=6000, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
-                     cache_vision=True, attention="eager", pointing={"weight": 0.5, "layer": 1, "head": 0},
+                     cache_vision=True, attention="eager", pointing=POINT,
                      ratios={"refcoco": 23, "flickr_phrase_to_object": 16, "invrefcoco": 12, "vqa": 18,
                              "coco_caption": 16, "flickr_grounded_caption": 9, "flickr_caption_to_phrase": 2,
                              "llava_conversation": 2, "unnatural_instruction": 2}),
@@ -150,7 +154,7 @@ RECIPE = dict(
     # inference_form: half the samples in the official inference prompt form, so both prompt forms are answered
     followup=dict(steps=1500, batch_size=32, grad_accum=2, lr=3e-4, min_lr=2e-5, warmup_lr=3e-5, warmup_steps=50,
                   cache_vision=True, attention="eager", inference_form=0.5,
-                  pointing={"weight": 0.5, "layer": 1, "head": 0},   # per turn: each answer at its own turn's box
+                  pointing=POINT,   # per turn: each answer at its own turn's box
                   ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22,
                           "coco_caption": 12, "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1,
                           "llava_conversation": 2, "unnatural_instruction": 2, "synthetic_dialog": 60,
