@@ -14,11 +14,13 @@ Five sets: the first (REFER … VQA, view `paraphrase`) was written before any t
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
 scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
 before the fourth; the fifth (`V5`, view `paraphrase5`) after the fourth round had been scored and before the
-fifth, so no set was looked at when writing the wordings it scores. The third varies the nouns
+fifth; the sixth (`V6`, view `paraphrase6`) after the fifth had been scored and before any sixth round, so no
+set was looked at when writing the wordings it scores. The third varies the nouns
 ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
 wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ..."); the fifth
 is casual and terse, some of it capitalized and punctuated as people type ("Tell me the circle's colour.",
-"circle - what color?").
+"circle - what color?"); the sixth says what the user needs as a statement, or asks after a clause ("I need
+the colour of the circle", "there is a circle. What color is it?").
 """
 from __future__ import annotations
 
@@ -200,8 +202,47 @@ V5_VQA = [
     (r"is there a (\w+) (\w+)", ["[vqa] Is a {0} {1} visible?", "[vqa] {0} {1} - is there one?",
                                  "[vqa] can you tell if there is a {0} {1}?", "[vqa] any {0} {1} in the image?"]),
 ]
+# the sixth held-out set (issue #31, written 2026-12-05 after sets 4 and 5 had been scored, before any sixth round
+# of training wordings): what the user needs said as a statement, and questions that come after a clause
+V6_BY_TASK = {
+    "refer": ["[refer] I need the location of the {}", "[refer] I am looking for the {}",
+              "[refer] there is a {} somewhere; where exactly?", "[refer] mark the spot of the {}",
+              "[refer] I want a bounding box around the {}"],
+    "identify": ["[identify] I want to know what sits at {}", "[identify] something is at {}; what is it?",
+                 "[identify] I can't tell what {} holds", "[identify] label the object found at {}",
+                 "[identify] there is an object at {}. What is it called?"],
+    "detection": ["[detection] I need boxes around all the {} shapes", "[detection] I am looking for every {}",
+                  "[detection] mark out each {} in the picture", "[detection] there may be several of {}; box them",
+                  "[detection] outline all {} shapes"],
+    "caption": ["[caption] I need a short description of this image",
+                "[caption] I can't see the picture; what's on it?", "[caption] what's pictured here, in a sentence?",
+                "[caption] give a one-line summary of the picture",
+                "[caption] I want to know what this image shows"],
+    "grounding": ["[grounding] I need a description with the position of each shape",
+                  "[grounding] I can't see the picture; tell me what's on it and where",
+                  "[grounding] explain the image, placing each shape",
+                  "[grounding] give a caption where every shape has its box",
+                  "[grounding] I want to know what is shown and at which location"],
+}
+V6_VQA = [
+    (r"what color is the (\w+)", ["[vqa] I need the colour of the {0}",
+                                  "[vqa] I can't see colours; what is the {0}'s?",
+                                  "[vqa] there is a {0}. What color is it?", "[vqa] I want to know the {0}'s color"]),
+    (r"what shape is the (\w+) object", ["[vqa] I need the shape of the {0} object",
+                                         "[vqa] one object is {0}; what shape is it?",
+                                         "[vqa] there is something {0}. Which shape?",
+                                         "[vqa] I want to know what shape the {0} thing has"]),
+    (r"how many shapes are there", ["[vqa] I need the number of shapes",
+                                    "[vqa] I can't count them; how many are there?",
+                                    "[vqa] there are some shapes. How many?",
+                                    "[vqa] I want to know how many shapes are shown"]),
+    (r"is there a (\w+) (\w+)", ["[vqa] I need to know if a {0} {1} is there",
+                                 "[vqa] I'm not sure; is there a {0} {1}?",
+                                 "[vqa] there might be a {0} {1}. Is there?",
+                                 "[vqa] I want to know whether the image has a {0} {1}"]),
+]
 SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA),
-        5: (V5_BY_TASK, V5_VQA)}
+        5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -214,7 +255,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 to 5)."""
+    `version`: which held-out set (1 to 6)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:
