@@ -1,8 +1,8 @@
-"""The embedded default model ("nano") and the recipe of its committed weights (seed 0 of RECIPE; how that run was
-made, and why a run from scratch is a nearby draw rather than a byte copy: docs/nano.md "Time and hardware").
+"""The embedded default model ("nano") and the recipe of its committed weights (seed 0 of RECIPE, one thread, from
+scratch: docs/nano.md "Time and hardware").
 
     python -m recipes.nano --work runs/nano          # data, tokenizer, ViT, RECIPE['stages'] (docs/nano.md: times)
-    python -m recipes.nano --work runs/nano --install  # ...and copy the result (fp16) to minigptv2/assets/nano
+    OMP_NUM_THREADS=1 python -m recipes.nano --work runs/nano --install  # the committed weights (fp16 copy)
     python -m recipes.nano --install-only runs/nano/model   # install an already trained folder
     python -m recipes.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
     python -m recipes.nano --work runs/nano_s1 --seed 1       # another seed (a check that the recipe is not luck)
@@ -106,7 +106,8 @@ RECIPE = dict(
     # No single-object warm-up stage: with one object the name never matters, and the model trained after one
     # answered every name of a multi-object scene with the same box (docs/nano.md: 0.119 -> 0.944 without it).
     # 1–3 objects; dialogs: also the synthetic_dialog / synthetic_paraphrase kinds (read from the same scenes,
-    # trained on only in `followup`; the other files are byte for byte those written without them)
+    # trained on only in `followup`), and vqa.json's questions about one object carry its box ("point", for the
+    # pointing loss); every text is byte for byte what is written without them
     data_all=dict(n=20000, seed=2, max_objects=3, dialogs=True),
     test=dict(n=600, seed=999, max_objects=3),           # held out, never trained on
     # sampling ratios per dataset kind (grounding tasks weighted up: they are the hard part). Two ~59 min variants
@@ -127,7 +128,7 @@ RECIPE = dict(
     # both seeds tried (docs/nano.md "Two auxiliary losses for binding").
     # points: VQA questions about one object (what color is the circle? what shape is the red object? is there a red
     # circle?, when there is) are pointed at that object too (vqa.json's "point", written with dialogs): without it,
-    # a from-scratch draw answered such questions without looking (VQA 0.886: docs/nano.md "VQA pointing")
+    # a from-scratch draw answered such questions without looking (VQA 0.849: docs/nano.md "VQA pointing")
     stage_all=dict(steps=3000, batch_size=32, grad_accum=2, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100,
                    cache_vision=True, attention="eager", pointing=POINT),
     # Focus phases: in the mixture neither identify nor yes/no VQA is learned (docs/nano.md), so after stage_all the LLM
