@@ -203,3 +203,15 @@ def test_train_refuses_pointing_without_eager_attention(tmp_path, nano):
     with pytest.raises(MiniGPTv2Error, match="eager"):
         train(model, proc, None, tc, tmp_path / "out", progress=False, device="cpu")     # refused before any data
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("point", [[10, 20, 5, 30], [0, 0, 101, 50], [1.5, 2, 30, 40], [1, 2, 3], "0,0,9,9",
+                                   [True, 0, 9, 9]])
+def test_a_vqa_point_that_is_not_a_grid_box_is_refused_by_name(tmp_path, point):
+    from minigptv2.data.datasets import open_dataset
+
+    f = tmp_path / "vqa.json"
+    f.write_text(json.dumps([{"image": "a.png", "question": "what color is the circle?", "answer": ["red"],
+                              "point": point}]))
+    with pytest.raises(MiniGPTv2Error, match="point"):
+        open_dataset("vqa", f)
