@@ -33,7 +33,7 @@ class Pointing:
     """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h[, "points": true]} for a model
     and processor.
     Called with the model's attentions (one (B, heads, L, L) tensor per layer) and the batch: the weighted loss,
-    or None when no turn has exactly one box. `values` keeps (loss, turns) of every call (the training log's mean)."""
+    or None when no turn has a box to point at. `values` keeps (loss, turns) of every call (the training log's mean)."""
 
     def __init__(self, spec: dict, proc, config):
         unknown = set(spec) - {"weight", "layer", "head", "points"}
