@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,6 +278,19 @@ def vqa_subject(scene: Scene, question: str) -> Obj | None:
         if question in (f"what color is the {o.shape}?", f"what shape is the {o.color} object?",
                         f"is there a {o.name}?"):
             return o
+    return None
+
+
+# the kinds of vqa_questions' questions, each a pattern (its groups: what the wordings modules fill in)
+VQA_PATTERNS = {"color": r"what color is the (\w+)", "shape": r"what shape is the (\w+) object",
+                "count": r"how many shapes are there", "exists": r"is there a (\w+) (\w+)"}
+
+
+def vqa_kind(question: str) -> str | None:
+    """The kind of a vqa_questions question (a key of VQA_PATTERNS), or None for any other text."""
+    for kind, pattern in VQA_PATTERNS.items():
+        if re.fullmatch(pattern + r"\?", question):
+            return kind
     return None
 
 

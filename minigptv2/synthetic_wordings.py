@@ -19,6 +19,7 @@ import re
 
 from minigptv2.prompts import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES,
                                REFER_TEMPLATES, VQA_TEMPLATES)
+from minigptv2.synthetic import VQA_PATTERNS
 
 REFER = [
     "[refer] {}",
@@ -102,7 +103,7 @@ GROUNDING = [
     "[grounding] caption and locate the shapes",
 ]
 VQA = [
-    (r"what color is the (\w+)", [
+    (VQA_PATTERNS["color"], [
         "what color is the {0}?", "what is the {0}'s color?", "which color does the {0} have?", "color of the {0}?",
         "what colour is the {0}?",
         # second round (issue #31): written after the second held-out set, apart from it
@@ -111,7 +112,7 @@ VQA = [
         "what color was the {0} drawn in?", "which colour is used for the {0}?", "identify the color of the {0}",
         "in what color is the {0}?", "the {0}, what colour?", "what color is the {0} painted?",
         "what is the colour of the {0} in the image?", "give the {0}'s color", "how is the {0} colored?"]),
-    (r"what shape is the (\w+) object", [
+    (VQA_PATTERNS["shape"], [
         "what shape is the {0} object?", "which shape is the {0} object?", "what is the shape of the {0} object?",
         "shape of the {0} object?",
         "what is the {0} object?", "{0} object: which shape?", "the {0} object is what shape?",
@@ -119,7 +120,7 @@ VQA = [
         "the {0} shape is a what?", "tell the shape of the {0} object", "what form does the {0} object have?",
         "the shape that is {0}?", "is the {0} object a circle, square or triangle?", "what is the {0} figure?",
         "which figure is {0}?", "the {0}-colored object's shape?"]),
-    (r"how many shapes are there", [
+    (VQA_PATTERNS["count"], [
         "how many shapes are there?", "how many shapes?", "number of shapes?", "how many shapes are in the image?",
         "how many things are drawn?",
         "how many objects are there?", "how many figures are drawn?", "total number of shapes?", "shape count?",
@@ -127,7 +128,7 @@ VQA = [
         "how many shapes does the image have?", "how many shapes can be seen?", "how many items are in the image?",
         "what number of shapes is shown?", "how many shapes are visible?", "count how many shapes there are",
         "are there one, two or three shapes?", "the number of objects?", "objects in total?"]),
-    (r"is there a (\w+) (\w+)", [
+    (VQA_PATTERNS["exists"], [
         "is there a {0} {1}?", "is there any {0} {1}?", "{0} {1} in the image?", "does a {0} {1} appear?",
         "is any {0} {1} visible?",
         "is a {0} {1} shown?", "does the picture include a {0} {1}?", "yes or no: is there a {0} {1}?", "{0} {1}?",
@@ -142,16 +143,16 @@ VQA = [
 NOUNS = ("shape", "object", "item", "thing", "figure", "element", "form", "piece")
 PLURALS = tuple(n + "s" for n in NOUNS)
 VQA_ROUND3 = {
-    r"what color is the (\w+)": [f.replace("NOUN", n) for n in NOUNS for f in (
+    VQA_PATTERNS["color"]: [f.replace("NOUN", n) for n in NOUNS for f in (
         "what color is the {0} NOUN?", "which colour does the {0} NOUN have?", "the {0} NOUN: what color?",
         "color of the {0} NOUN?")],
-    r"what shape is the (\w+) object": [f.replace("NOUN", n) for n in NOUNS for f in (
+    VQA_PATTERNS["shape"]: [f.replace("NOUN", n) for n in NOUNS for f in (
         "what shape is the {0} NOUN?", "which shape is the {0} NOUN?", "the {0} NOUN is what shape?",
         "shape of the {0} NOUN?")],
-    r"how many shapes are there": [f.replace("NOUNS", n) for n in PLURALS for f in (
+    VQA_PATTERNS["count"]: [f.replace("NOUNS", n) for n in PLURALS for f in (
         "how many NOUNS are there?", "how many NOUNS does the image have?", "number of NOUNS?", "how many NOUNS?",
         "NOUNS: how many?", "how many NOUNS in total?", "how many NOUNS are drawn?")],
-    r"is there a (\w+) (\w+)": [
+    VQA_PATTERNS["exists"]: [
         *(f"does the {place} {verb} a {{0}} {{1}}?" for place in ("scene", "drawing", "photo", "frame")
           for verb in ("have", "contain", "include", "show", "feature", "hold", "depict")),
         *(f"can you {verb} a {{0}} {{1}}?" for verb in ("detect", "make out", "locate", "observe", "spot", "find")),

@@ -27,6 +27,8 @@ from __future__ import annotations
 import random
 import re
 
+from minigptv2.synthetic import VQA_PATTERNS
+
 REFER = [
     "[refer] find the {}",
     "[refer] point to the {}",
@@ -64,14 +66,14 @@ GROUNDING = [
 ]
 # per VQA question kind: (pattern of the synthetic question, wordings filled with the pattern's groups)
 VQA = [
-    (r"what color is the (\w+)", ["[vqa] which colour is the {0}?", "[vqa] tell me the color of the {0}",
+    (VQA_PATTERNS["color"], ["[vqa] which colour is the {0}?", "[vqa] tell me the color of the {0}",
                                   "[vqa] the {0} has what color?", "[vqa] what is the color of the {0}?"]),
-    (r"what shape is the (\w+) object", ["[vqa] which shape is {0}?", "[vqa] what kind of shape is the {0} one?",
+    (VQA_PATTERNS["shape"], ["[vqa] which shape is {0}?", "[vqa] what kind of shape is the {0} one?",
                                          "[vqa] the {0} object has which shape?",
                                          "[vqa] name the shape of the {0} object"]),
-    (r"how many shapes are there", ["[vqa] count the shapes", "[vqa] how many objects are in the picture?",
+    (VQA_PATTERNS["count"], ["[vqa] count the shapes", "[vqa] how many objects are in the picture?",
                                     "[vqa] what is the number of shapes?", "[vqa] how many shapes do you see?"]),
-    (r"is there a (\w+) (\w+)", ["[vqa] do you see a {0} {1}?", "[vqa] does the image contain a {0} {1}?",
+    (VQA_PATTERNS["exists"], ["[vqa] do you see a {0} {1}?", "[vqa] does the image contain a {0} {1}?",
                                  "[vqa] can you find a {0} {1} here?", "[vqa] is a {0} {1} present?"]),
 ]
 BY_TASK = {"refer": REFER, "identify": IDENTIFY, "detection": DETECTION, "caption": CAPTION, "grounding": GROUNDING}
@@ -92,14 +94,14 @@ V2_BY_TASK = {
                   "[grounding] give a grounded caption"],
 }
 V2_VQA = [
-    (r"what color is the (\w+)", ["[vqa] what's the color of the {0}?", "[vqa] the {0} is what color?",
+    (VQA_PATTERNS["color"], ["[vqa] what's the color of the {0}?", "[vqa] the {0} is what color?",
                                   "[vqa] what color is that {0}?", "[vqa] what color has the {0} got?"]),
-    (r"what shape is the (\w+) object", ["[vqa] what shape is the {0} one?", "[vqa] which shape is colored {0}?",
+    (VQA_PATTERNS["shape"], ["[vqa] what shape is the {0} one?", "[vqa] which shape is colored {0}?",
                                          "[vqa] what's the shape of the {0} object?",
                                          "[vqa] the {0} thing is which shape?"]),
-    (r"how many shapes are there", ["[vqa] how many shapes are in this picture?", "[vqa] how many objects can you see?",
+    (VQA_PATTERNS["count"], ["[vqa] how many shapes are in this picture?", "[vqa] how many objects can you see?",
                                     "[vqa] count the objects in the image", "[vqa] what's the number of objects here?"]),
-    (r"is there a (\w+) (\w+)", ["[vqa] is there a {0} {1} in the picture?", "[vqa] can you see a {0} {1}?",
+    (VQA_PATTERNS["exists"], ["[vqa] is there a {0} {1} in the picture?", "[vqa] can you see a {0} {1}?",
                                  "[vqa] does this image have a {0} {1}?", "[vqa] any {0} {1} here?"]),
 ]
 # the third held-out set (issue #31, written 2026-12-05 before the third round of training wordings)
@@ -119,18 +121,18 @@ V3_BY_TASK = {
                   "[grounding] describe and locate everything"],
 }
 V3_VQA = [
-    (r"what color is the (\w+)", ["[vqa] could you tell me the {0}'s color?",
+    (VQA_PATTERNS["color"], ["[vqa] could you tell me the {0}'s color?",
                                   "[vqa] what colour do you think the {0} is?",
                                   "[vqa] what's the {0}'s colour in this picture?",
                                   "[vqa] I wonder what color the {0} is"]),
-    (r"what shape is the (\w+) object", ["[vqa] the {0} item, what shape is it?",
+    (VQA_PATTERNS["shape"], ["[vqa] the {0} item, what shape is it?",
                                          "[vqa] what kind of figure is the {0} one?",
                                          "[vqa] what shape does the {0} thing have?",
                                          "[vqa] which shape is painted {0}?"]),
-    (r"how many shapes are there", ["[vqa] how many things can you count in this image?",
+    (VQA_PATTERNS["count"], ["[vqa] how many things can you count in this image?",
                                     "[vqa] how many figures do you notice?", "[vqa] what's the total count of items?",
                                     "[vqa] tell me the number of things in the picture"]),
-    (r"is there a (\w+) (\w+)", ["[vqa] do you notice a {0} {1}?", "[vqa] is a {0} {1} included in this image?",
+    (VQA_PATTERNS["exists"], ["[vqa] do you notice a {0} {1}?", "[vqa] is a {0} {1} included in this image?",
                                  "[vqa] can a {0} {1} be found in the picture?",
                                  "[vqa] is a {0} {1} part of this scene?"]),
 ]
@@ -155,19 +157,19 @@ V4_BY_TASK = {
                   "[grounding] do a grounded caption of this image"],
 }
 V4_VQA = [
-    (r"what color is the (\w+)", ["[vqa] do you know what color the {0} is?",
+    (VQA_PATTERNS["color"], ["[vqa] do you know what color the {0} is?",
                                   "[vqa] please say which colour the {0} has",
                                   "[vqa] what color would you say the {0} is?",
                                   "[vqa] what's the colour of that {0} in the image?"]),
-    (r"what shape is the (\w+) object", ["[vqa] do you know the shape of the {0} object?",
+    (VQA_PATTERNS["shape"], ["[vqa] do you know the shape of the {0} object?",
                                          "[vqa] please tell me which shape is {0}",
                                          "[vqa] what shape would you say the {0} one is?",
                                          "[vqa] the {0} piece in the image, which shape?"]),
-    (r"how many shapes are there", ["[vqa] do you know how many shapes there are?",
+    (VQA_PATTERNS["count"], ["[vqa] do you know how many shapes there are?",
                                     "[vqa] please count the items in this picture",
                                     "[vqa] how many objects would you say there are?",
                                     "[vqa] what number of things is in the image?"]),
-    (r"is there a (\w+) (\w+)", ["[vqa] do you know if there is a {0} {1}?",
+    (VQA_PATTERNS["exists"], ["[vqa] do you know if there is a {0} {1}?",
                                  "[vqa] please check whether there's a {0} {1}",
                                  "[vqa] would you say there is a {0} {1}?",
                                  "[vqa] is there a {0} {1} to be seen in the image?"]),
@@ -190,16 +192,16 @@ V5_BY_TASK = {
                   "[grounding] shapes and where they are"],
 }
 V5_VQA = [
-    (r"what color is the (\w+)", ["[vqa] Tell me the {0}'s colour.", "[vqa] {0} - what color?",
+    (VQA_PATTERNS["color"], ["[vqa] Tell me the {0}'s colour.", "[vqa] {0} - what color?",
                                   "[vqa] can you tell what color the {0} is?", "[vqa] colour of the {0}?"]),
-    (r"what shape is the (\w+) object", ["[vqa] Which shape does the {0} object have?",
+    (VQA_PATTERNS["shape"], ["[vqa] Which shape does the {0} object have?",
                                          "[vqa] {0} object - what shape?",
                                          "[vqa] can you tell which shape the {0} one is?",
                                          "[vqa] the {0} object: which shape?"]),
-    (r"how many shapes are there", ["[vqa] How many shapes can be counted?", "[vqa] shapes in total?",
+    (VQA_PATTERNS["count"], ["[vqa] How many shapes can be counted?", "[vqa] shapes in total?",
                                     "[vqa] can you count how many shapes there are?",
                                     "[vqa] How many things are in this picture?"]),
-    (r"is there a (\w+) (\w+)", ["[vqa] Is a {0} {1} visible?", "[vqa] {0} {1} - is there one?",
+    (VQA_PATTERNS["exists"], ["[vqa] Is a {0} {1} visible?", "[vqa] {0} {1} - is there one?",
                                  "[vqa] can you tell if there is a {0} {1}?", "[vqa] any {0} {1} in the image?"]),
 ]
 # the sixth held-out set (issue #31, written 2026-12-05 after sets 4 and 5 had been scored, before any sixth round
@@ -225,18 +227,18 @@ V6_BY_TASK = {
                   "[grounding] I want to know what is shown and at which location"],
 }
 V6_VQA = [
-    (r"what color is the (\w+)", ["[vqa] I need the colour of the {0}",
+    (VQA_PATTERNS["color"], ["[vqa] I need the colour of the {0}",
                                   "[vqa] I can't see colours; what is the {0}'s?",
                                   "[vqa] there is a {0}. What color is it?", "[vqa] I want to know the {0}'s color"]),
-    (r"what shape is the (\w+) object", ["[vqa] I need the shape of the {0} object",
+    (VQA_PATTERNS["shape"], ["[vqa] I need the shape of the {0} object",
                                          "[vqa] one object is {0}; what shape is it?",
                                          "[vqa] there is something {0}. Which shape?",
                                          "[vqa] I want to know what shape the {0} thing has"]),
-    (r"how many shapes are there", ["[vqa] I need the number of shapes",
+    (VQA_PATTERNS["count"], ["[vqa] I need the number of shapes",
                                     "[vqa] I can't count them; how many are there?",
                                     "[vqa] there are some shapes. How many?",
                                     "[vqa] I want to know how many shapes are shown"]),
-    (r"is there a (\w+) (\w+)", ["[vqa] I need to know if a {0} {1} is there",
+    (VQA_PATTERNS["exists"], ["[vqa] I need to know if a {0} {1} is there",
                                  "[vqa] I'm not sure; is there a {0} {1}?",
                                  "[vqa] there might be a {0} {1}. Is there?",
                                  "[vqa] I want to know whether the image has a {0} {1}"]),

@@ -153,4 +153,14 @@ def _views_table(m: dict) -> list[str]:
            "task and scene)", "", "| metric | " + " | ".join(views) + " |", "|---|" + "---|" * len(views)]
     out += [f"| {k} | " + " | ".join(f"{m['views'][v][k]:.3f}" if k in m["views"][v] else "–" for v in views) + " |"
             for k in keys]
+    kinds = m.get("vqa_kinds", {})
+    if kinds:     # VQA by question kind, and as a second turn by the task of the first (eval/synthetic_views.py)
+        cols = [(v, "all") for v in kinds] + [("turn2", k) for k in sorted({k for d in kinds.get("turn2", {}).values()
+                                                                             for k in d} - {"all"})]
+        out += ["", "VQA exact match by question kind:", "",
+                "| kind | " + " | ".join(v if k == "all" else f"turn2 {k}" for v, k in cols) + " |",
+                "|---|" + "---|" * len(cols)]
+        out += [f"| {kind} | " + " | ".join(f"{kinds[v][kind][k]:.3f}" if k in kinds[v].get(kind, {}) else "–"
+                                           for v, k in cols) + " |"
+                for kind in sorted({kind for d in kinds.values() for kind in d})]
     return out + [""]

@@ -33,6 +33,7 @@ from minigptv2.eval.benches import VQA_PROMPT
 from minigptv2.eval.heldout_wordings import heldout_prompt
 from minigptv2.eval.run import Item, run_prompts
 from minigptv2.eval.synthetic import SYNTH_MAX_NEW_TOKENS, _score_synth, synthetic_items
+from minigptv2.synthetic import vqa_kind
 
 VIEWS = ("alone", "turn2", "turn3", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
          "paraphrase6")
@@ -91,7 +92,8 @@ def run_views(model, processor, data_dir, limit=None, batch_size: int = 32, cons
               views=VIEWS, seed: int = 0, progress: bool = True):
     """Score the views (module docstring). Returns (metrics, rows): metrics["views"][view] holds the plain bench's
     metrics for that view, metrics["delta"][view] the key metrics minus `alone`, metrics["after"][view] the key
-    metrics by the task of the turn just before (turn2, turn3)."""
+    metrics by the task of the turn just before (turn2, turn3), metrics["vqa_kinds"][view] VQA by question kind
+    (alone, turn2, turn3: _vqa_by_kind)."""
     t0 = time.time()
     scenes = view_items(data_dir, limit, seed)
     targets = [it for s in scenes for it in s.values()]
@@ -120,7 +122,7 @@ def run_views(model, processor, data_dir, limit=None, batch_size: int = 32, cons
         asked[view] = [replace(it, history=((a.prompt, alone[id(a)]),) + ((b.prompt, ans),) if b is not None else
                                ((a.prompt, alone[id(a)]),))
                        for it, a, b, ans in zip(targets, firsts, seconds, second_ans)]
-    m: dict = {"views": {}, "delta": {}, "after": {}}
+    m: dict = {"views": {}, "delta": {}, "after": {}, "vqa_kinds": {}}
     rows: list = []
     for view in [v for v in VIEWS if v in asked]:
         items = asked[view]
@@ -138,10 +140,33 @@ def run_views(model, processor, data_dir, limit=None, batch_size: int = 32, cons
             m["delta"][view] = {k: vm[k] - m["views"]["alone"][k] for k in KEY_METRICS if k in vm}
         if view in ("turn2", "turn3"):
             m["after"][view] = _by_previous_task(rows, view)
+        if view in ("alone", "turn2", "turn3"):
+            m["vqa_kinds"][view] = _vqa_by_kind(rows, view)
     m["n"] = {t: sum(t in s for s in scenes) for t in TASKS}
     m["scenes"] = len(scenes)
     m["seconds"] = round(time.time() - t0, 2)
     return m, rows
+
+
+def _previous_task(row: dict) -> str:
+    prev = row["history"][-1][0]
+    return next((t for t in TASKS if prev.startswith(f"[{t}]")), "?")
+
+
+def _vqa_by_kind(rows: list[dict], view: str) -> dict:
+    """{question kind (synthetic.vqa_kind): {"all": exact match, "after <task>": the same after that task's turn
+    (turn views)}} for one view. An average over every kind and earlier task can hide one pair ("how many shapes"
+    after a refer answer: docs/nano.md)."""
+    sums: dict = {}
+    for r in rows:
+        if r["view"] != view or r["task"] != "vqa":
+            continue
+        kind = vqa_kind(r["prompt"][len(VQA_PROMPT.format("")):]) or "other"
+        for key in ["all"] + ([f"after {_previous_task(r)}"] if r["history"] else []):
+            acc = sums.setdefault(kind, {}).setdefault(key, [0.0, 0])
+            acc[0] += float(r["correct"])
+            acc[1] += 1
+    return {k: {key: a / n for key, (a, n) in sorted(d.items())} for k, d in sorted(sums.items())}
 
 
 def _by_previous_task(rows: list[dict], view: str) -> dict:
@@ -150,8 +175,7 @@ def _by_previous_task(rows: list[dict], view: str) -> dict:
     for r in rows:
         if r["view"] != view:
             continue
-        prev = r["history"][-1][0]
-        prev_task = next((t for t in TASKS if prev.startswith(f"[{t}]")), "?")
+        prev_task = _previous_task(r)
         if r["task"] == "refer":
             key, v = "refer_acc", float(r["hit"])
         elif r["task"] in ("detection", "grounding"):

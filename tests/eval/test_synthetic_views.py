@@ -7,8 +7,9 @@ import pytest
 from eval_helpers import patch_generate
 from helpers import tiny_model
 from minigptv2.eval import heldout_wordings, synthetic_views
+from minigptv2.eval.report import report_markdown
 from minigptv2.generate import Result
-from minigptv2.synthetic import write_synthetic
+from minigptv2.synthetic import VQA_PATTERNS, vqa_kind, write_synthetic
 from minigptv2.synthetic_wordings import OFFICIAL, all_wordings
 from minigptv2.prompts import VQA_TEMPLATES
 from test_synthetic_bench import _synthetic_answers
@@ -55,8 +56,9 @@ class ConversationFake:
     """Answers the last question from a table (the alone prompt's truth); with earlier turns, answers `wrong`
     for the tasks in `break_after`. Records every conversation."""
 
-    def __init__(self, answers, held, break_after=()):
+    def __init__(self, answers, held, break_after=(), break_if=None):
         self.answers, self.held, self.break_after, self.seen = answers, held, break_after, []
+        self.break_if = break_if or (lambda q, history: False)
 
     def __call__(self, model, processor, images, prompts, **kw):
         out = []
@@ -64,7 +66,7 @@ class ConversationFake:
             q, history = (p, []) if isinstance(p, str) else (p[-1]["content"], p[:-1])
             self.seen.append((str(im), q, history))
             text = self.answers.get((str(im), self.held.get((str(im), q), q)), "no box here")
-            if history and any(q.startswith(f"[{t}]") for t in self.break_after):
+            if history and any(q.startswith(f"[{t}]") for t in self.break_after) or self.break_if(q, history):
                 text = "wrong"
             out.append(Result(text, []))
         return out
@@ -108,6 +110,42 @@ def test_views_exact_scores_and_histories(tmp_path, mp, monkeypatch):
     assert set(m2["views"]) == {"alone", "turn2"}
     assert set(m2["after"]["turn2"]["vqa_em"].values()) == {0.0}
     json.dumps(m2)
+
+
+def test_vqa_by_question_kind_finds_one_broken_pair(tmp_path, mp, monkeypatch):
+    """A model that miscounts only after a refer answer (the case docs/nano.md found by hand): the VQA breakdown by
+    question kind and earlier task shows that pair at 0 and every other at 1, though the turn's VQA mean is high."""
+    d = write_synthetic(tmp_path / "synth", n=60, seed=5)
+    def after_refer(q, history):
+        asked = [t["content"] for t in history if t["role"] == "user"]
+        return "how many shapes" in q and bool(asked) and asked[-1].startswith("[refer]")
+    patch_generate(monkeypatch, ConversationFake(_synthetic_answers(d), {}, break_if=after_refer))
+    m, _ = synthetic_views.run_views(*mp, d, batch_size=8, progress=False, views=("alone", "turn2"))
+    kinds = m["vqa_kinds"]
+    assert set(kinds) == {"alone", "turn2"} and set(kinds["alone"]) == set(VQA_PATTERNS)
+    assert all(d == {"all": 1.0} for d in kinds["alone"].values())
+    assert kinds["turn2"]["count"].get("after refer") == 0.0, kinds["turn2"]
+    rest = [v for kind, d in kinds["turn2"].items() for k, v in d.items() if (kind, k) not in
+            {("count", "after refer"), ("count", "all")}]
+    assert len(rest) > 10 and set(rest) == {1.0}
+    assert 0 < kinds["turn2"]["count"]["all"] < 1 and m["views"]["turn2"]["vqa_em"] > 0.9
+    table = report_markdown({"synthetic_views": m})
+    assert "VQA exact match by question kind" in table and "turn2 after refer" in table
+
+
+def test_vqa_kind_names_every_synthetic_question():
+    import random
+
+    from minigptv2.synthetic import make_scene, vqa_questions
+    seen = set()
+    for s in range(60):
+        for q, a, _ in vqa_questions(make_scene(random.Random(s)), random.Random(s)):
+            kind = vqa_kind(q)
+            assert kind is not None, q
+            seen.add(kind)
+            assert (kind == "exists") == (a in ("yes", "no")) and (kind == "count") == q.startswith("how many")
+    assert seen == set(VQA_PATTERNS)
+    assert vqa_kind("what color is the circle") is None and vqa_kind("[vqa] how many shapes are there?") is None
 
 
 def test_training_wordings_are_many_and_distinct():
