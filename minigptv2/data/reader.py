@@ -12,8 +12,9 @@ class Sample:
     turns: list[tuple[str, str]]       # [(instruction, answer), ...]; instruction without <Img>/[INST]
     task: str                          # one of TASKS
     source: str = ""                   # "file#record-index", for error messages
-    points: list | None = None         # per turn: the 0-100 grid box of the one object it is about, or None;
-                                       # only the pointing loss reads it (train/pointing.py)
+    points: list | None = None         # per turn: the 0-100 grid box of the one object it is about, a list of
+                                       # [phrase, box] (the objects a caption names), or None; only the pointing
+                                       # loss reads it (train/pointing.py)
 
 
 class Reader:

@@ -10,7 +10,8 @@ conversations (issue #31: follow-up turns and wordings outside the templates).
 
 Answers are the canonical ones of synthetic.py (exactly what the per-task readers train on), so a dialog teaches
 nothing new about a scene, only to answer the last question whatever came before, and whatever the wording. A VQA
-turn about one object carries its box as the turn's point (Sample.points, for the pointing loss).
+turn about one object carries its box as the turn's point, a caption each object's phrase and box (Sample.points,
+for the pointing loss: train/pointing.py).
 Every random choice uses the sample's rng, as every reader of datasets.py. Listed in datasets.KINDS.
 """
 from __future__ import annotations
@@ -51,7 +52,8 @@ def turn(scene: Scene, task: str, rng: random.Random, p_paraphrase: float,
          named: list[Obj]) -> tuple[str, str, list[int] | None]:
     """One (instruction, canonical answer, point) of `task` about the scene; `named`: objects earlier answers
     named (chosen half the time when there are any), extended with the objects this answer names. point: the grid
-    box of the one object a VQA question is about (synthetic.vqa_subject), else None."""
+    box of the one object a VQA question is about (synthetic.vqa_subject); for a caption [[phrase, grid box], ...]
+    of its objects in the caption's order; else None."""
     objs = scene.objects
     pick = lambda: rng.choice(named if named and rng.random() < 0.5 else objs)  # noqa: E731
     if task == "refer":
@@ -73,8 +75,9 @@ def turn(scene: Scene, task: str, rng: random.Random, p_paraphrase: float,
         subject = vqa_subject(scene, q)
         return instruction("vqa", q, rng, p_paraphrase), a, None if subject is None else list(scene.grid(subject))
     named.extend(objs)
-    if task == "caption":
-        return instruction("caption", None, rng, p_paraphrase), caption(scene), None
+    if task == "caption":     # each object's phrase of the caption with its box (the pointing loss's spans)
+        phrases = [[f"a {o.name}", list(scene.grid(o))] for o in objs]
+        return instruction("caption", None, rng, p_paraphrase), caption(scene), phrases
     return instruction("grounding", None, rng, p_paraphrase), grounded_caption(scene), None
 
 

@@ -7,7 +7,11 @@ visual tokens the box overlaps: the loss is weight × the mean over such turns o
 A turn is one answer (a run of labelled tokens) and the unlabelled tokens before it back to the previous answer,
 so in a conversation each answer is pointed at its own turn's box, whatever boxes earlier turns named; a
 single-turn row is one turn. With "points": true, a turn whose text has no box is pointed at its point when it
-has one (Sample.points, batch["points"]: the object a synthetic VQA question is about). The model must run with
+has one (Sample.points, batch["points"]: the object a synthetic VQA question is about). With "spans": true, an
+answer names several objects one after another and each part is pointed at its own object: a turn with several
+boxes in its text (a grounded caption, a detection of several objects) points the tokens up to and including each
+box at that box, and a turn whose point is a list of [phrase, box] (a synthetic caption: Sample.points) points each
+phrase's tokens, found in order in the answer, at its box. The model must run with
 eager attention (the weights are returned); the coordinates must be single tokens `<0>`..`<100>` with
 consecutive ids (the nano tokenizer; LLaMA's splits them, so it is refused).
 """
@@ -30,18 +34,18 @@ def token_regions(box, grid: int, group: int) -> torch.Tensor:
 
 
 class Pointing:
-    """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h[, "points": true]} for a model
-    and processor.
+    """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h[, "points": true][, "spans":
+    true]} for a model and processor.
     Called with the model's attentions (one (B, heads, L, L) tensor per layer) and the batch: the weighted loss,
     or None when no turn has a box to point at. `values` keeps (loss, turns) of every call (the training log's mean)."""
 
     def __init__(self, spec: dict, proc, config):
-        unknown = set(spec) - {"weight", "layer", "head", "points"}
-        if unknown or "weight" not in spec or not isinstance(spec.get("points", False), bool):
-            raise MiniGPTv2Error(f"pointing takes weight, layer, head and points (true/false), e.g. {{'weight': 0.5, "
-                                 f"'layer': 1, 'head': 0, 'points': True}}; got {spec!r}")
+        unknown = set(spec) - {"weight", "layer", "head", "points", "spans"}
+        if unknown or "weight" not in spec or not all(isinstance(spec.get(k, False), bool) for k in ("points", "spans")):
+            raise MiniGPTv2Error(f"pointing takes weight, layer, head, points and spans (true/false), e.g. "
+                                 f"{{'weight': 0.5, 'layer': 1, 'head': 0, 'points': True}}; got {spec!r}")
         self.weight, self.layer, self.head = float(spec["weight"]), int(spec.get("layer", 1)), int(spec.get("head", 0))
-        self.points = spec.get("points", False)
+        self.points, self.spans = spec.get("points", False), spec.get("spans", False)
         text = config.text_config
         if not 0 <= self.layer < text.num_hidden_layers or not 0 <= self.head < text.num_attention_heads:
             raise MiniGPTv2Error(f"pointing layer {self.layer} / head {self.head} is not in the LLM's "
@@ -52,6 +56,8 @@ class Pointing:
             raise MiniGPTv2Error("the pointing loss needs the coordinates <0>..<100> as single tokens with "
                                  "consecutive ids (the nano tokenizer); this tokenizer splits them")
         self.first = ids[0][-1]
+        # phrases (spans) are encoded without what the tokenizer puts before any text (BOS): as many ids as "<0>" has
+        self.tokenizer, self.lead = tok, len(ids[0]) - 1
         self.image_token_id = proc.image_token_id
         self.grid, self.group = config.vision_config.grid, config.group
         self.values: list[tuple[float, int]] = []
@@ -61,7 +67,7 @@ class Pointing:
         B, L = ids.shape
         points = batch.get("points") if self.points else None
         n_vis = self.grid ** 2 // self.group
-        # which columns each predicting position should attend to, and its weight 1 / (its turn's length): built
+        # which columns each predicting position should attend to, and its weight 1 / (its turn's pointed tokens): built
         # without autograd, so the loss itself is one product and one sum over the head's (B, L, L) weights
         cols = torch.zeros(B, L, L, dtype=torch.bool, device=ids.device)
         per_q = torch.zeros(B, L, device=ids.device)
@@ -78,20 +84,16 @@ class Pointing:
                 row_points = None           # a cut answer: the turns cannot be matched to their points
             start = 0
             for k, (a, z) in enumerate(answers):                     # the answer is tokens a..z-1
-                coord = is_coord[start:z].nonzero().flatten() + start
+                point = row_points[k] if row_points is not None else None
+                parts = self._parts(ids[b], is_coord, start, a, z, point)
                 start = z
-                if len(coord) == 4 and int(coord[-1] - coord[0]) == 3:
-                    box = [int(ids[b, c]) - self.first for c in coord]
-                elif not len(coord) and row_points is not None and row_points[k] is not None:
-                    box = row_points[k]
-                else:
-                    continue
-                target = token_regions(box, self.grid, self.group)
-                if not target.any() or a == 0:
-                    continue
-                cols[b, a - 1:z - 1, vis[target.to(vis.device)]] = True        # positions a-1..z-2 predict it
-                per_q[b, a - 1:z - 1] = 1.0 / (z - a)
-                turns += 1
+                parts = [(lo, hi, target) for lo, hi, box in parts
+                         if (target := token_regions(box, self.grid, self.group)).any() and lo > 0]
+                n = sum(hi - lo for lo, hi, _ in parts)
+                for lo, hi, target in parts:                 # tokens lo..hi-1: positions lo-1..hi-2 predict them
+                    cols[b, lo - 1:hi - 1, vis[target.to(vis.device)]] = True
+                    per_q[b, lo - 1:hi - 1] = 1.0 / n
+                turns += bool(parts)
         if not turns:
             return None
         att = attentions[self.layer][:, self.head].float()                     # (B, L, L)
@@ -99,6 +101,37 @@ class Pointing:
         loss = self.weight * (per_q * -torch.log(mass + 1e-6)).sum() / turns
         self.values.append((loss.item(), turns))
         return loss
+
+    def _parts(self, ids, is_coord, start: int, a: int, z: int, point) -> list[tuple[int, int, list]]:
+        """[(first token, end token, grid box)] to point for the answer a..z-1 whose turn starts at `start`."""
+        coord = is_coord[start:z].nonzero().flatten() + start
+        runs = coord.view(-1, 4) if len(coord) % 4 == 0 else None
+        if runs is not None and len(runs) and bool(((runs[:, -1] - runs[:, 0]) == 3).all()):
+            boxes = [([int(ids[c]) - self.first for c in r], int(r[-1])) for r in runs]
+            if len(boxes) == 1:
+                return [(a, z, boxes[0][0])]
+            if not self.spans:
+                return []
+            out, lo = [], a                              # each box with the tokens since the box before it
+            for box, last in boxes:
+                if last >= a:
+                    out.append((max(lo, a), last + 1, box))
+                lo = last + 1
+            return out
+        if len(coord) or point is None:
+            return []
+        if not isinstance(point[0], list):
+            return [(a, z, point)]
+        if not self.spans:
+            return []
+        out, at, answer = [], a, ids[a:z].tolist()         # [[phrase, box], ...]: each phrase found in order
+        for phrase, box in point:
+            want = self.tokenizer.encode(phrase)[self.lead:]
+            hit = next((i for i in range(at - a, len(answer) - len(want) + 1) if answer[i:i + len(want)] == want), None)
+            if want and hit is not None:
+                out.append((a + hit, a + hit + len(want), box))
+                at = a + hit + len(want)
+        return out
 
 
 def _answers(labelled: torch.Tensor) -> list[tuple[int, int]]:

@@ -142,6 +142,64 @@ def test_points_give_a_box_less_turn_its_object_only_when_asked(nano):
         assert [k for _, k in p.values] == [1] and p.values[0][0] == pytest.approx(0.5 * want[2], rel=1e-5)
 
 
+def test_spans_point_each_named_object_at_its_own_box(nano):
+    """"spans": true: a detection answer with two boxes points the tokens up to and including each box at that box;
+    a caption whose point is [[phrase, box], ...] points each phrase's tokens at its box (phrases found in order,
+    one that is not in the answer skipped). Without it, neither turn counts and the refer turn is as before."""
+    model, proc = nano
+    tok = proc.tokenizer
+    turns = [("[detection] circle", "<p>circle</p> {<1><2><3><4>}<delim>{<50><50><60><60>}"),
+             ("[caption] briefly describe the image", "a red circle and a blue square"),
+             ("[refer] the red circle", "{<10><20><40><60>}")]
+    batch = _batch(proc, [turns])
+    batch["points"] = [[None, [["a red circle", [0, 0, 30, 30]], ["a green triangle", [0, 0, 100, 100]],
+                              ["a blue square", [60, 60, 100, 100]]], None]]
+    with torch.no_grad():
+        att = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")},
+                    output_attentions=True).attentions[1][0, 0]
+    ids = batch["input_ids"][0].tolist()
+    labelled = (batch["labels"][0] != -100).tolist()
+    starts = [i for i in range(1, len(labelled)) if labelled[i] and not labelled[i - 1]]
+    ends = [i for i in range(1, len(labelled)) if not labelled[i] and labelled[i - 1]] + [len(labelled)]
+    vis = (batch["input_ids"][0] == proc.image_token_id).nonzero().flatten()
+
+    def mean_nll(spans):       # [(tokens lo..hi-1, box)] -> the mean over their predicting positions
+        vals = [-torch.log(att[q, vis[token_regions(box, 8, 4)]].sum() + 1e-6).item()
+                for lo, hi, box in spans for q in range(lo - 1, hi - 1)]
+        return sum(vals) / len(vals)
+
+    a0, a1 = starts[0], starts[1]
+    first = tok.encode("<0>")[-1]
+    coords = [i for i in range(a0, ends[0]) if first <= ids[i] <= first + 100]
+    assert [ids[i] - first for i in coords] == [1, 2, 3, 4, 50, 50, 60, 60]
+    four, last = coords[3], coords[7]
+    caption = [t.lstrip("\u2581") for t in tok.convert_ids_to_tokens(ids[a1:ends[1]])]
+    assert caption[:7] == ["a", "red", "circle", "and", "a", "blue", "square"]
+    want = [mean_nll([(a0, four + 1, [1, 2, 3, 4]), (four + 1, last + 1, [50, 50, 60, 60])]),
+            mean_nll([(a1, a1 + 3, [0, 0, 30, 30]), (a1 + 4, a1 + 7, [60, 60, 100, 100])]),
+            mean_nll([(starts[2], ends[2], [10, 20, 40, 60])])]
+    p = Pointing({**SPEC, "points": True, "spans": True}, proc, model.config)
+    loss_sum(model, batch, torch.float32, pointing=p)
+    assert [k for _, k in p.values] == [3]
+    assert p.values[0][0] == pytest.approx(0.5 * sum(want) / 3, rel=1e-5)
+    p = Pointing({**SPEC, "points": True}, proc, model.config)
+    loss_sum(model, batch, torch.float32, pointing=p)
+    assert [k for _, k in p.values] == [1] and p.values[0][0] == pytest.approx(0.5 * want[2], rel=1e-5)
+
+
+def test_synthetic_dialog_captions_carry_each_objects_phrase_and_box():
+    from minigptv2.data.synthetic_dialogs import turn
+    from minigptv2.synthetic import caption
+
+    scene = make_scene(random.Random(3))
+    q, answer, point = turn(scene, "caption", random.Random(0), 0.0, [])
+    assert answer == caption(scene) and [p for p, _ in point] == [f"a {o.name}" for o in scene.objects]
+    assert [b for _, b in point] == [list(scene.grid(o)) for o in scene.objects]
+    at = 0
+    for phrase, _ in point:                     # the phrases are in the answer, in order
+        at = answer.index(phrase, at) + len(phrase)
+
+
 def test_synthetic_vqa_samples_carry_their_objects_box_to_the_batch(tmp_path, nano):
     """write_synthetic(dialogs=True): vqa.json's one-object questions carry "point" (the object's grid box), the
     vqa reader and the dialogs put it in Sample.points, make_batches in batch["points"] row by row."""
@@ -170,8 +228,9 @@ def test_synthetic_vqa_samples_carry_their_objects_box_to_the_batch(tmp_path, na
     pointed = [s for s in (dialogs.sample(i % len(dialogs), random.Random(i)) for i in range(60)) if s.points]
     assert pointed and all(len(s.points) == len(s.turns) for s in pointed)
     for s in pointed:
-        for (q, _), pt in zip(s.turns, s.points):
-            assert (pt is not None) <= q.startswith("[vqa]")
+        for (q, _), pt in zip(s.turns, s.points):     # a VQA turn's box, a caption's [[phrase, box], ...]
+            assert (pt is not None) <= q.startswith(("[vqa]", "[caption]"))
+            assert q.startswith("[caption]") <= (pt is not None and isinstance(pt[0], list))
     batches = make_batches(proc, samples[:6], 4, chat_template=False)
     rows = sorted(samples[:6], key=lambda s: len(proc.training_example(s.turns, image=s.image,
                                                                        chat_template=False)["input_ids"]))
@@ -181,7 +240,7 @@ def test_synthetic_vqa_samples_carry_their_objects_box_to_the_batch(tmp_path, na
 def test_refuses_what_it_cannot_do(nano):
     model, proc = nano
     for bad in ({"weight": 0.5, "layer": 9}, {"weight": 0.5, "head": 7}, {"layer": 1}, {"weight": 1, "heads": 0},
-                {"weight": 1, "points": "yes"}):
+                {"weight": 1, "points": "yes"}, {"weight": 1, "spans": 1}):
         with pytest.raises(MiniGPTv2Error, match="pointing"):
             Pointing(bad, proc, model.config)
     split = types.SimpleNamespace(tokenizer=types.SimpleNamespace(encode=lambda s: [1, 29966, len(s)]),
