@@ -9,18 +9,21 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Five sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Seven sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
 scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
 before the fourth; the fifth (`V5`, view `paraphrase5`) after the fourth round had been scored and before the
 fifth; the sixth (`V6`, view `paraphrase6`) after the fifth had been scored and before any sixth round, so no
-set was looked at when writing the wordings it scores. The third varies the nouns
+set was looked at when writing the wordings it scores; the seventh (`V7`, view `paraphrase7`) after sets 4 to 6
+had been looked at wording by wording (2026-12-06), before any sixth round, so it is the one still unseen. The
+third varies the nouns
 ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
 wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ..."); the fifth
 is casual and terse, some of it capitalized and punctuated as people type ("Tell me the circle's colour.",
 "circle - what color?"); the sixth says what the user needs as a statement, or asks after a clause ("I need
-the colour of the circle", "there is a circle. What color is it?").
+the colour of the circle", "there is a circle. What color is it?"); the seventh is sentences to complete and
+questions with a hint about the answer's form ("the circle is colored", "how many shapes? answer with a number").
 """
 from __future__ import annotations
 
@@ -67,14 +70,14 @@ GROUNDING = [
 # per VQA question kind: (pattern of the synthetic question, wordings filled with the pattern's groups)
 VQA = [
     (VQA_PATTERNS["color"], ["[vqa] which colour is the {0}?", "[vqa] tell me the color of the {0}",
-                                  "[vqa] the {0} has what color?", "[vqa] what is the color of the {0}?"]),
+                             "[vqa] the {0} has what color?", "[vqa] what is the color of the {0}?"]),
     (VQA_PATTERNS["shape"], ["[vqa] which shape is {0}?", "[vqa] what kind of shape is the {0} one?",
-                                         "[vqa] the {0} object has which shape?",
-                                         "[vqa] name the shape of the {0} object"]),
+                             "[vqa] the {0} object has which shape?",
+                             "[vqa] name the shape of the {0} object"]),
     (VQA_PATTERNS["count"], ["[vqa] count the shapes", "[vqa] how many objects are in the picture?",
-                                    "[vqa] what is the number of shapes?", "[vqa] how many shapes do you see?"]),
+                             "[vqa] what is the number of shapes?", "[vqa] how many shapes do you see?"]),
     (VQA_PATTERNS["exists"], ["[vqa] do you see a {0} {1}?", "[vqa] does the image contain a {0} {1}?",
-                                 "[vqa] can you find a {0} {1} here?", "[vqa] is a {0} {1} present?"]),
+                              "[vqa] can you find a {0} {1} here?", "[vqa] is a {0} {1} present?"]),
 ]
 BY_TASK = {"refer": REFER, "identify": IDENTIFY, "detection": DETECTION, "caption": CAPTION, "grounding": GROUNDING}
 
@@ -95,14 +98,14 @@ V2_BY_TASK = {
 }
 V2_VQA = [
     (VQA_PATTERNS["color"], ["[vqa] what's the color of the {0}?", "[vqa] the {0} is what color?",
-                                  "[vqa] what color is that {0}?", "[vqa] what color has the {0} got?"]),
+                             "[vqa] what color is that {0}?", "[vqa] what color has the {0} got?"]),
     (VQA_PATTERNS["shape"], ["[vqa] what shape is the {0} one?", "[vqa] which shape is colored {0}?",
-                                         "[vqa] what's the shape of the {0} object?",
-                                         "[vqa] the {0} thing is which shape?"]),
+                             "[vqa] what's the shape of the {0} object?",
+                             "[vqa] the {0} thing is which shape?"]),
     (VQA_PATTERNS["count"], ["[vqa] how many shapes are in this picture?", "[vqa] how many objects can you see?",
-                                    "[vqa] count the objects in the image", "[vqa] what's the number of objects here?"]),
+                             "[vqa] count the objects in the image", "[vqa] what's the number of objects here?"]),
     (VQA_PATTERNS["exists"], ["[vqa] is there a {0} {1} in the picture?", "[vqa] can you see a {0} {1}?",
-                                 "[vqa] does this image have a {0} {1}?", "[vqa] any {0} {1} here?"]),
+                              "[vqa] does this image have a {0} {1}?", "[vqa] any {0} {1} here?"]),
 ]
 # the third held-out set (issue #31, written 2026-12-05 before the third round of training wordings)
 V3_BY_TASK = {
@@ -122,19 +125,19 @@ V3_BY_TASK = {
 }
 V3_VQA = [
     (VQA_PATTERNS["color"], ["[vqa] could you tell me the {0}'s color?",
-                                  "[vqa] what colour do you think the {0} is?",
-                                  "[vqa] what's the {0}'s colour in this picture?",
-                                  "[vqa] I wonder what color the {0} is"]),
+                             "[vqa] what colour do you think the {0} is?",
+                             "[vqa] what's the {0}'s colour in this picture?",
+                             "[vqa] I wonder what color the {0} is"]),
     (VQA_PATTERNS["shape"], ["[vqa] the {0} item, what shape is it?",
-                                         "[vqa] what kind of figure is the {0} one?",
-                                         "[vqa] what shape does the {0} thing have?",
-                                         "[vqa] which shape is painted {0}?"]),
+                             "[vqa] what kind of figure is the {0} one?",
+                             "[vqa] what shape does the {0} thing have?",
+                             "[vqa] which shape is painted {0}?"]),
     (VQA_PATTERNS["count"], ["[vqa] how many things can you count in this image?",
-                                    "[vqa] how many figures do you notice?", "[vqa] what's the total count of items?",
-                                    "[vqa] tell me the number of things in the picture"]),
+                             "[vqa] how many figures do you notice?", "[vqa] what's the total count of items?",
+                             "[vqa] tell me the number of things in the picture"]),
     (VQA_PATTERNS["exists"], ["[vqa] do you notice a {0} {1}?", "[vqa] is a {0} {1} included in this image?",
-                                 "[vqa] can a {0} {1} be found in the picture?",
-                                 "[vqa] is a {0} {1} part of this scene?"]),
+                              "[vqa] can a {0} {1} be found in the picture?",
+                              "[vqa] is a {0} {1} part of this scene?"]),
 ]
 # the fourth held-out set (issue #31, written 2026-12-05 before the fourth round of training wordings): polite and
 # indirect forms ("do you know ...", "please ...", "would you say ...") around every task
@@ -158,21 +161,21 @@ V4_BY_TASK = {
 }
 V4_VQA = [
     (VQA_PATTERNS["color"], ["[vqa] do you know what color the {0} is?",
-                                  "[vqa] please say which colour the {0} has",
-                                  "[vqa] what color would you say the {0} is?",
-                                  "[vqa] what's the colour of that {0} in the image?"]),
+                             "[vqa] please say which colour the {0} has",
+                             "[vqa] what color would you say the {0} is?",
+                             "[vqa] what's the colour of that {0} in the image?"]),
     (VQA_PATTERNS["shape"], ["[vqa] do you know the shape of the {0} object?",
-                                         "[vqa] please tell me which shape is {0}",
-                                         "[vqa] what shape would you say the {0} one is?",
-                                         "[vqa] the {0} piece in the image, which shape?"]),
+                             "[vqa] please tell me which shape is {0}",
+                             "[vqa] what shape would you say the {0} one is?",
+                             "[vqa] the {0} piece in the image, which shape?"]),
     (VQA_PATTERNS["count"], ["[vqa] do you know how many shapes there are?",
-                                    "[vqa] please count the items in this picture",
-                                    "[vqa] how many objects would you say there are?",
-                                    "[vqa] what number of things is in the image?"]),
+                             "[vqa] please count the items in this picture",
+                             "[vqa] how many objects would you say there are?",
+                             "[vqa] what number of things is in the image?"]),
     (VQA_PATTERNS["exists"], ["[vqa] do you know if there is a {0} {1}?",
-                                 "[vqa] please check whether there's a {0} {1}",
-                                 "[vqa] would you say there is a {0} {1}?",
-                                 "[vqa] is there a {0} {1} to be seen in the image?"]),
+                              "[vqa] please check whether there's a {0} {1}",
+                              "[vqa] would you say there is a {0} {1}?",
+                              "[vqa] is there a {0} {1} to be seen in the image?"]),
 ]
 # the fifth held-out set (issue #31, written 2026-12-05 before the fifth round of training wordings): casual and
 # terse forms, some written with a capital letter and a full stop as people type them
@@ -193,16 +196,16 @@ V5_BY_TASK = {
 }
 V5_VQA = [
     (VQA_PATTERNS["color"], ["[vqa] Tell me the {0}'s colour.", "[vqa] {0} - what color?",
-                                  "[vqa] can you tell what color the {0} is?", "[vqa] colour of the {0}?"]),
+                             "[vqa] can you tell what color the {0} is?", "[vqa] colour of the {0}?"]),
     (VQA_PATTERNS["shape"], ["[vqa] Which shape does the {0} object have?",
-                                         "[vqa] {0} object - what shape?",
-                                         "[vqa] can you tell which shape the {0} one is?",
-                                         "[vqa] the {0} object: which shape?"]),
+                             "[vqa] {0} object - what shape?",
+                             "[vqa] can you tell which shape the {0} one is?",
+                             "[vqa] the {0} object: which shape?"]),
     (VQA_PATTERNS["count"], ["[vqa] How many shapes can be counted?", "[vqa] shapes in total?",
-                                    "[vqa] can you count how many shapes there are?",
-                                    "[vqa] How many things are in this picture?"]),
+                             "[vqa] can you count how many shapes there are?",
+                             "[vqa] How many things are in this picture?"]),
     (VQA_PATTERNS["exists"], ["[vqa] Is a {0} {1} visible?", "[vqa] {0} {1} - is there one?",
-                                 "[vqa] can you tell if there is a {0} {1}?", "[vqa] any {0} {1} in the image?"]),
+                              "[vqa] can you tell if there is a {0} {1}?", "[vqa] any {0} {1} in the image?"]),
 ]
 # the sixth held-out set (issue #31, written 2026-12-05 after sets 4 and 5 had been scored, before any sixth round
 # of training wordings): what the user needs said as a statement, and questions that come after a clause
@@ -228,23 +231,54 @@ V6_BY_TASK = {
 }
 V6_VQA = [
     (VQA_PATTERNS["color"], ["[vqa] I need the colour of the {0}",
-                                  "[vqa] I can't see colours; what is the {0}'s?",
-                                  "[vqa] there is a {0}. What color is it?", "[vqa] I want to know the {0}'s color"]),
+                             "[vqa] I can't see colours; what is the {0}'s?",
+                             "[vqa] there is a {0}. What color is it?", "[vqa] I want to know the {0}'s color"]),
     (VQA_PATTERNS["shape"], ["[vqa] I need the shape of the {0} object",
-                                         "[vqa] one object is {0}; what shape is it?",
-                                         "[vqa] there is something {0}. Which shape?",
-                                         "[vqa] I want to know what shape the {0} thing has"]),
+                             "[vqa] one object is {0}; what shape is it?",
+                             "[vqa] there is something {0}. Which shape?",
+                             "[vqa] I want to know what shape the {0} thing has"]),
     (VQA_PATTERNS["count"], ["[vqa] I need the number of shapes",
-                                    "[vqa] I can't count them; how many are there?",
-                                    "[vqa] there are some shapes. How many?",
-                                    "[vqa] I want to know how many shapes are shown"]),
+                             "[vqa] I can't count them; how many are there?",
+                             "[vqa] there are some shapes. How many?",
+                             "[vqa] I want to know how many shapes are shown"]),
     (VQA_PATTERNS["exists"], ["[vqa] I need to know if a {0} {1} is there",
-                                 "[vqa] I'm not sure; is there a {0} {1}?",
-                                 "[vqa] there might be a {0} {1}. Is there?",
-                                 "[vqa] I want to know whether the image has a {0} {1}"]),
+                              "[vqa] I'm not sure; is there a {0} {1}?",
+                              "[vqa] there might be a {0} {1}. Is there?",
+                              "[vqa] I want to know whether the image has a {0} {1}"]),
+]
+# the seventh held-out set (issue #31, written 2026-12-06 before any sixth round of training wordings; sets 4 to 6
+# had been looked at wording by wording that day, so this is the one still unseen): sentences to complete, and
+# questions with a hint about the answer's form
+V7_BY_TASK = {
+    "refer": ["[refer] the {} is located at:", "[refer] where is the {}? answer with a box",
+              "[refer] box of the {} =", "[refer] locate the {} and reply only with coordinates",
+              "[refer] position of the {}, as a bounding box:"],
+    "identify": ["[identify] the object at {} is a", "[identify] what is at {}? answer with its color and shape",
+                 "[identify] {} contains:", "[identify] name what is inside {}, two words only",
+                 "[identify] object in region {} ="],
+    "detection": ["[detection] all {} shapes, with boxes:", "[detection] where are the {} shapes? reply with boxes",
+                  "[detection] boxes of every {} =", "[detection] list each {} and its box",
+                  "[detection] the {} shapes are at:"],
+    "caption": ["[caption] this image shows", "[caption] describe the picture; keep it short",
+                "[caption] the picture contains:", "[caption] what is in the image? one sentence please",
+                "[caption] summary of the image ="],
+    "grounding": ["[grounding] the shapes and where they are:", "[grounding] describe the image; give a box for "
+                  "each shape", "[grounding] objects in this image, with locations =",
+                  "[grounding] what is in the picture and where? reply with boxes",
+                  "[grounding] this image shows, with boxes:"],
+}
+V7_VQA = [
+    (VQA_PATTERNS["color"], ["[vqa] the {0} is colored", "[vqa] what color is the {0}? one word",
+                             "[vqa] color of the {0} =", "[vqa] which color has the {0}? answer with a color"]),
+    (VQA_PATTERNS["shape"], ["[vqa] the {0} object is a", "[vqa] what shape is the {0} object? one word",
+                             "[vqa] shape of the {0} object =", "[vqa] which shape is {0}? answer with a shape"]),
+    (VQA_PATTERNS["count"], ["[vqa] the number of shapes here is", "[vqa] how many shapes? answer with a number",
+                             "[vqa] shape count =", "[vqa] count the shapes and reply with one word"]),
+    (VQA_PATTERNS["exists"], ["[vqa] there is a {0} {1}: yes or no", "[vqa] is there a {0} {1}? answer yes or no",
+                              "[vqa] {0} {1} present =", "[vqa] does the image have a {0} {1}? one word"]),
 ]
 SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA),
-        5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA)}
+        5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA), 7: (V7_BY_TASK, V7_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -257,7 +291,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 to 6)."""
+    `version`: which held-out set (1 to 7)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:
