@@ -32,7 +32,8 @@ Output layout of write_synthetic(out, n, seed):
     out/images/000000.png ...           n scenes (PNG, lossless, exact colours)
     out/scenes.jsonl                     one line per image: {"image", "width", "height", "objects":
                                          [{"color", "shape", "box": [x1, y1, x2, y2] pixels}]} (left to right)
-    out/coco_caption.json                LAVIS karpathy list {"image", "caption", "image_id"}
+    out/coco_caption.json                LAVIS karpathy list {"image", "caption", "image_id"} (dialogs=True: also
+                                         "points", [[phrase, grid box], ...] of the objects the caption names)
     out/refcoco.json                     RefCOCO eval-JSON list {"img_id", "sents", "bbox" [x,y,w,h], "height",
                                          "width", "image"} (one per object; used for refcoco and invrefcoco)
     out/vqa.json                         LAVIS VQAv2 list {"image", "question", "question_id", "answer": [..]}
@@ -315,8 +316,9 @@ def write_synthetic(out_dir, n: int, seed: int, max_objects: int = MAX_OBJECTS, 
                     dialogs: bool = False) -> Path:
     """Write n scenes and their annotation files to out_dir (layout in the module docstring); returns it.
     `object_weights`: relative frequency of scenes with 1..max_objects objects (default: uniform). `dialogs`:
-    mixture.json also samples conversations and paraphrases (MIXTURE_DIALOGS), and vqa.json records carry their
-    question's object as "point" (vqa_subject)."""
+    mixture.json also samples conversations and paraphrases (MIXTURE_DIALOGS), vqa.json records carry their
+    question's object as "point" (vqa_subject) and coco_caption.json records each object's phrase and box as
+    "points"."""
     if not isinstance(n, int) or n < 1:
         raise MiniGPTv2Error(f"--n must be a positive number of scenes, got {n!r}")
     if not 1 <= max_objects <= MAX_OBJECTS:
@@ -349,6 +351,8 @@ def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights, 
         scenes.append({"image": rel, "width": W, "height": H,
                        "objects": [{"color": o.color, "shape": o.shape, "box": list(o.box)} for o in scene.objects]})
         captions.append({"image": rel, "caption": caption(scene), "image_id": i})
+        if dialogs:
+            captions[-1]["points"] = [[f"a {o.name}", list(scene.grid(o))] for o in scene.objects]
         for k, o in enumerate(scene.objects):
             x1, y1, x2, y2 = o.box
             refer.append({"img_id": f"synth_{i:0{width}d}_{k}", "sents": o.name, "bbox": [x1, y1, x2 - x1, y2 - y1],

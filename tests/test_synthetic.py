@@ -235,12 +235,16 @@ def test_dialogs_off_writes_what_was_written_before(tmp_path):
     assert _annotation_digest(d) == "dda75a765135223d4bbe6ba0e3067a6ff45bf6e73d36be6c4c61105834a6b3d8"
     on = write_synthetic(tmp_path / "b", n=6, seed=3, dialogs=True)
     assert tree(on).keys() == tree(d).keys()
-    assert {k: v for k, v in tree(on).items() if k not in ("mixture.json", "vqa.json")} == \
-        {k: v for k, v in tree(d).items() if k not in ("mixture.json", "vqa.json")}
-    # vqa.json: the same records, those about one object with its "point" added (tests/train/test_pointing.py)
+    extra = ("mixture.json", "vqa.json", "coco_caption.json")
+    assert {k: v for k, v in tree(on).items() if k not in extra} == {k: v for k, v in tree(d).items() if k not in extra}
+    # vqa.json: the same records, those about one object with its "point" added; coco_caption.json: every record
+    # with its "points" (tests/train/test_pointing.py)
     pointed = json.loads((on / "vqa.json").read_text())
     assert [{k: v for k, v in r.items() if k != "point"} for r in pointed] == json.loads((d / "vqa.json").read_text())
     assert any("point" in r for r in pointed)
+    caps = json.loads((on / "coco_caption.json").read_text())
+    assert [{k: v for k, v in r.items() if k != "points"} for r in caps] == \
+        json.loads((d / "coco_caption.json").read_text()) and all(r["points"] for r in caps)
     mix = json.loads((on / "mixture.json").read_text())
     assert mix[: len(synthetic.MIXTURE)] == json.loads((d / "mixture.json").read_text())
     assert [e["kind"] for e in mix[len(synthetic.MIXTURE):]] == ["synthetic_dialog", "synthetic_paraphrase"]

@@ -15,6 +15,8 @@ Image paths are `image_root / <path from the record>`; `image_root` defaults to 
 
 Kinds (open_dataset) and the record format each reads:
     coco_caption       LAVIS karpathy list: {"image", "caption"}                        -> task "caption"
+                       (optional "points": [[phrase, box on the 0-100 grid], ...], the objects the caption
+                       names, for the pointing loss's spans; `minigptv2 synth --dialogs` writes it)
     refcoco            eval JSON list {"img_id", "sents", "bbox" [x,y,w,h], "height", "width"}, image
                        `{img_id[:27]}.jpg` (or an "image" field, our extension); OR the REFER-API training
                        files `refs(unc).p` + sibling `instances.json` (train split)  -> task "refer"
@@ -128,14 +130,22 @@ class CocoCaptionDataset(Reader):
     task = "caption"
 
     def _load(self):
-        recs = _list_file(self.path)
-        return [(_field(r, "image", str, self.path, i), _field(r, "caption", str, self.path, i))
-                for i, r in enumerate(recs)]
+        out = []
+        for i, r in enumerate(_list_file(self.path)):
+            points = _field(r, "points", list, self.path, i, optional=True)
+            if points is not None and not all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str)
+                                              and p[0].strip() and isinstance(p[1], list) and _grid_box(p[1])
+                                              for p in points):
+                raise MiniGPTv2Error(f"{self.path}: record {i}: points must be [[phrase, [x1, y1, x2, y2]], ...] "
+                                     f"with boxes on the 0-100 grid, got {str(points)[:200]}")
+            out.append((_field(r, "image", str, self.path, i), _field(r, "caption", str, self.path, i), points))
+        return out
 
     def sample(self, i: int, rng: random.Random) -> Sample:
-        image, caption = self.records[i]
+        image, caption, points = self.records[i]
         instruction = "[caption] " + rng.choice(CAPTION_TEMPLATES)
-        return Sample(self._image(image), [(instruction, blip_caption(caption))], self.task, self._source(i))
+        pointed = None if points is None else [[[blip_caption(p), box] for p, box in points]]
+        return Sample(self._image(image), [(instruction, blip_caption(caption))], self.task, self._source(i), pointed)
 
 
 # ---- RefCOCO / RefCOCO+ / RefCOCOg ------------------------------------------------------------------------

@@ -187,17 +187,42 @@ def test_spans_point_each_named_object_at_its_own_box(nano):
     assert [k for _, k in p.values] == [1] and p.values[0][0] == pytest.approx(0.5 * want[2], rel=1e-5)
 
 
-def test_synthetic_dialog_captions_carry_each_objects_phrase_and_box():
-    from minigptv2.data.synthetic_dialogs import turn
-    from minigptv2.synthetic import caption
+def test_synthetic_captions_carry_each_objects_phrase_and_box(tmp_path):
+    """A dialog's caption turn and coco_caption.json (written with dialogs) point each object's phrase, in the
+    caption's order, at its grid box; without dialogs the file has no points."""
+    from minigptv2.data.datasets import open_dataset
+    from minigptv2.data.synthetic_dialogs import scene_of, turn
+    from minigptv2.synthetic import caption, write_synthetic
+
+    def check(scene, answer, point):
+        assert answer == caption(scene) and [p for p, _ in point] == [f"a {o.name}" for o in scene.objects]
+        assert [b for _, b in point] == [list(scene.grid(o)) for o in scene.objects]
+        at = 0
+        for phrase, _ in point:                     # the phrases are in the answer, in order
+            at = answer.index(phrase, at) + len(phrase)
 
     scene = make_scene(random.Random(3))
     q, answer, point = turn(scene, "caption", random.Random(0), 0.0, [])
-    assert answer == caption(scene) and [p for p, _ in point] == [f"a {o.name}" for o in scene.objects]
-    assert [b for _, b in point] == [list(scene.grid(o)) for o in scene.objects]
-    at = 0
-    for phrase, _ in point:                     # the phrases are in the answer, in order
-        at = answer.index(phrase, at) + len(phrase)
+    check(scene, answer, point)
+    d = write_synthetic(tmp_path / "s", n=6, seed=0, dialogs=True)
+    scenes = [scene_of(json.loads(line)) for line in (d / "scenes.jsonl").read_text().splitlines()]
+    ds = open_dataset("coco_caption", d / "coco_caption.json")
+    for i, sc in enumerate(scenes):
+        s = ds.sample(i, random.Random(i))
+        assert len(s.points) == 1
+        check(sc, s.turns[0][1], s.points[0])
+    plain = open_dataset("coco_caption", write_synthetic(tmp_path / "p", n=2, seed=0) / "coco_caption.json")
+    assert plain.sample(0, random.Random(0)).points is None
+
+
+@pytest.mark.parametrize("points", [[["a red circle", [1, 2, 3]]], [["", [0, 0, 5, 5]]], [["x", [5, 5, 1, 9]]],
+                                    ["a red circle"], [["a", [0, 0, 5, 500]]]])
+def test_caption_points_that_are_not_phrases_with_grid_boxes_are_refused_by_name(tmp_path, points):
+    from minigptv2.data.datasets import open_dataset
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps([{"image": "a.png", "caption": "a red circle", "points": points}]))
+    with pytest.raises(MiniGPTv2Error, match=r"c.json: record 0: points must be \[\[phrase"):
+        open_dataset("coco_caption", f)
 
 
 def test_synthetic_vqa_samples_carry_their_objects_box_to_the_batch(tmp_path, nano):
