@@ -253,6 +253,22 @@ def run_stage(model, proc, R: dict, stage: str, datasets: list, data_dir: Path, 
                  progress=progress, resume=resume)
 
 
+def cpu_info() -> dict:
+    """What the run's times and bits depend on: the CPU model and its bf16 / AMX flags (Linux /proc/cpuinfo;
+    {} elsewhere), recorded in recipe.json."""
+    import os
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict((k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in reversed(lines)) if _)
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name", ""), "family": fields.get("cpu family", ""),
+            "cpu_model": fields.get("model", ""), "cores": os.cpu_count(),
+            "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})}
+
+
 def run(work, install: bool = False, log=print, precision: str | None = None, seed: int | None = None,
         resume: bool = False) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
@@ -332,7 +348,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None, se
     times["total_s"] = time.perf_counter() - t0
     out = ckpt.save(model, proc, work / "model", overwrite=True,
                     extra=lambda d: (d / "recipe.json").write_text(json.dumps(
-                        {"recipe": R, "times": times, "torch_threads": torch.get_num_threads()}, indent=1)))
+                        {"recipe": R, "times": times, "torch_threads": torch.get_num_threads(), "cpu": cpu_info()},
+                        indent=1)))
     log(f"trained in {times['total_s'] / 60:.1f} min -> {out}")
     if install:
         log(f"installed to {install_fp16(out)}")

@@ -171,6 +171,7 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     saved = json.loads((installed / "recipe.json").read_text())
     assert saved["recipe"]["stage_mixed"]["ratios"] == r["stage_mixed"]["ratios"] and saved["times"]["total_s"] > 0
     assert set(saved["times"]) >= {f"{s}_s" for s in r["stages"]}
+    assert saved["cpu"] == nano.cpu_info() and saved["cpu"]["cores"] >= 1     # what its times depend on
     model, _ = minigptv2.load(installed)
     assert model.config.name == "nano"
 
