@@ -39,8 +39,9 @@ class TrainConfig:
     # models trained from scratch that should answer both forms (recipes/nano.py `followup`; docs/nano.md)
     inference_form: float = 0.0
     # an auxiliary loss that teaches one attention head to look at the object a sample's box is about, e.g.
-    # {"weight": 0.5, "layer": 1, "head": 0}; "points": True also points box-less turns at Sample.points
-    # (pointing.py; needs attention "eager"; None: off)
+    # {"weight": 0.5, "layer": 1, "head": 0}; "points": True also points box-less turns at Sample.points,
+    # "spans": True each object a many-object answer names at its own box (pointing.py; needs attention "eager";
+    # None: off)
     pointing: dict | None = None
 
 
