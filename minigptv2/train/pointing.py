@@ -41,7 +41,8 @@ class Pointing:
 
     def __init__(self, spec: dict, proc, config):
         unknown = set(spec) - {"weight", "layer", "head", "points", "spans"}
-        if unknown or "weight" not in spec or not all(isinstance(spec.get(k, False), bool) for k in ("points", "spans")):
+        flags_ok = all(isinstance(spec.get(k, False), bool) for k in ("points", "spans"))
+        if unknown or "weight" not in spec or not flags_ok:
             raise MiniGPTv2Error(f"pointing takes weight, layer, head, points and spans (true/false), e.g. "
                                  f"{{'weight': 0.5, 'layer': 1, 'head': 0, 'points': True}}; got {spec!r}")
         self.weight, self.layer, self.head = float(spec["weight"]), int(spec.get("layer", 1)), int(spec.get("head", 0))
