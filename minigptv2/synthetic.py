@@ -230,7 +230,12 @@ def _join(parts: list[str]) -> str:
 
 
 def caption(scene: Scene) -> str:
-    return _join([f"a {o.name}" for o in scene.objects])
+    return _join([phrase for phrase, _ in caption_points(scene)])
+
+
+def caption_points(scene: Scene) -> list[list]:
+    """[[phrase, grid box], ...]: each object the caption names, in its order (the pointing loss's spans)."""
+    return [[f"a {o.name}", list(scene.grid(o))] for o in scene.objects]
 
 
 def grounded_caption(scene: Scene) -> str:
@@ -352,7 +357,7 @@ def _write_all(root: Path, n: int, seed: int, max_objects: int, object_weights, 
                        "objects": [{"color": o.color, "shape": o.shape, "box": list(o.box)} for o in scene.objects]})
         captions.append({"image": rel, "caption": caption(scene), "image_id": i})
         if dialogs:
-            captions[-1]["points"] = [[f"a {o.name}", list(scene.grid(o))] for o in scene.objects]
+            captions[-1]["points"] = caption_points(scene)
         for k, o in enumerate(scene.objects):
             x1, y1, x2, y2 = o.box
             refer.append({"img_id": f"synth_{i:0{width}d}_{k}", "sents": o.name, "bbox": [x1, y1, x2 - x1, y2 - y1],

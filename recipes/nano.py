@@ -254,19 +254,20 @@ def run_stage(model, proc, R: dict, stage: str, datasets: list, data_dir: Path, 
 
 
 def cpu_info() -> dict:
-    """What the run's times and bits depend on: the CPU model and its bf16 / AMX flags (Linux /proc/cpuinfo;
-    {} elsewhere), recorded in recipe.json."""
+    """What the run's times and bits depend on: the CPU model and its bf16 / AMX flags (Linux /proc/cpuinfo, first
+    processor; {} elsewhere), recorded in recipe.json."""
     import os
+
+    from minigptv2.train.config import cpu_flags
 
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return {}
     fields = dict((k.strip(), v.strip()) for k, _, v in (ln.partition(":") for ln in reversed(lines)) if _)
-    flags = set(fields.get("flags", "").split())
     return {"model": fields.get("model name", ""), "family": fields.get("cpu family", ""),
             "cpu_model": fields.get("model", ""), "cores": os.cpu_count(),
-            "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})}
+            "flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})}
 
 
 def run(work, install: bool = False, log=print, precision: str | None = None, seed: int | None = None,

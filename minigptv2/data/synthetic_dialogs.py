@@ -22,8 +22,8 @@ from minigptv2.boxes import format_box
 from minigptv2.data.annotations import read_records
 from minigptv2.data.reader import Reader, Sample
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.synthetic import (COLORS, MAX_OBJECTS, SHAPES, Obj, Scene, caption, detection, grounded_caption,
-                                 vqa_questions, vqa_subject)
+from minigptv2.synthetic import (COLORS, MAX_OBJECTS, SHAPES, Obj, Scene, caption, caption_points, detection,
+                                 grounded_caption, vqa_questions, vqa_subject)
 from minigptv2.synthetic_wordings import instruction
 
 TASKS = ("refer", "identify", "detection", "vqa", "caption", "grounding")
@@ -75,9 +75,8 @@ def turn(scene: Scene, task: str, rng: random.Random, p_paraphrase: float,
         subject = vqa_subject(scene, q)
         return instruction("vqa", q, rng, p_paraphrase), a, None if subject is None else list(scene.grid(subject))
     named.extend(objs)
-    if task == "caption":     # each object's phrase of the caption with its box (the pointing loss's spans)
-        phrases = [[f"a {o.name}", list(scene.grid(o))] for o in objs]
-        return instruction("caption", None, rng, p_paraphrase), caption(scene), phrases
+    if task == "caption":
+        return instruction("caption", None, rng, p_paraphrase), caption(scene), caption_points(scene)
     return instruction("grounding", None, rng, p_paraphrase), grounded_caption(scene), None
 
 
