@@ -18,17 +18,3 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str =
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
                            reduction=reduction)
     return loss.view(labels.shape) if reduction == "none" else loss
-
-
-def masked_token_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """next_token_loss(reduction="none") from the logits of `mask`'s positions only: `logits` (N, V) as the model
-    returns them for `logits_mask=mask` (model.py), `mask` = next_token_mask(labels). -> (N,) per-token losses in
-    row-major order of the mask."""
-    return F.cross_entropy(logits.float(), labels[:, 1:][mask[:, :-1]], reduction="none")
-
-
-def next_token_mask(labels: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: the positions whose logits predict a labelled token (t where labels[:, t + 1] is not IGNORE)."""
-    mask = torch.zeros_like(labels, dtype=torch.bool)
-    mask[:, :-1] = labels[:, 1:] != IGNORE
-    return mask

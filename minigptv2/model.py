@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from minigptv2.config import PARTS, MiniGPTv2Config
 from minigptv2.errors import MiniGPTv2Error
@@ -185,21 +184,12 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         return emb.masked_scatter(is_img.unsqueeze(-1), image_embeds.to(emb.device, emb.dtype))
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, labels=None, inputs_embeds=None,
-                vision_features=None, image_embeds=None, logits_mask=None, **kwargs):
-        """`logits_mask` (B, L) bool (training, train/loop.py `loss_sum`): the LM head runs at those positions only
-        and `logits` is (N, V) in row-major order of the mask, so a loss over the answer tokens skips the head and its
-        softmax at the prompt, image and padding positions (most of a training batch)."""
+                vision_features=None, image_embeds=None, **kwargs):
         if inputs_embeds is None:
             inputs_embeds = self.embed(input_ids, pixel_values, image_embeds=image_embeds,
                                        vision_features=vision_features)
-        if logits_mask is None:
-            return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels,
-                                       **kwargs)
-        if labels is not None:
-            raise MiniGPTv2Error("logits_mask and labels together: compute the loss from the masked logits")
-        out = self.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
-        return CausalLMOutputWithPast(logits=self.get_output_embeddings()(out.last_hidden_state[logits_mask]),
-                                      hidden_states=out.hidden_states, attentions=out.attentions)
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels,
+                                   **kwargs)
 
     def prepare_inputs_for_generation(self, input_ids, pixel_values=None, image_embeds=None,
                                       is_first_iteration=False, **kwargs):

@@ -136,7 +136,7 @@ RECIPE = dict(
     # questions are learned only there: 0.59 with refer and identify kept in, 0.87 without; docs/nano.md), then on the
     # whole mixture again to bring refer, detection, identify and caption back.
     focus_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4,
-                        warmup_steps=50, cache_vision=True, attention="eager", ratios={"invrefcoco": 1}),
+                        warmup_steps=50, cache_vision=True, attention="sdpa", ratios={"invrefcoco": 1}),
     focus_vqa=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
                    cache_vision=True, attention="eager", pointing=POINT, ratios={"vqa": 1}),
     # caption, VQA and identify above stage_all's share, chat and text down (VQA 15 / caption 14 / refer 25 /

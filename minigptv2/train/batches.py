@@ -60,9 +60,8 @@ class VisionCache:
 
 def make_batches(proc: MiniGPTv2Processor, samples, micro: int, chat_template: bool, vision_trains: bool = False,
                  cache: VisionCache | None = None, as_inference=None) -> list[dict]:
-    """Tokenize `samples` and collate them into as many micro-batches as `micro` rows each would make, shortest
-    first and cut where the padding is least (least_padding_cuts): rows of similar length share a micro-batch, so
-    gradient accumulation pads less and sums the same gradient. With a `cache`,
+    """Tokenize `samples` and collate them into micro-batches of `micro` rows, shortest first: rows of similar
+    length share a micro-batch, so gradient accumulation pads less and sums the same gradient. With a `cache`,
     the images come as "vision_features" instead of "pixel_values". `as_inference`: per sample, whether it is
     rendered in the official inference form (TrainConfig.inference_form; None: none is). Each batch also has
     "points": per row the sample's Sample.points (the pointing loss's targets where the text has no box)."""
@@ -77,9 +76,8 @@ def make_batches(proc: MiniGPTv2Processor, samples, micro: int, chat_template: b
             raise MiniGPTv2Error(f"{s.source or 'sample'}: {e}") from None
     ex.sort(key=lambda e: len(e["input_ids"]))
     batches = []
-    cuts = least_padding_cuts([len(e["input_ids"]) for e in ex], micro)
-    for a, z in zip(cuts, cuts[1:]):
-        part = ex[a: z]
+    for a in range(0, len(ex), micro):
+        part = ex[a: a + micro]
         if vision_trains and all(e["pixel_values"] is None for e in part):
             # A text-only micro-batch would leave the projector (and a trainable ViT) without a gradient, and
             # DDP / FSDP then disagree across ranks on which gradients to reduce. One unlabelled all-image row
@@ -96,23 +94,6 @@ def make_batches(proc: MiniGPTv2Processor, samples, micro: int, chat_template: b
         b["points"] = [e.get("points") for e in part]       # per row: Sample.points (train/pointing.py)
         batches.append(b)
     return batches
-
-
-def least_padding_cuts(lengths: list[int], micro: int) -> list[int]:
-    """Where to cut rows sorted by length into as many micro-batches as `micro` rows each would make, so that the
-    padded area (rows × longest row, summed over micro-batches) is least and no micro-batch is larger than the
-    largest of the plain `micro`-row split (the memory a micro-batch may take). -> cut indices [0, ..., n]."""
-    n = len(lengths)
-    k = -(-n // micro)
-    cap = max(len(lengths[a: a + micro]) * lengths[min(a + micro, n) - 1] for a in range(0, n, micro)) if n else 0
-    best = {(0, 0): (0, [0])}                       # (groups, rows) -> (least area, cuts)
-    for g in range(1, k + 1):
-        for z in range(g, n + 1):
-            options = [(best[g - 1, a][0] + (z - a) * lengths[z - 1], best[g - 1, a][1] + [z])
-                       for a in range(g - 1, z) if (g - 1, a) in best and (z - a) * lengths[z - 1] <= cap]
-            if options:
-                best[g, z] = min(options)
-    return best[k, n][1] if n else [0]
 
 
 def make_batch(proc: MiniGPTv2Processor, samples, chat_template: bool, vision_trains: bool = False) -> dict:

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from minigptv2 import checkpoint as ckpt
 from minigptv2.atomic import recover
 from minigptv2.errors import MiniGPTv2Error
-from minigptv2.losses import masked_token_loss, next_token_mask
+from minigptv2.losses import next_token_loss
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import IGNORE, MiniGPTv2Processor
 from minigptv2.train.batches import Mixture, VisionCache, make_batches
@@ -52,21 +52,20 @@ def loss_sum(model, batch, dtype, per: str = "token", pointing: Pointing | None 
     one-word answer weighs as much as a long one (the default token mean favours long answers). `pointing`
     (pointing.py; per="token" only, eager attention): its auxiliary loss, a mean, is added as if every labelled
     token carried it."""
-    mask = next_token_mask(batch["labels"])          # the LM head runs only where a labelled token is predicted
     with torch.autocast(batch["input_ids"].device.type, dtype=dtype, enabled=dtype != torch.float32):
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     pixel_values=batch.get("pixel_values"), vision_features=batch.get("vision_features"),
-                    output_attentions=pointing is not None, logits_mask=mask)
-    tok = masked_token_loss(out.logits, batch["labels"], mask)                     # (N,) in row-major mask order
+                    output_attentions=pointing is not None)
+    labelled = batch["labels"][:, 1:] != IGNORE
     if per == "token":
-        s, n = tok.sum(), int(mask.sum())
+        s, n = next_token_loss(out.logits, batch["labels"]), int(labelled.sum())
         aux = pointing(out.attentions, batch) if pointing is not None else None
         return (s, n) if aux is None else (s + aux * n, n)
     if pointing is not None:
         raise MiniGPTv2Error("the pointing loss is added to the token-mean loss only (loss_per 'token')")
-    n = mask.sum(1)                                                                 # (B,)
-    row_sum = tok.new_zeros(n.shape).index_add_(0, mask.nonzero(as_tuple=True)[0], tok)
-    return (row_sum / n.clamp(min=1)).sum(), int((n > 0).sum())
+    tok = next_token_loss(out.logits, batch["labels"], reduction="none")           # (B, L-1), 0 where unlabelled
+    n = labelled.sum(1)                                                             # (B,)
+    return (tok.sum(1) / n.clamp(min=1)).sum(), int((n > 0).sum())
 
 
 def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mixture: Mixture, tc: TrainConfig,

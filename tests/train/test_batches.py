@@ -12,7 +12,7 @@ from minigptv2.data.datasets import load_mixture
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.model import MiniGPTv2ForConditionalGeneration
 from minigptv2.processor import Tokenizer
-from minigptv2.train.batches import Mixture, VisionCache, least_padding_cuts, make_batch, make_batches
+from minigptv2.train.batches import Mixture, VisionCache, make_batch, make_batches
 from minigptv2.train.config import TrainConfig
 from minigptv2.train.loop import loss_sum, train
 from train_helpers import (BATCH, STEPS, args, assert_same_weights, data, losses, one_thread,  # noqa: F401
@@ -33,27 +33,15 @@ def test_micro_batches_group_similar_lengths(data, ref):
     samples = [mix.draw(0, j) for j in range(12)]
     whole = make_batch(proc, samples, chat_template=True)
     parts = make_batches(proc, samples, 3, chat_template=True)
-    assert len(parts) == 4                                  # as many as 3-row micro-batches: the same collectives
+    assert [b["input_ids"].shape[0] for b in parts] == [3, 3, 3, 3]
     lengths = [int(n) for b in parts for n in b["attention_mask"].sum(1)]
     assert lengths == sorted(int(n) for n in whole["attention_mask"].sum(1))     # every sample once, shortest first
-    plain = sum(3 * lengths[a + 2] for a in range(0, 12, 3))                       # 3 rows each, cut in order
-    assert sum(b["input_ids"].numel() for b in parts) <= plain < whole["input_ids"].numel()   # less padding
+    assert sum(b["input_ids"].numel() for b in parts) < whole["input_ids"].numel()   # less padding
     with torch.no_grad():
         s_whole, n_whole = loss_sum(model, whole, torch.float32)
         sums = [loss_sum(model, b, torch.float32) for b in parts]
     assert sum(n for _, n in sums) == n_whole
     assert float(sum(s for s, _ in sums)) == pytest.approx(float(s_whole), rel=1e-5)
-
-
-def test_least_padding_cuts():
-    """Cut where padding is least, into as many micro-batches as the plain split, none larger than its largest."""
-    assert least_padding_cuts([5, 5, 5, 5, 6, 6, 20, 30], 4) == [0, 6, 8]   # 6 × 6 + 2 × 30 = 96 < 4 × 6 + 4 × 30
-    assert least_padding_cuts([1] * 8, 4) == [0, 4, 8]                      # a tie: the plain split
-    assert least_padding_cuts([1, 1, 1, 10], 2) == [0, 3, 4]                # 3 × 1 + 10 = 13 < 2 × 1 + 2 × 10
-    assert least_padding_cuts([1, 9, 10, 10], 2) == [0, 2, 4]               # [0, 1, 4] pads less (31 < 38) but its
-    assert least_padding_cuts([3], 4) == [0, 1]                             # 3 × 10 exceeds the plain 2 × 10
-    assert least_padding_cuts([], 4) == [0]
-    assert least_padding_cuts([1, 2, 3, 4, 5], 2) == [0, 2, 4, 5]
 
 
 @contextlib.contextmanager
