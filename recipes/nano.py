@@ -7,6 +7,7 @@ scratch: docs/nano.md "Time and hardware").
     python -m recipes.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
     python -m recipes.nano --work runs/nano_s1 --seed 1       # another seed (a check that the recipe is not luck)
     python -m recipes.nano --work runs/nano --resume          # go on after an interruption (same weights)
+    python -m recipes.nano --work runs/nano_l2 --point-layer 2  # the pointing loss on layer 2 (a variant)
 
 No pretrained ViT exists offline, so the tiny EVA ViT is trained together with the rest on synthetic scenes
 (synthetic.py). The tokenizer is a SentencePiece BPE model we train on the synthetic texts, with single
@@ -271,11 +272,12 @@ def cpu_info() -> dict:
 
 
 def run(work, install: bool = False, log=print, precision: str | None = None, seed: int | None = None,
-        resume: bool = False) -> dict:
+        resume: bool = False, point_layer: int | None = None) -> dict:
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
     `precision` overrides RECIPE["precision"], `seed` RECIPE["seed"] (the tokenizer's text sample, every
     initialisation, the ViT's scenes and every stage's batches; not the data, which has its own seeds); both are
-    recorded in recipe.json, and either makes a model other than the installed one. `resume`: start from what an
+    recorded in recipe.json, and either makes a model other than the installed one; so does `point_layer`, the LLM
+    layer whose head 0 the pointing loss trains in every stage that has it (POINT's "layer"). `resume`: start from what an
     interrupted run left in `work` (the last finished stage's final/, else vit_pretrained/; a stage cut short goes
     on from its checkpoint); the weights are those of an uninterrupted run, `times` covers this process only.
     Stages not yet begun may have other settings than when `work` was started (a variant of the later stages)."""
@@ -290,6 +292,9 @@ def run(work, install: bool = False, log=print, precision: str | None = None, se
     from minigptv2.synthetic import write_synthetic
 
     R = dict(RECIPE, precision=precision or RECIPE["precision"], seed=RECIPE["seed"] if seed is None else seed)
+    if point_layer is not None:
+        R.update({s: dict(R[s], pointing=dict(R[s]["pointing"], layer=point_layer))
+                  for s in R["stages"] if R[s].get("pointing")})
     if R["precision"] not in ("bf16", "fp32"):
         raise MiniGPTv2Error(f"precision must be bf16 or fp32, got {R['precision']!r}")
     work = Path(work)
@@ -385,13 +390,16 @@ def main(argv=None) -> int:
                    help="override the recipe's autocast dtype (bf16); fp32 on CPUs without native bf16")
     p.add_argument("--seed", type=int, default=None, help="override RECIPE['seed'] (0): another draw of the recipe")
     p.add_argument("--resume", action="store_true", help="go on from what an interrupted run left in --work")
+    p.add_argument("--point-layer", type=int, default=None,
+                   help="override the pointing loss's layer (POINT, 1) in every stage that has it: a variant")
     a = p.parse_args(argv)
     if a.install_only:
         print(f"installed to {install_fp16(a.install_only)}")
     elif not a.work:
         p.error("--work is required")
     else:
-        run(a.work, install=a.install, precision=a.precision, seed=a.seed, resume=a.resume)
+        run(a.work, install=a.install, precision=a.precision, seed=a.seed, resume=a.resume,
+            point_layer=a.point_layer)
     return 0
 
 

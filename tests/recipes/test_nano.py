@@ -189,6 +189,8 @@ def test_recipe_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     assert losses() == logs
     with pytest.raises(MiniGPTv2Error, match="other settings"):
         run1(resume=True, seed=5)
+    with pytest.raises(MiniGPTv2Error, match="other settings"):     # every begun stage pointed at layer 0
+        run1(resume=True, point_layer=1)
     shutil.rmtree(work / "followup")         # a variant of a stage not yet begun is allowed, and recorded
     monkeypatch.setitem(r, "followup", dict(r["followup"], lr=1e-4))
     run1(resume=True)
