@@ -278,8 +278,8 @@ def run(work, install: bool = False, log=print, precision: str | None = None, se
     """Reproduce the nano model from scratch in `work` (synthetic data, tokenizer, ViT pretraining, R["stages"]).
     `precision` overrides RECIPE["precision"], `seed` RECIPE["seed"] (the tokenizer's text sample, every
     initialisation, the ViT's scenes and every stage's batches; not the data, which has its own seeds); both are
-    recorded in recipe.json, and either makes a model other than the installed one; so does `point_layer`, the
-    LLM layer whose head 0 the pointing loss trains in every stage that has it (POINT's "layer"). `resume`: start
+    recorded in recipe.json, and either makes a model other than the installed one; so does a `point_layer` other
+    than POINT's, the LLM layer whose head 0 the pointing loss trains in every stage that has it. `resume`: start
     from what an interrupted run left in `work` (the last finished stage's final/, else vit_pretrained/; a stage
     cut short goes on from its checkpoint); the weights are those of an uninterrupted run, `times` covers this
     process only.
