@@ -33,9 +33,9 @@ def measure(model, processor, seeds, batch_size: int = 32) -> dict:
         refer = [f"[refer] {s.objects[0].name}" for s in chunk]
         boxes = generate(model, processor, images, refer, max_new_tokens=20, constrain_boxes=True)
         alone = generate(model, processor, images, [COUNT] * len(chunk), max_new_tokens=10)
-        after = generate(model, processor, images, [
-            [{"role": "user", "content": q}, {"role": "assistant", "content": b.text}, {"role": "user", "content": COUNT}]
-            for q, b in zip(refer, boxes)], max_new_tokens=10)
+        turns = [[{"role": "user", "content": q}, {"role": "assistant", "content": b.text},
+                  {"role": "user", "content": COUNT}] for q, b in zip(refer, boxes)]
+        after = generate(model, processor, images, turns, max_new_tokens=10)
         right["alone"] += sum(r.text.strip() == t for r, t in zip(alone, truth))
         right["after_refer"] += sum(r.text.strip() == t for r, t in zip(after, truth))
     return {"n": len(scenes), **{k: v / len(scenes) for k, v in right.items()}}
