@@ -9,21 +9,24 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Seven sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Eight sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
 scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
 before the fourth; the fifth (`V5`, view `paraphrase5`) after the fourth round had been scored and before the
 fifth; the sixth (`V6`, view `paraphrase6`) after the fifth had been scored and before any sixth round, so no
 set was looked at when writing the wordings it scores; the seventh (`V7`, view `paraphrase7`) after sets 4 to 6
-had been looked at wording by wording (2026-12-06), before any sixth round, so it is the one still unseen. The
-third varies the nouns
+had been looked at wording by wording (2026-12-06), before any sixth round; the eighth (`V8`, view
+`paraphrase8`) after the seventh had been looked at and before any seventh round, so it is the one still unseen.
+The third varies the nouns
 ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
 wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ..."); the fifth
 is casual and terse, some of it capitalized and punctuated as people type ("Tell me the circle's colour.",
 "circle - what color?"); the sixth says what the user needs as a statement, or asks after a clause ("I need
 the colour of the circle", "there is a circle. What color is it?"); the seventh is sentences to complete and
-questions with a hint about the answer's form ("the circle is colored", "how many shapes? answer with a number").
+questions with a hint about the answer's form ("the circle is colored", "how many shapes? answer with a number");
+the eighth frames the request rather than asking it ("Q: ... A:", "for a quiz, ...", "the user wants ...",
+"next task. ...", "box needed: ...").
 """
 from __future__ import annotations
 
@@ -247,7 +250,7 @@ V6_VQA = [
                               "[vqa] I want to know whether the image has a {0} {1}"]),
 ]
 # the seventh held-out set (issue #31, written 2026-12-06 before any sixth round of training wordings; sets 4 to 6
-# had been looked at wording by wording that day, so this is the one still unseen): sentences to complete, and
+# had been looked at wording by wording that day, unseen until set 8 was written): sentences to complete, and
 # questions with a hint about the answer's form
 V7_BY_TASK = {
     "refer": ["[refer] the {} is located at:", "[refer] where is the {}? answer with a box",
@@ -277,8 +280,44 @@ V7_VQA = [
     (VQA_PATTERNS["exists"], ["[vqa] there is a {0} {1}: yes or no", "[vqa] is there a {0} {1}? answer yes or no",
                               "[vqa] {0} {1} present =", "[vqa] does the image have a {0} {1}? one word"]),
 ]
+# the eighth held-out set (issue #31, written 2026-12-06 after set 7 had been read and before any seventh round of
+# training wordings, so it is the one still unseen): the request framed rather than asked: a Q/A frame, a stated
+# purpose ("for a quiz"), the user in the third person, a task announcement ("next task."), a label ("... needed")
+V8_BY_TASK = {
+    "refer": ["[refer] Q: where is the {}? A:", "[refer] for a game, point out the {}",
+              "[refer] the user wants the box of the {}.", "[refer] next task. Find the {}.", "[refer] box needed: {}"],
+    "identify": ["[identify] Q: what is at {}? A:", "[identify] for a quiz, name the object at {}",
+                 "[identify] the user wants to know what is at {}.", "[identify] next task. Say what {} holds.",
+                 "[identify] name needed: {}"],
+    "detection": ["[detection] Q: where are the {} shapes? A:", "[detection] for a game, point out every {}",
+                  "[detection] the user wants boxes for each {}.", "[detection] next task. Find all {} shapes.",
+                  "[detection] boxes needed: {}"],
+    "caption": ["[caption] Q: what does the image show? A:", "[caption] for a quiz, describe the picture",
+                "[caption] the user wants a short caption.", "[caption] next task. Describe the image.",
+                "[caption] caption needed"],
+    "grounding": ["[grounding] Q: what is shown, and where? A:",
+                  "[grounding] for a game, describe the picture with a box per shape",
+                  "[grounding] the user wants a description with boxes.",
+                  "[grounding] next task. Describe the image and locate each shape.",
+                  "[grounding] grounded caption needed"],
+}
+V8_VQA = [
+    (VQA_PATTERNS["color"], ["[vqa] Q: what color is the {0}? A:", "[vqa] for a quiz, name the color of the {0}",
+                             "[vqa] the user wants the {0}'s colour.", "[vqa] next task. Say what color the {0} is."]),
+    (VQA_PATTERNS["shape"], ["[vqa] Q: what shape is the {0} object? A:",
+                             "[vqa] for a quiz, name the shape of the {0} object",
+                             "[vqa] the user wants the shape of the {0} thing.",
+                             "[vqa] next task. Say which shape is {0}."]),
+    (VQA_PATTERNS["count"], ["[vqa] Q: how many shapes are there? A:", "[vqa] for a quiz, count the shapes",
+                             "[vqa] the user wants the number of shapes.",
+                             "[vqa] next task. Say how many objects there are."]),
+    (VQA_PATTERNS["exists"], ["[vqa] Q: is there a {0} {1}? A:", "[vqa] for a quiz, is a {0} {1} in the picture?",
+                              "[vqa] the user wants to know if there is a {0} {1}.",
+                              "[vqa] next task. Say whether a {0} {1} is shown."]),
+]
 SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA),
-        5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA), 7: (V7_BY_TASK, V7_VQA)}
+        5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA), 7: (V7_BY_TASK, V7_VQA),
+        8: (V8_BY_TASK, V8_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -291,7 +330,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 to 7)."""
+    `version`: which held-out set (1 to 8)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:
