@@ -40,8 +40,8 @@ class TrainConfig:
     inference_form: float = 0.0
     # an auxiliary loss that teaches one attention head to look at the object a sample's box is about, e.g.
     # {"weight": 0.5, "layer": 1, "head": 0}; "points": True also points box-less turns at Sample.points,
-    # "spans": True each object a many-object answer names at its own box (pointing.py; needs attention "eager";
-    # None: off)
+    # "spans": True each object a many-object answer names at its own box, "words": [...] those words of a one-box
+    # turn's instruction at its box too (pointing.py; needs attention "eager"; None: off)
     pointing: dict | None = None
 
 

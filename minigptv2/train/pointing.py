@@ -11,7 +11,9 @@ has one (Sample.points, batch["points"]: the object a synthetic VQA question is 
 answer names several objects one after another and each part is pointed at its own object: a turn with several
 boxes in its text (a grounded caption, a detection of several objects) points the tokens up to and including each
 box at that box, and a turn whose point is a list of [phrase, box] (a synthetic caption: Sample.points) points each
-phrase's tokens, found in order in the answer, at its box. The model must run with
+phrase's tokens, found in order in the answer, at its box. With "words": [w, ...], a turn pointed at one box also
+points the positions of those words in its instruction at that box (the colour in "[refer] red circle": the head is
+then asked to find the object from the word itself, not only from the answer positions). The model must run with
 eager attention (the weights are returned); the coordinates must be single tokens `<0>`..`<100>` with
 consecutive ids (the nano tokenizer; LLaMA's splits them, so it is refused).
 """
@@ -35,16 +37,18 @@ def token_regions(box, grid: int, group: int) -> torch.Tensor:
 
 class Pointing:
     """The pointing loss of TrainConfig.pointing = {"weight": w, "layer": l, "head": h[, "points": true][, "spans":
-    true]} for a model and processor.
+    true][, "words": [w, ...]]} for a model and processor.
     Called with the model's attentions (one (B, heads, L, L) tensor per layer) and the batch: the weighted loss,
     or None when no turn has a box to point at. `values` keeps (loss, turns) of every call (the training log's mean)."""
 
     def __init__(self, spec: dict, proc, config):
-        unknown = set(spec) - {"weight", "layer", "head", "points", "spans"}
+        unknown = set(spec) - {"weight", "layer", "head", "points", "spans", "words"}
         flags_ok = all(isinstance(spec.get(k, False), bool) for k in ("points", "spans"))
-        if unknown or "weight" not in spec or not flags_ok:
-            raise MiniGPTv2Error(f"pointing takes weight, layer, head, points and spans (true/false), e.g. "
-                                 f"{{'weight': 0.5, 'layer': 1, 'head': 0, 'points': True}}; got {spec!r}")
+        words = spec.get("words", [])
+        if unknown or "weight" not in spec or not flags_ok or not (isinstance(words, list) and all(
+                isinstance(w, str) and w.strip() for w in words)):
+            raise MiniGPTv2Error(f"pointing takes weight, layer, head, points and spans (true/false) and words (a list "
+                                 f"of words), e.g. {{'weight': 0.5, 'layer': 1, 'head': 0, 'points': True}}; got {spec!r}")
         self.weight, self.layer, self.head = float(spec["weight"]), int(spec.get("layer", 1)), int(spec.get("head", 0))
         self.points, self.spans = spec.get("points", False), spec.get("spans", False)
         text = config.text_config
@@ -57,6 +61,8 @@ class Pointing:
             raise MiniGPTv2Error("the pointing loss needs the coordinates <0>..<100> as single tokens with "
                                  "consecutive ids (the nano tokenizer); this tokenizer splits them")
         self.first = ids[0][-1]
+        # each word's last token: its position has read the whole word
+        self.word_ids = torch.tensor(sorted({tok.encode(w)[-1] for w in words}), dtype=torch.long)
         # phrases (spans) are encoded without what the tokenizer puts before any text (BOS): as many ids as "<0>" has
         self.tokenizer, self.lead = tok, len(ids[0]) - 1
         self.image_token_id = proc.image_token_id
@@ -87,13 +93,20 @@ class Pointing:
             for k, (a, z) in enumerate(answers):                     # the answer is tokens a..z-1
                 point = row_points[k] if row_points is not None else None
                 parts = self._parts(ids[b], is_coord, start, a, z, point)
-                start = z
+                turn_start, start = start, z
                 parts = [(lo, hi, target) for lo, hi, box in parts
                          if (target := token_regions(box, self.grid, self.group)).any() and lo > 0]
-                n = sum(hi - lo for lo, hi, _ in parts)
+                words = []
+                if len(parts) == 1 and len(self.word_ids):                  # the words of its instruction
+                    words = (torch.isin(ids[b, turn_start:a], self.word_ids.to(ids.device)) & live[turn_start:a])
+                    words = (words.nonzero().flatten() + turn_start).tolist()
+                n = sum(hi - lo for lo, hi, _ in parts) + len(words)
                 for lo, hi, target in parts:                 # tokens lo..hi-1: positions lo-1..hi-2 predict them
                     cols[b, lo - 1:hi - 1, vis[target.to(vis.device)]] = True
                     per_q[b, lo - 1:hi - 1] = 1.0 / n
+                for p in words:                              # a word's own position, not the one predicting it
+                    cols[b, p, vis[parts[0][2].to(vis.device)]] = True
+                    per_q[b, p] = 1.0 / n
                 turns += bool(parts)
         if not turns:
             return None

@@ -109,6 +109,43 @@ def test_each_turn_of_a_conversation_points_at_its_own_box(nano):
     assert [k for _, k in p.values] == [1]
 
 
+def test_words_point_their_own_positions_in_the_instruction_at_the_turns_box(nano):
+    """With "words", a turn pointed at one box adds the positions of those words in its instruction (not in its
+    answer, not in another turn's instruction) to the answer positions, pointed at the same box."""
+    model, proc = nano
+    turns = [("[refer] the red circle", "{<10><20><40><60>}"), ("[vqa] is there a blue circle?", "yes"),
+             ("[identify] what is in {<50><50><90><90>}", "red square")]
+    batch = _batch(proc, [turns])
+    with torch.no_grad():
+        att = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")},
+                    output_attentions=True).attentions[1][0, 0]
+    ids, labelled = batch["input_ids"][0], (batch["labels"][0] != -100).tolist()
+    starts = [i for i in range(1, len(labelled)) if labelled[i] and not labelled[i - 1]]
+    ends = [i for i in range(1, len(labelled)) if not labelled[i] and labelled[i - 1]] + [len(labelled)]
+    red, blue = proc.tokenizer.encode("red")[-1], proc.tokenizer.encode("blue")[-1]
+    vis = (ids == proc.image_token_id).nonzero().flatten()[token_regions([10, 20, 40, 60], 8, 4)]
+    a, z = starts[0], ends[0]
+    [word] = [i for i in range(a) if ids[i] == red]            # "red" of the first instruction only
+    mass = att[torch.cat([torch.tensor([word]), torch.arange(a - 1, z - 1)])][:, vis].sum(-1)
+    box_3 = (ids == blue).nonzero().flatten().tolist()             # the box-less turn's "blue" is not pointed
+    assert len(box_3) == 1 and box_3[0] > z
+    p = Pointing({**SPEC, "words": ["red", "blue"]}, proc, model.config)
+    loss_sum(model, _batch(proc, [turns[:1]]), torch.float32, pointing=p)
+    assert p.values[0][0] == pytest.approx(0.5 * -torch.log(mass + 1e-6).mean().item(), rel=1e-5)
+    plain = Pointing(SPEC, proc, model.config)
+    loss_sum(model, _batch(proc, [turns[:1]]), torch.float32, pointing=plain)
+    assert plain.values[0][0] == pytest.approx(0.5 * -torch.log(mass[1:] + 1e-6).mean().item(), rel=1e-5)
+    # the whole conversation: the identify turn's answer says "red", but only instructions are searched
+    both, plain = Pointing({**SPEC, "words": ["red", "blue"]}, proc, model.config), Pointing(SPEC, proc, model.config)
+    loss_sum(model, batch, torch.float32, pointing=both)
+    loss_sum(model, batch, torch.float32, pointing=plain)
+    assert [k for _, k in both.values] == [k for _, k in plain.values] == [2]    # refer and identify
+    gained = 0.5 * (-torch.log(mass + 1e-6).mean() + torch.log(mass[1:] + 1e-6).mean()).item() / 2
+    assert both.values[0][0] - plain.values[0][0] == pytest.approx(gained, rel=1e-3)     # the first turn's word only
+    with pytest.raises(MiniGPTv2Error, match="words"):
+        Pointing({**SPEC, "words": "red"}, proc, model.config)
+
+
 def test_points_give_a_box_less_turn_its_object_only_when_asked(nano):
     """"points": true points a turn without a box at its Sample.points box, as if the box were in its text; a
     turn whose text has a box keeps that box; without the key, or when the answers cannot be matched to the
