@@ -55,9 +55,30 @@ def test_synthetic_benchmark_exact_scores(tmp_path, mp, monkeypatch):
     for k in set(n_obj.values()):                   # the wrong VQA answers, counted per object count
         qs = [r for r in vqa if n_obj[str(d / r["image"])] == k]
         assert by["vqa_em"][k] == pytest.approx(1 - sum(r["question_id"] in wrong for r in qs) / len(qs))
+    assert s["refer_same_shape"] == 1.0
     patch_generate(monkeypatch, FakeGenerate({}, default="{<10><10><60><60>}"))
     one_box = synthetic.synthetic_benchmark(*mp, d, progress=False)
     assert one_box["refer_names_differ"] == 0.0     # one box whatever the name
     patch_generate(monkeypatch, FakeGenerate(_synthetic_answers(d, wrong)))
     limited = synthetic.synthetic_benchmark(*mp, d, limit=2, progress=False)
     assert limited["n"]["caption"] == 2
+
+
+def test_refer_same_shape_scores_only_where_the_colour_decides(tmp_path, mp, monkeypatch):
+    """A model that finds the shape but not the colour: where another object has the asked shape it answers that
+    other object's box, elsewhere the right one. refer_same_shape is then 0, refer_acc the share of the others."""
+    d = write_synthetic(tmp_path / "synth", n=12, seed=4)
+    scenes = {str(d / x["image"]): x for x in map(json.loads, (d / "scenes.jsonl").read_text().splitlines())}
+    ans, twins = _synthetic_answers(d), 0
+    for r in json.loads((d / "refcoco.json").read_text()):
+        colour, shape = r["sents"].split()
+        other = [o for o in scenes[str(d / r["image"])]["objects"] if o["shape"] == shape and o["color"] != colour]
+        if other:
+            ans[(str(d / r["image"]), f"[refer] give me the location of {r['sents']}")] = format_box(
+                to_grid(other[0]["box"], r["width"], r["height"]))
+            twins += 1
+    refer = json.loads((d / "refcoco.json").read_text())
+    assert 0 < twins < len(refer)
+    patch_generate(monkeypatch, FakeGenerate(ans))
+    s = synthetic.synthetic_benchmark(*mp, d, batch_size=8, progress=False)
+    assert s["refer_same_shape"] == 0.0 and s["refer_acc"] == pytest.approx(1 - twins / len(refer))
