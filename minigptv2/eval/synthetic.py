@@ -133,10 +133,12 @@ def run_synthetic(model, processor, data_dir, limit=None, batch_size: int = 32, 
     multi = [len(set(a)) > 1 for a in answers.values() if len(a) > 1]
     if multi:
         m["refer_names_differ"] = sum(multi) / len(multi)
-    same = _refer_same_shape(rows, data_dir)
+    d = Path(data_dir)
+    scenes = {str(d / s["image"]): s["objects"] for s in read_records(d / "scenes.jsonl")}
+    same = _refer_same_shape(rows, scenes)
     if same is not None:
         m["refer_same_shape"] = same
-    m["by_objects"] = _by_object_count(rows, data_dir)
+    m["by_objects"] = _by_object_count(rows, scenes)
     m["n"] = counts
     m["constrained"] = constrained
     m["targets"] = dict(SYNTH_TARGETS)
@@ -146,20 +148,18 @@ def run_synthetic(model, processor, data_dir, limit=None, batch_size: int = 32, 
     return m, rows
 
 
-def _refer_same_shape(rows: list[dict], data_dir) -> float | None:
+def _refer_same_shape(rows: list[dict], scenes: dict) -> float | None:
     """refer Acc@0.5 over the prompts whose scene holds another object of the asked object's shape, where only the
-    colour tells them apart (a model that binds shapes and not colours scores about 0.5 here: docs/nano.md)."""
-    d = Path(data_dir)
-    shapes = {str(d / s["image"]): [o["shape"] for o in s["objects"]] for s in read_records(d / "scenes.jsonl")}
-    hits = [r["hit"] for r in rows if r["task"] == "refer" and shapes[r["image"]].count(r["sents"].split()[-1]) > 1]
+    colour tells them apart (a model that binds shapes and not colours scores about 0.5 here: docs/nano.md).
+    `scenes`: {image path: its objects}."""
+    hits = [r["hit"] for r in rows if r["task"] == "refer"
+            and [o["shape"] for o in scenes[r["image"]]].count(r["sents"].split()[-1]) > 1]
     return sum(hits) / len(hits) if hits else None
 
 
-def _by_object_count(rows: list[dict], data_dir) -> dict:
+def _by_object_count(rows: list[dict], scenes: dict) -> dict:
     """{metric: {number of objects in the scene: value}} for refer_acc, *_recall and *_em: the multi-object
-    scenes are where a model that does not bind names to places fails."""
-    d = Path(data_dir)
-    n_obj = {str(d / s["image"]): len(s["objects"]) for s in read_records(d / "scenes.jsonl")}
+    scenes are where a model that does not bind names to places fails. `scenes`: {image path: its objects}."""
     sums: dict = {}
     for r in rows:
         if r["task"] == "refer":
@@ -168,7 +168,7 @@ def _by_object_count(rows: list[dict], data_dir) -> dict:
             key, num, den = f"{r['task']}_recall", r["recall"] * len(r["gt_boxes"]), len(r["gt_boxes"])
         else:
             key, num, den = f"{r['task']}_em", float(r["correct"]), 1
-        acc = sums.setdefault(key, {}).setdefault(n_obj[r["image"]], [0.0, 0])
+        acc = sums.setdefault(key, {}).setdefault(len(scenes[r["image"]]), [0.0, 0])
         acc[0] += num
         acc[1] += den
     return {key: {k: a / b for k, (a, b) in sorted(v.items()) if b} for key, v in sums.items()}

@@ -78,6 +78,17 @@ def test_added_for_one_box_rows_only_and_reaches_the_heads_layer(nano):
     model.zero_grad()
 
 
+def _head_and_answers(model, batch):
+    """Layer 1 head 0's attention of the batch's one row, its ids, and where each answer starts and ends."""
+    with torch.no_grad():
+        att = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")},
+                    output_attentions=True).attentions[1][0, 0]
+    ids, labelled = batch["input_ids"][0], (batch["labels"][0] != -100).tolist()
+    starts = [i for i in range(1, len(labelled)) if labelled[i] and not labelled[i - 1]]
+    ends = [i for i in range(1, len(labelled)) if not labelled[i] and labelled[i - 1]] + [len(labelled)]
+    return att, ids, starts, ends
+
+
 def test_each_turn_of_a_conversation_points_at_its_own_box(nano):
     """A turn (an answer and the prompt before it) counts when it holds one box; its answer positions look at that
     box's tokens, not at boxes of other turns; a turn without a box and a turn with two are not counted."""
@@ -86,12 +97,7 @@ def test_each_turn_of_a_conversation_points_at_its_own_box(nano):
              ("[identify] what is in {<50><50><90><90>}", "blue square"),
              ("[detection] circle", "<p>circle</p> {<1><2><3><4>}<delim>{<50><50><60><60>}")]
     batch = _batch(proc, [turns])
-    with torch.no_grad():
-        att = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")},
-                    output_attentions=True).attentions[1][0, 0]
-    ids, labelled = batch["input_ids"][0], (batch["labels"][0] != -100).tolist()
-    starts = [i for i in range(1, len(labelled)) if labelled[i] and not labelled[i - 1]]
-    ends = [i for i in range(1, len(labelled)) if not labelled[i] and labelled[i - 1]] + [len(labelled)]
+    att, ids, starts, ends = _head_and_answers(model, batch)
     assert len(starts) == 4
     vis = (ids == proc.image_token_id).nonzero().flatten()
     by_hand = []
@@ -116,19 +122,14 @@ def test_words_point_their_own_positions_in_the_instruction_at_the_turns_box(nan
     turns = [("[refer] the red circle", "{<10><20><40><60>}"), ("[vqa] is there a blue circle?", "yes"),
              ("[identify] what is in {<50><50><90><90>}", "red square")]
     batch = _batch(proc, [turns])
-    with torch.no_grad():
-        att = model(**{k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")},
-                    output_attentions=True).attentions[1][0, 0]
-    ids, labelled = batch["input_ids"][0], (batch["labels"][0] != -100).tolist()
-    starts = [i for i in range(1, len(labelled)) if labelled[i] and not labelled[i - 1]]
-    ends = [i for i in range(1, len(labelled)) if not labelled[i] and labelled[i - 1]] + [len(labelled)]
+    att, ids, starts, ends = _head_and_answers(model, batch)
     red, blue = proc.tokenizer.encode("red")[-1], proc.tokenizer.encode("blue")[-1]
     vis = (ids == proc.image_token_id).nonzero().flatten()[token_regions([10, 20, 40, 60], 8, 4)]
     a, z = starts[0], ends[0]
     [word] = [i for i in range(a) if ids[i] == red]            # "red" of the first instruction only
     mass = att[torch.cat([torch.tensor([word]), torch.arange(a - 1, z - 1)])][:, vis].sum(-1)
-    box_3 = (ids == blue).nonzero().flatten().tolist()             # the box-less turn's "blue" is not pointed
-    assert len(box_3) == 1 and box_3[0] > z
+    blue_at = (ids == blue).nonzero().flatten().tolist()           # the box-less turn's "blue" is not pointed
+    assert len(blue_at) == 1 and blue_at[0] > z
     p = Pointing({**SPEC, "words": ["red", "blue"]}, proc, model.config)
     loss_sum(model, _batch(proc, [turns[:1]]), torch.float32, pointing=p)
     assert p.values[0][0] == pytest.approx(0.5 * -torch.log(mass + 1e-6).mean().item(), rel=1e-5)
