@@ -67,8 +67,13 @@ def test_refer_and_a_follow_up_turn_in_the_web_demo(demo_url, tmp_path):
             prompt = page.locator("#prompt textarea")
             prompt.wait_for()
 
-            page.locator("#image-input input[type=file]").set_input_files(str(scene_file))
+            # a file set before the editor has mounted its drawing canvas is dropped; its "Upload an image"
+            # placeholder leaves only once the image is in, and a send before that goes without it
+            placeholder = page.locator("#image-input .empty")
             page.locator("#image-input canvas").first.wait_for()
+            placeholder.wait_for()
+            page.locator("#image-input input[type=file]").set_input_files(str(scene_file))
+            placeholder.wait_for(state="detached")
             page.locator("#task-refer").click()
             page.wait_for_function("document.querySelector('#prompt textarea').value === '[refer] '")
             assert "Name one object" in page.locator("#hint").inner_text()
