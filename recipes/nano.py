@@ -98,6 +98,11 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
 # The pointing loss of every stage that has it. Layer 2, not 1: on a draw whose stage_all bound at chance with
 # layer 1 (bound 0.40), layer 2 bound 0.72 and the whole recipe met every floor (docs/nano.md "Pointing on layer 2")
 POINT = {"weight": 0.5, "layer": 2, "head": 0, "points": True}
+# after stage_all the colour words of a one-box instruction are pointed at that box too ("words",
+# train/pointing.py): without it seeds 0 and 1 picked among objects of one shape at about chance on some draws
+# (0.46 / 0.68), with it 0.98 / 0.82 (docs/nano.md "The shorter schedule with and without words"). From stage_all
+# on it stopped the binding of shapes too (names differ 0.14), so stage_all points as before.
+POINT_WORDS = dict(POINT, words=["red", "green", "blue", "yellow", "purple"])
 RECIPE = dict(
     seed=0,
     # autocast dtype of every stage. bf16 needs a CPU with native bf16 (avx512_bf16): the installed model was
@@ -137,16 +142,18 @@ RECIPE = dict(
     # Focus phases: in the mixture neither identify nor yes/no VQA is learned (docs/nano.md), so after stage_all the LLM
     # trains on identify alone (it then answers every prompt with a name), then on VQA alone (colour-of-a-shape
     # questions are learned only there: 0.59 with refer and identify kept in, 0.87 without; docs/nano.md), then on the
-    # whole mixture again to bring refer, detection, identify and caption back.
-    focus_identify=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4,
-                        warmup_steps=50, cache_vision=True, attention="sdpa", ratios={"invrefcoco": 1}),
-    focus_vqa=dict(steps=1200, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
-                   cache_vision=True, attention="eager", pointing=POINT, ratios={"vqa": 1}),
+    # whole mixture again to bring refer, detection, identify and caption back. 800 / 1,000 / 4,000 steps (1,200 /
+    # 1,200 / 6,000 before `words`) and eager attention in focus_identify: the recipe within 60 min on 2 cores
+    # (docs/nano.md "Time and hardware").
+    focus_identify=dict(steps=800, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4,
+                        warmup_steps=50, cache_vision=True, attention="eager", ratios={"invrefcoco": 1}),
+    focus_vqa=dict(steps=1000, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
+                   cache_vision=True, attention="eager", pointing=POINT_WORDS, ratios={"vqa": 1}),
     # caption, VQA and identify above stage_all's share, chat and text down (VQA 15 / caption 14 / refer 25 /
     # phrase 18 here left caption at 0.790 and VQA at 0.894: docs/nano.md). pointing again: without it a draw whose
     # stage_all bound weakly lost the binding here (refer 0.53; docs/nano.md "Seed 0 again with two threads")
-    stage_mixed=dict(steps=6000, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
-                     cache_vision=True, attention="eager", pointing=POINT,
+    stage_mixed=dict(steps=4000, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
+                     cache_vision=True, attention="eager", pointing=POINT_WORDS,
                      ratios={"refcoco": 23, "flickr_phrase_to_object": 16, "invrefcoco": 12, "vqa": 18,
                              "coco_caption": 16, "flickr_grounded_caption": 9, "flickr_caption_to_phrase": 2,
                              "llava_conversation": 2, "unnatural_instruction": 2}),
@@ -158,7 +165,7 @@ RECIPE = dict(
     # inference_form: half the samples in the official inference prompt form, so both prompt forms are answered
     followup=dict(steps=1500, batch_size=32, grad_accum=2, lr=3e-4, min_lr=2e-5, warmup_lr=3e-5, warmup_steps=50,
                   cache_vision=True, attention="eager", inference_form=0.5,
-                  pointing=POINT,   # per turn: each answer at its own turn's box
+                  pointing=POINT_WORDS,   # per turn: each answer at its own turn's box
                   ratios={"refcoco": 15, "flickr_phrase_to_object": 10, "invrefcoco": 30, "vqa": 22,
                           "coco_caption": 12, "flickr_grounded_caption": 6, "flickr_caption_to_phrase": 1,
                           "llava_conversation": 2, "unnatural_instruction": 2, "synthetic_dialog": 60,
