@@ -321,6 +321,26 @@ def test_dialog_and_paraphrase_readers(synth):
     assert a == b                                    # every choice from the sample's rng
 
 
+def test_later_vqa_turns_ask_for_the_count_more_often(monkeypatch):
+    """A quarter of the VQA turns after an earlier answer ask "how many shapes are there?", on top of the ~12 % the
+    choice among the scene's questions gives them (synthetic_dialogs.P_COUNT_AFTER)."""
+    from minigptv2.data import synthetic_dialogs as sd
+
+    def count_share() -> float:
+        n = hits = 0
+        for seed in range(1500):
+            scene = synthetic.make_scene(random.Random(seed))
+            for k, (q, a, _) in enumerate(sd.dialog(scene, random.Random(seed), 3, 0.0)):
+                if q.startswith("[vqa]") and k > 0:
+                    n, hits = n + 1, hits + (a in synthetic.NUMBERS)
+        return hits / n
+
+    with_it = count_share()
+    monkeypatch.setattr(sd, "P_COUNT_AFTER", 0.0)
+    without = count_share()
+    assert 0.05 < without < 0.2 and abs(with_it - 0.25 - 0.75 * without) < 0.05
+
+
 def test_decorations_are_drawn_independently_of_task_and_question_kind():
     """synthetic_wordings round 4: a prefix or suffix must not mark a task or a VQA question kind, so each one is
     seen with every task and with every kind of VQA question."""

@@ -4,8 +4,9 @@ conversations (issue #31: follow-up turns and wordings outside the templates).
     synthetic_dialog       2–3 turns about one scene, mixing every task (refer, identify, detection, vqa,
                            caption, grounding); the first turn is a long answer (caption, grounding, detection)
                            half the time; a later refer / identify / VQA question is about an object named in an
-                           earlier answer half the time; each instruction an official template or (30 %) a
-                           training paraphrase (synthetic_wordings.py)
+                           earlier answer half the time, and a quarter of later VQA questions ask for the count;
+                           each instruction an official template or (30 %) a training paraphrase
+                           (synthetic_wordings.py)
     synthetic_paraphrase   one turn, any task, always a training paraphrase (bare forms included)
 
 Answers are the canonical ones of synthetic.py (exactly what the per-task readers train on), so a dialog teaches
@@ -23,11 +24,14 @@ from minigptv2.data.annotations import read_records
 from minigptv2.data.reader import Reader, Sample
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.synthetic import (COLORS, MAX_OBJECTS, SHAPES, Obj, Scene, caption, caption_points, detection,
-                                 grounded_caption, vqa_questions, vqa_subject)
+                                 grounded_caption, vqa_kind, vqa_questions, vqa_subject)
 from minigptv2.synthetic_wordings import instruction
 
 TASKS = ("refer", "identify", "detection", "vqa", "caption", "grounding")
 LONG = ("caption", "grounding", "detection")
+# the share of later VQA turns that ask for the count: without it ~10 %, and a model asked "how many shapes are
+# there?" right after a one-object answer undercounted 3-object scenes (docs/nano.md "Counting after refer")
+P_COUNT_AFTER = 0.25
 
 
 def _is_scene(r) -> bool:
@@ -72,6 +76,8 @@ def turn(scene: Scene, task: str, rng: random.Random, p_paraphrase: float,
         qs = vqa_questions(scene, rng)
         about = [q for q in qs if named and any(o.color in q[0] or o.shape in q[0] for o in named)]
         q, a, _ = rng.choice(about if about and rng.random() < 0.5 else qs)
+        if named and rng.random() < P_COUNT_AFTER:
+            q, a, _ = next(t for t in qs if vqa_kind(t[0]) == "count")
         subject = vqa_subject(scene, q)
         return instruction("vqa", q, rng, p_paraphrase), a, None if subject is None else list(scene.grid(subject))
     named.extend(objs)
