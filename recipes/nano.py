@@ -160,7 +160,8 @@ RECIPE = dict(
     # Follow-up turns and other wordings (issue #31): the old tasks at identify-heavy ratios (refer and phrase -> box
     # down; the recipe before the pointing loss ran three 1,200-step phases at them after stage_mixed, for identify:
     # docs/nano.md; with pointing, identify met its floor without them) plus conversations
-    # mixing every task (synthetic_dialog) and instructions in training paraphrases (synthetic_paraphrase,
+    # mixing every task (synthetic_dialog; a quarter of its later VQA turns ask the count: P_COUNT_AFTER in
+    # data/synthetic_dialogs.py) and instructions in training paraphrases (synthetic_paraphrase,
     # synthetic_wordings.py). Before it, a caption asked after a box answer scored 0.00 (docs/nano.md).
     # inference_form: half the samples in the official inference prompt form, so both prompt forms are answered
     followup=dict(steps=1500, batch_size=32, grad_accum=2, lr=3e-4, min_lr=2e-5, warmup_lr=3e-5, warmup_steps=50,
