@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from minigptv2.errors import MiniGPTv2Error
+from minigptv2.synthetic import COLORS
 # the tokenizer builder lives in tokenizers.py (`minigptv2 train` builds one from a user's data too)
 from minigptv2.tokenizers import SYMBOLS, build_tokenizer  # noqa: F401
 
@@ -102,7 +103,7 @@ POINT = {"weight": 0.5, "layer": 2, "head": 0, "points": True}
 # train/pointing.py): without it seeds 0 and 1 picked among objects of one shape at about chance on some draws
 # (0.46 / 0.68), with it 0.98 / 0.82 (docs/nano.md "The shorter schedule with and without words"). From stage_all
 # on it stopped the binding of shapes too (names differ 0.14), so stage_all points as before.
-POINT_WORDS = dict(POINT, words=["red", "green", "blue", "yellow", "purple"])
+POINT_WORDS = dict(POINT, words=list(COLORS))
 RECIPE = dict(
     seed=0,
     # autocast dtype of every stage. bf16 needs a CPU with native bf16 (avx512_bf16): the installed model was
