@@ -9,7 +9,7 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Eight sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Nine sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
 scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
@@ -17,7 +17,8 @@ before the fourth; the fifth (`V5`, view `paraphrase5`) after the fourth round h
 fifth; the sixth (`V6`, view `paraphrase6`) after the fifth had been scored and before any sixth round, so no
 set was looked at when writing the wordings it scores; the seventh (`V7`, view `paraphrase7`) after sets 4 to 6
 had been looked at wording by wording (2026-12-06), before any sixth round; the eighth (`V8`, view
-`paraphrase8`) after the seventh had been looked at and before any seventh round, so it is the one still unseen.
+`paraphrase8`) after the seventh had been looked at and before any seventh round, so it is unseen; the ninth (`V9`,
+view `paraphrase9`) before any seventh round too, without reading the eighth.
 The third varies the nouns
 ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
 wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ..."); the fifth
@@ -26,7 +27,8 @@ is casual and terse, some of it capitalized and punctuated as people type ("Tell
 the colour of the circle", "there is a circle. What color is it?"); the seventh is sentences to complete and
 questions with a hint about the answer's form ("the circle is colored", "how many shapes? answer with a number");
 the eighth frames the request rather than asking it ("Q: ... A:", "for a quiz, ...", "the user wants ...",
-"next task. ...", "box needed: ...").
+"next task. ...", "box needed: ..."); the ninth is formal and technical, with the subject first ("Kindly
+state the colour of the circle.", "the circle: its color?", "Region {box}: classify the object therein.").
 """
 from __future__ import annotations
 
@@ -315,9 +317,46 @@ V8_VQA = [
                               "[vqa] the user wants to know if there is a {0} {1}.",
                               "[vqa] next task. Say whether a {0} {1} is shown."]),
 ]
+# the ninth held-out set (issue #31, written 2026-12-06, seventh session, before any seventh round of training
+# wordings and without reading set 8): a formal, technical register ("kindly", "depicted", "therein", "enumerate")
+# and the subject put first, before what is asked about it
+V9_BY_TASK = {
+    "refer": ["[refer] Kindly return the bounding box enclosing the {}.", "[refer] {}: its coordinates, please",
+              "[refer] Determine the region occupied by the {}.", "[refer] regarding the {}, where is it situated?",
+              "[refer] provide the spatial extent of the {}"],
+    "identify": ["[identify] Region {}: classify the object therein.", "[identify] Kindly name the object within {}.",
+                 "[identify] regarding region {}, which object occupies it?",
+                 "[identify] Determine the object depicted at {}.", "[identify] {}, which object is this?"],
+    "detection": ["[detection] Kindly return bounding boxes for every {}.", "[detection] {}: all instances, please",
+                  "[detection] Determine the regions of all {} shapes.",
+                  "[detection] regarding each {}, where is it situated?",
+                  "[detection] enumerate the {} instances with their boxes"],
+    "caption": ["[caption] Kindly provide a concise description of the image.",
+                "[caption] Determine what the image depicts.", "[caption] regarding this image, what does it show?",
+                "[caption] a brief account of the depicted scene, please",
+                "[caption] enumerate the depicted shapes in one sentence"],
+    "grounding": ["[grounding] Kindly describe the image, with a bounding box for each shape.",
+                  "[grounding] Determine what is depicted and the region of each shape.",
+                  "[grounding] regarding this image, describe its shapes and their positions",
+                  "[grounding] an account of the depicted scene, each shape with its coordinates",
+                  "[grounding] enumerate the depicted shapes together with their boxes"],
+}
+V9_VQA = [
+    (VQA_PATTERNS["color"], ["[vqa] Kindly state the colour of the {0}.", "[vqa] the {0}: its color?",
+                             "[vqa] Determine the hue of the {0}.", "[vqa] regarding the {0}, which colour is it?"]),
+    (VQA_PATTERNS["shape"], ["[vqa] Kindly state the shape of the {0} object.", "[vqa] the {0} object: its shape?",
+                             "[vqa] Determine the geometric form of the {0} object.",
+                             "[vqa] regarding the {0} object, which shape is it?"]),
+    (VQA_PATTERNS["count"], ["[vqa] Kindly state the quantity of shapes depicted.", "[vqa] shapes depicted: how many?",
+                             "[vqa] Determine the number of shapes present.",
+                             "[vqa] regarding the shapes, how many are depicted?"]),
+    (VQA_PATTERNS["exists"], ["[vqa] Kindly state whether a {0} {1} is depicted.", "[vqa] a {0} {1}: present or not?",
+                              "[vqa] Determine whether the image contains a {0} {1}.",
+                              "[vqa] regarding a {0} {1}, is one depicted?"]),
+]
 SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA),
         5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA), 7: (V7_BY_TASK, V7_VQA),
-        8: (V8_BY_TASK, V8_VQA)}
+        8: (V8_BY_TASK, V8_VQA), 9: (V9_BY_TASK, V9_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -330,7 +369,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 to 8)."""
+    `version`: which held-out set (1 to 9)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:

@@ -20,6 +20,7 @@ asks the same prompts, so the views differ only in how they are asked:
     paraphrase6 the same with the sixth (heldout_wordings.V6_*)
     paraphrase7 the same with the seventh (heldout_wordings.V7_*)
     paraphrase8 the same with the eighth (heldout_wordings.V8_*)
+    paraphrase9 the same with the ninth (heldout_wordings.V9_*)
 The earlier tasks are drawn uniformly from the other five, so grounding / caption / detection answers (long,
 with boxes) come before short questions in about half the conversations, and the earlier answers name the
 objects the later prompt asks about. Scores are the plain bench's (_score_synth). The plain `--bench synthetic`
@@ -38,10 +39,10 @@ from minigptv2.eval.synthetic import SYNTH_MAX_NEW_TOKENS, _score_synth, synthet
 from minigptv2.synthetic import vqa_kind
 
 VIEWS = ("alone", "turn2", "turn3", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-         "paraphrase6", "paraphrase7", "paraphrase8")
+         "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9")
 # view -> held-out set
 PARAPHRASE_VIEWS = {"paraphrase": 1, "paraphrase2": 2, "paraphrase3": 3, "paraphrase4": 4, "paraphrase5": 5,
-                    "paraphrase6": 6, "paraphrase7": 7, "paraphrase8": 8}
+                    "paraphrase6": 6, "paraphrase7": 7, "paraphrase8": 8, "paraphrase9": 9}
 TASKS = ("refer", "detection", "vqa", "identify", "caption", "grounding")
 KEY_METRICS = ("refer_acc", "detection_recall", "vqa_em", "identify_em", "caption_em", "grounding_recall")
 
