@@ -33,16 +33,14 @@ import time
 from dataclasses import replace
 
 from minigptv2.eval.benches import VQA_PROMPT
-from minigptv2.eval.heldout_wordings import heldout_prompt
+from minigptv2.eval.heldout_wordings import SETS, heldout_prompt
 from minigptv2.eval.run import Item, run_prompts
 from minigptv2.eval.synthetic import SYNTH_MAX_NEW_TOKENS, _score_synth, synthetic_items
 from minigptv2.synthetic import vqa_kind
 
-VIEWS = ("alone", "turn2", "turn3", "paraphrase", "paraphrase2", "paraphrase3", "paraphrase4", "paraphrase5",
-         "paraphrase6", "paraphrase7", "paraphrase8", "paraphrase9")
-# view -> held-out set
-PARAPHRASE_VIEWS = {"paraphrase": 1, "paraphrase2": 2, "paraphrase3": 3, "paraphrase4": 4, "paraphrase5": 5,
-                    "paraphrase6": 6, "paraphrase7": 7, "paraphrase8": 8, "paraphrase9": 9}
+# view -> held-out set: paraphrase, paraphrase2, ... one per set of heldout_wordings.SETS
+PARAPHRASE_VIEWS = {"paraphrase" if v == 1 else f"paraphrase{v}": v for v in SETS}
+VIEWS = ("alone", "turn2", "turn3", *PARAPHRASE_VIEWS)
 TASKS = ("refer", "detection", "vqa", "identify", "caption", "grounding")
 KEY_METRICS = ("refer_acc", "detection_recall", "vqa_em", "identify_em", "caption_em", "grounding_recall")
 
