@@ -9,7 +9,7 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Nine sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Ten sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
 scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
@@ -18,7 +18,8 @@ fifth; the sixth (`V6`, view `paraphrase6`) after the fifth had been scored and 
 set was looked at when writing the wordings it scores; the seventh (`V7`, view `paraphrase7`) after sets 4 to 6
 had been looked at wording by wording (2026-12-06), before any sixth round; the eighth (`V8`, view
 `paraphrase8`) after the seventh had been looked at and before any seventh round, so it is unseen; the ninth (`V9`,
-view `paraphrase9`) before any seventh round too, without reading the eighth.
+view `paraphrase9`) before any seventh round too, without reading the eighth; the tenth (`V10`, view
+`paraphrase10`) before the word-noise pilot was scored, reading neither the eighth nor the ninth.
 The third varies the nouns
 ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
 wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ..."); the fifth
@@ -28,7 +29,8 @@ the colour of the circle", "there is a circle. What color is it?"); the seventh 
 questions with a hint about the answer's form ("the circle is colored", "how many shapes? answer with a number");
 the eighth frames the request rather than asking it ("Q: ... A:", "for a quiz, ...", "the user wants ...",
 "next task. ...", "box needed: ..."); the ninth is formal and technical, with the subject first ("Kindly
-state the colour of the circle.", "the circle: its color?", "Region {box}: classify the object therein.").
+state the colour of the circle.", "the circle: its color?", "Region {box}: classify the object therein."); the
+tenth is English as a learner writes it ("which color have the circle?", "how much shapes is there?").
 """
 from __future__ import annotations
 
@@ -354,9 +356,38 @@ V9_VQA = [
                               "[vqa] Determine whether the image contains a {0} {1}.",
                               "[vqa] regarding a {0} {1}, is one depicted?"]),
 ]
+# the tenth held-out set (issue #31, written 2026-12-06 before the word-noise pilot was scored, without reading sets 8
+# and 9): English as a learner writes it: articles dropped, "how much" for "how many", wrong prepositions and verb
+# forms ("which color have the circle?", "what you see on image?")
+V10_BY_TASK = {
+    "refer": ["[refer] where stay the {}?", "[refer] show me place of {}", "[refer] in which place is {}?",
+              "[refer] please find where {} is being", "[refer] {} is where on picture?"],
+    "identify": ["[identify] what is thing in {}?", "[identify] tell what object stay at {}",
+                 "[identify] in {} is which thing?", "[identify] what there is inside {}?",
+                 "[identify] say me the object of {}"],
+    "detection": ["[detection] find all {} please and give box each", "[detection] where are being the {}s?",
+                  "[detection] show me every {} on picture", "[detection] all {}s, where they are?",
+                  "[detection] search each {} in image"],
+    "caption": ["[caption] say me what is in picture", "[caption] what you see on image?",
+                "[caption] please describe me this picture", "[caption] what there is on the image?",
+                "[caption] make small description of image"],
+    "grounding": ["[grounding] tell what is on picture and where is it", "[grounding] describe me image with boxes",
+                  "[grounding] what you see and in which place?", "[grounding] say all shapes and place of them",
+                  "[grounding] explain me the picture, where is every shape"],
+}
+V10_VQA = [
+    (VQA_PATTERNS["color"], ["[vqa] which color have the {0}?", "[vqa] {0} is which color?",
+                             "[vqa] what is color of {0}?", "[vqa] say me color of the {0}"]),
+    (VQA_PATTERNS["shape"], ["[vqa] {0} thing have what shape?", "[vqa] what is shape of {0} thing?",
+                             "[vqa] the {0} one is which form?", "[vqa] say me shape of {0} object"]),
+    (VQA_PATTERNS["count"], ["[vqa] how much shapes is there?", "[vqa] how much objects are on picture?",
+                             "[vqa] what is number of shapes?", "[vqa] shapes are how much?"]),
+    (VQA_PATTERNS["exists"], ["[vqa] there is {0} {1}?", "[vqa] is having {0} {1} on picture?",
+                              "[vqa] you see {0} {1} or not?", "[vqa] exist a {0} {1} in image?"]),
+]
 SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA),
         5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA), 7: (V7_BY_TASK, V7_VQA),
-        8: (V8_BY_TASK, V8_VQA), 9: (V9_BY_TASK, V9_VQA)}
+        8: (V8_BY_TASK, V8_VQA), 9: (V9_BY_TASK, V9_VQA), 10: (V10_BY_TASK, V10_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -369,7 +400,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 to 9)."""
+    `version`: which held-out set (1 to 10)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:
