@@ -97,12 +97,13 @@ def pretrain_vit(vit, processor, scenes, classes: dict, steps: int, batch_size: 
 # ---- the recipe ----------------------------------------------------------------------------------------------
 # Every number here is part of the recipe that produced minigptv2/assets/nano (see its recipe.json).
 # The pointing loss of every stage that has it. Layer 2, not 1: on a draw whose stage_all bound at chance with
-# layer 1 (bound 0.40), layer 2 bound 0.72 and the whole recipe met every floor (docs/nano.md "Pointing on layer 2")
+# layer 1 (bound 0.40), layer 2 bound 0.72 and the whole recipe met every floor (docs/nano-log-2026-12-06.md
+# "Pointing on layer 2")
 POINT = {"weight": 0.5, "layer": 2, "head": 0, "points": True}
 # after stage_all the colour words of a one-box instruction are pointed at that box too ("words",
 # train/pointing.py): without it seeds 0 and 1 picked among objects of one shape at about chance on some draws
-# (0.46 / 0.68), with it 0.98 / 0.82 (docs/nano.md "The shorter schedule with and without words"). From stage_all
-# on it stopped the binding of shapes too (names differ 0.14), so stage_all points as before.
+# (0.46 / 0.68), with it 0.98 / 0.82 (docs/nano-log-2026-12-06.md "The shorter schedule with and without words").
+# From stage_all on it stopped the binding of shapes too (names differ 0.14), so stage_all points as before.
 POINT_WORDS = dict(POINT, words=list(COLORS))
 RECIPE = dict(
     seed=0,
@@ -134,10 +135,11 @@ RECIPE = dict(
     # pointing (train/pointing.py): head 0 of POINT's layer is taught to look at the object of every one-box sample
     # (needs eager). Without it stage_all bound names to places on some seeds only, and only after 5,500 steps (refer
     # 0.754 / names differ 0.951 with sdpa, 0.479 / 0.853 rerun with eager); with it (on layer 1), 3,000-step
-    # pilots bound on both seeds tried (docs/nano.md "Two auxiliary losses for binding").
+    # pilots bound on both seeds tried (docs/nano-log-2026-12-05-b.md "Two auxiliary losses for binding").
     # points: VQA questions about one object (what color is the circle? what shape is the red object? is there a red
     # circle?, when there is) are pointed at that object too (vqa.json's "point", written with dialogs): without it,
-    # a from-scratch draw answered such questions without looking (VQA 0.849: docs/nano.md "VQA pointing")
+    # a from-scratch draw answered such questions without looking (VQA 0.849: docs/nano-log-2026-12-05-a.md
+    # "VQA pointing")
     stage_all=dict(steps=3000, batch_size=32, grad_accum=2, lr=1.5e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=100,
                    cache_vision=True, attention="eager", pointing=POINT),
     # Focus phases: in the mixture neither identify nor yes/no VQA is learned (docs/nano.md), so after stage_all the LLM
@@ -152,7 +154,8 @@ RECIPE = dict(
                    cache_vision=True, attention="eager", pointing=POINT_WORDS, ratios={"vqa": 1}),
     # caption, VQA and identify above stage_all's share, chat and text down (VQA 15 / caption 14 / refer 25 /
     # phrase 18 here left caption at 0.790 and VQA at 0.894: docs/nano.md). pointing again: without it a draw whose
-    # stage_all bound weakly lost the binding here (refer 0.53; docs/nano.md "Seed 0 again with two threads")
+    # stage_all bound weakly lost the binding here (refer 0.53; docs/nano-log-2026-12-05-a.md "Seed 0 again with two
+    # threads")
     stage_mixed=dict(steps=4000, batch_size=32, grad_accum=2, lr=4e-4, min_lr=2e-5, warmup_lr=4e-5, warmup_steps=50,
                      cache_vision=True, attention="eager", pointing=POINT_WORDS,
                      ratios={"refcoco": 23, "flickr_phrase_to_object": 16, "invrefcoco": 12, "vqa": 18,

@@ -7,7 +7,7 @@ after a refer answer about the same scene, on fresh scenes (`make_scene` seeds 1
 The refer turn is the web demo's ("[refer] " + the first object's name, tests/serve/test_browser.py), answered by
 the model itself with constrained boxes; the count is right when the answer is the number word. The views bench
 (`minigptv2 eval --bench synthetic_views`) averages this case into "VQA as the 2nd turn" over every question kind
-and every earlier task, where a failure of just this case does not show (docs/nano.md, "VQA pointing").
+and every earlier task, where a failure of just this case does not show (docs/nano-log-2026-12-05-a.md, "VQA pointing").
 """
 from __future__ import annotations
 

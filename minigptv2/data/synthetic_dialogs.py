@@ -30,8 +30,8 @@ from minigptv2.synthetic_wordings import instruction
 TASKS = ("refer", "identify", "detection", "vqa", "caption", "grounding")
 LONG = ("caption", "grounding", "detection")
 # the share of later VQA turns made to ask for the count (33 % of them are then, 12 % without it): a model asked "how
-# many shapes are there?" right after a refer answer undercounted 3-object scenes (docs/nano.md "Counting after a
-# refer turn")
+# many shapes are there?" right after a refer answer undercounted 3-object scenes (docs/nano-log-2026-12-06.md
+# "Counting after a refer turn")
 P_COUNT_AFTER = 0.25
 
 

@@ -1,5 +1,6 @@
 """The pointing loss: an auxiliary training target that teaches one attention head to look at the object a sample
-is about (TrainConfig.pointing; the nano recipe's `stage_all`, docs/nano.md "Two auxiliary losses for binding").
+is about (TrainConfig.pointing; the nano recipe's `stage_all`, docs/nano-log-2026-12-05-b.md "Two auxiliary losses for
+binding").
 
 In a turn with exactly one box (four coordinate tokens in a row: a [refer] answer, an [identify] prompt, a
 one-object detection), every position that predicts that turn's answer should put the head's attention on the
