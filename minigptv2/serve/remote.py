@@ -1,5 +1,6 @@
 """Remote images for the server (`minigptv2 serve --allow-remote-images`): which addresses may be connected to,
-and the fetch itself. SECURITY.md §7 states the guarantees; tests/serve/test_server.py and tests/test_fuzz.py check them.
+and the fetch itself. SECURITY.md §7 states the guarantees; tests/serve/test_server.py and
+tests/test_fuzz_requests.py check them.
 
 * Only http(s) URLs. Redirects are followed up to MAX_REDIRECTS times, each new URL checked like the first.
 * Every address the host resolves to must be public (`address_problem(addr) is None`): IPv4 outside every IANA

@@ -1,6 +1,6 @@
 """Property-based tests that valid annotation files get through every dataset reader with the right samples.
 
-tests/test_fuzz.py throws random and odd content at the readers and checks that only MiniGPTv2Error escapes;
+tests/test_fuzz_text.py throws random and odd content at the readers and checks that only MiniGPTv2Error escapes;
 that would also pass if a reader refused everything. Here every generated record is valid for its kind (any
 text, any positive size, any finite box, either image field, ...), so the file must open, hold one entry per
 record, and each sample must be exactly what the module docstring of minigptv2/data/datasets.py says it is.

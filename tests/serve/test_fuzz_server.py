@@ -1,7 +1,8 @@
-"""Property-based (hypothesis) fuzzing of the server beyond its JSON handling (tests/test_fuzz.py §5): sampling
-settings with the real model, the address rules for remote images, and remote image URLs in every host notation.
+"""Property-based (hypothesis) fuzzing of the server beyond its JSON handling (tests/test_fuzz_requests.py §1):
+sampling settings with the real model, the address rules for remote images, and remote image URLs in every host
+notation.
 
-Derandomized like tests/test_fuzz.py. Each test compares with an oracle written here from the specification
+Derandomized like tests/test_fuzz_requests.py. Each test compares with an oracle written here from the specification
 (SECURITY.md §7), and asserts that both outcomes occurred, so that a server refusing everything fails. No test
 touches DNS or the network: remote fetches go through test_remote.FakeNet to a loopback image server.
 """
@@ -23,7 +24,7 @@ from helpers import tiny_model
 from minigptv2 import generate
 from minigptv2.serve import remote
 from minigptv2.serve import server as srv
-from test_fuzz import EDGE_NUMBERS, JSON, fuzz_settings, instant_generate
+from fuzz_helpers import EDGE_NUMBERS, JSON, fuzz_settings, instant_generate
 from test_remote import FakeNet, image_server  # noqa: F401 - image_server is a fixture
 from test_server import ScaleLogits
 
