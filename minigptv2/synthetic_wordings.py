@@ -197,6 +197,7 @@ def decorate(text: str, rng: random.Random, p: float = 0.4) -> str:
 # nothing, a yes/no question both. Colour, shape and answer words are never inserted; the identifier and `{…}`
 # slots are never touched.
 P_NOISE = 0.5
+P_KIND = 0.5      # the share of inserted words drawn from KIND_WORDS
 KIND_WORDS = ("color", "colour", "shape", "how many", "number", "count", "name", "what", "which", "where", "box",
               "is there", "yes or no", "object", "describe", "caption", "locate", "all", "every", "tell me")
 
@@ -213,7 +214,7 @@ def _vocabulary() -> tuple[str, ...]:
 
 def noise(template: str, rng: random.Random) -> str:
     """template (`[task] body` with `{}` / `{0}` slots) with 1–3 word edits to its body: insert a word (60 %; a
-    KIND_WORDS entry half the time, else a word of the training wordings), drop one, or swap two neighbours. Words
+    KIND_WORDS entry with probability P_KIND, else a word of the training wordings), drop one, or swap two neighbours. Words
     holding a slot and the identifier stay."""
     ident, _, body = template.partition(" ") if template.startswith("[") else ("", "", template)
     words = body.split()
@@ -222,7 +223,7 @@ def noise(template: str, rng: random.Random) -> str:
         free = [i for i, w in enumerate(words) if "{" not in w]
         op = rng.random()
         if op < 0.6 or not free:
-            word = rng.choice(KIND_WORDS) if rng.random() < 0.5 else rng.choice(vocab)
+            word = rng.choice(KIND_WORDS) if rng.random() < P_KIND else rng.choice(vocab)
             words.insert(rng.randint(0, len(words)), word)
         elif op < 0.8 and len(words) > 1:
             del words[rng.choice(free)]
