@@ -14,6 +14,7 @@ shape (detection), nothing (caption, grounding). VQA questions are reworded per 
 """
 from __future__ import annotations
 
+import functools
 import random
 import re
 
@@ -187,6 +188,52 @@ def decorate(text: str, rng: random.Random, p: float = 0.4) -> str:
         q = body.endswith("?")
         body = f"{body.rstrip('?')} {rng.choice(SUFFIXES)}" + ("?" if q else "")
     return f"{ident} {body}" if ident else body
+# Word noise (issue #31; not a new round of wordings): rounds 5–7 of wordings showed the misses are single words
+# that decide the answer's kind ("... {box}? give its color" -> a colour in [identify]), and a few more wordings
+# do not outweigh them. So a share (P_NOISE) of the paraphrased instructions get words inserted, dropped or
+# swapped before their content is filled in: inserted words come from the training wordings themselves, half of
+# them words that mark a task or question kind elsewhere (KIND_WORDS). What tells the kind apart is then the task
+# identifier and the content: a colour question names a shape, a shape question a colour, a count question
+# nothing, a yes/no question both. Colour, shape and answer words are never inserted; the identifier and `{…}`
+# slots are never touched.
+P_NOISE = 0.5
+P_KIND = 0.5      # the share of inserted words drawn from KIND_WORDS
+KIND_WORDS = ("color", "colour", "shape", "how many", "number", "count", "name", "what", "which", "where", "box",
+              "is there", "yes or no", "object", "describe", "caption", "locate", "all", "every", "tell me")
+
+
+@functools.cache
+def _vocabulary() -> tuple[str, ...]:
+    """The words of the training wordings (identifiers, slots, colours, shapes and answer words left out)."""
+    from minigptv2.synthetic import COLORS, NUMBERS, SHAPES
+
+    texts = [re.sub(r"\[\w+\]|\{[^}]*\}", " ", w) for w in all_wordings()] + list(PREFIXES + SUFFIXES)
+    banned = {*COLORS, *SHAPES, *(s + "s" for s in SHAPES), *NUMBERS, "yes", "no"}
+    return tuple(sorted({w for t in texts for w in re.findall(r"[a-z][a-z']+", t.lower())} - banned))
+
+
+def noise(template: str, rng: random.Random) -> str:
+    """template (`[task] body` with `{}` / `{0}` slots) with 1–3 word edits to its body: insert a word (60 %; a
+    KIND_WORDS entry with probability P_KIND, else a word of the training wordings), drop one, or swap two neighbours. Words
+    holding a slot and the identifier stay."""
+    ident, _, body = template.partition(" ") if template.startswith("[") else ("", "", template)
+    words = body.split()
+    vocab = _vocabulary()
+    for _ in range(rng.randint(1, 3)):
+        free = [i for i, w in enumerate(words) if "{" not in w]
+        op = rng.random()
+        if op < 0.6 or not free:
+            word = rng.choice(KIND_WORDS) if rng.random() < P_KIND else rng.choice(vocab)
+            words.insert(rng.randint(0, len(words)), word)
+        elif op < 0.8 and len(words) > 1:
+            del words[rng.choice(free)]
+        elif len(words) > 1:
+            i = rng.randrange(len(words) - 1)
+            words[i], words[i + 1] = words[i + 1], words[i]
+    body = " ".join(words)
+    return f"{ident} {body}" if ident else body
+
+
 # the official templates, per task, in the form `instruction` fills
 OFFICIAL = {"refer": REFER_TEMPLATES, "identify": IDENTIFY_TEMPLATES, "detection": [DETECTION_TEMPLATE],
             "caption": ["[caption] " + t for t in CAPTION_TEMPLATES], "grounding": GROUNDING_TEMPLATES}
@@ -200,8 +247,8 @@ def all_wordings() -> list[str]:
 
 
 def instruction(task: str, content: str | None, rng: random.Random, p_paraphrase: float = 0.5) -> str:
-    """One instruction for a synthetic task: with probability p_paraphrase a paraphrase above (decorated: see
-    `decorate`), else an official template (VQA: the question reworded, then wrapped in an official VQA
+    """One instruction for a synthetic task: with probability p_paraphrase a paraphrase above (with probability
+    P_NOISE edited word by word: `noise`; decorated: `decorate`), else an official template (VQA: the question reworded, then wrapped in an official VQA
     template)."""
     para = rng.random() < p_paraphrase
     if task == "vqa":
@@ -210,9 +257,11 @@ def instruction(task: str, content: str | None, rng: random.Random, p_paraphrase
             for pattern, wordings in VQA:
                 m = re.match(pattern, q)
                 if m:
-                    q = decorate(rng.choice(wordings).format(*m.groups()), rng)
+                    w = rng.choice(wordings)
+                    q = decorate((noise(w, rng) if rng.random() < P_NOISE else w).format(*m.groups()), rng)
                     break
         return rng.choice(VQA_TEMPLATES).format(q)
     if para:
-        return decorate(rng.choice(PARAPHRASES[task]).format(content), rng)
+        w = rng.choice(PARAPHRASES[task])
+        return decorate((noise(w, rng) if rng.random() < P_NOISE else w).format(content), rng)
     return rng.choice(OFFICIAL[task]).format(content)

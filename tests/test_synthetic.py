@@ -1,6 +1,7 @@
 """Synthetic scenes (minigptv2.synthetic): determinism, exact boxes, formats readable by minigptv2.data.datasets."""
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -274,7 +275,8 @@ def _check_answer(scene: Scene, q: str, a: str) -> None:
         assert task == "vqa" and a in {*COLORS, *SHAPES, *synthetic.NUMBERS, "yes", "no"}
 
 
-def test_dialog_and_paraphrase_readers(synth):
+def test_dialog_and_paraphrase_readers(synth, monkeypatch):
+    from minigptv2 import synthetic_wordings
     from minigptv2.data.datasets import open_dataset
     from minigptv2.data.synthetic_dialogs import scene_of
     from minigptv2.prompts import TASKS as VISION
@@ -291,6 +293,7 @@ def test_dialog_and_paraphrase_readers(synth):
             out |= {b[: -len(x) - 2] + "?" for b in out if b.endswith(f" {x}?")}
         return {f"{ident} {b}" for b in out}
 
+    monkeypatch.setattr(synthetic_wordings, "P_NOISE", 0.0)   # word noise: test_word_noise
     recs = scenes(synth)
     dialog = open_dataset("synthetic_dialog", synth / "scenes.jsonl")
     para = open_dataset("synthetic_paraphrase", synth / "scenes.jsonl")
@@ -367,3 +370,38 @@ def test_decorations_are_drawn_independently_of_task_and_question_kind():
     every = {"vqa " + k for k in questions} | set(contents)
     assert {k: v for k, v in seen.items() if v != every} == {}
     assert len(seen) == len(PREFIXES) + len(SUFFIXES)
+
+
+def test_word_noise():
+    """synthetic_wordings.noise edits a paraphrase's words but never its identifier or its slots, inserts only
+    words of the training wordings (never a colour, shape or answer), and puts kind words into other kinds'
+    instructions; `instruction` noises about P_NOISE of the paraphrases."""
+    from minigptv2 import synthetic_wordings as sw
+
+    rng = random.Random(0)
+    slots = lambda t: sorted(re.findall(r"\{[^}]*\}", t))  # noqa: E731
+    training_text = " ".join(sw.all_wordings()).lower()
+    assert all(k in training_text for k in sw.KIND_WORDS)
+    assert not set(sw._vocabulary()) & {*COLORS, *SHAPES, *synthetic.NUMBERS, "yes", "no", "circles"}
+    templates = [w for ws in sw.PARAPHRASES.values() for w in ws] + ["[vqa] " + w for _, ws in sw.VQA for w in ws]
+    changed = 0
+    for w in templates:
+        for _ in range(5):
+            n = sw.noise(w, rng)
+            assert n.split(" ")[0] == w.split(" ")[0] and slots(n) == slots(w), (w, n)
+            words = lambda t: set(re.findall(r"[a-z][a-z']+", re.sub(r"\{[^}]*\}|^\[\w+\]", " ", t.lower())))  # noqa: E731
+            new = words(n) - words(w)
+            assert all(x in sw._vocabulary() or x in " ".join(sw.KIND_WORDS).split() for x in new), (w, n)
+            changed += n != w
+    assert changed > 0.9 * 5 * len(templates)
+    # a colour word in count questions and identify instructions, a count word in colour questions
+    qs = [sw.instruction("vqa", "how many shapes are there?", rng, 1.0) for _ in range(2000)]
+    ids = [sw.instruction("identify", "{<1><2><3><4>}", rng, 1.0) for _ in range(2000)]
+    cs = [sw.instruction("vqa", "what color is the circle?", rng, 1.0) for _ in range(2000)]
+    assert 0.01 < sum("color" in q for q in qs) / 2000 < 0.2
+    assert 0.01 < sum("colo" in q for q in ids) / 2000 < 0.3
+    assert 0.01 < sum("how many" in q for q in cs) / 2000 < 0.2
+    exact = {w.format("{<1><2><3><4>}") for w in sw.IDENTIFY}
+    undecorated = [q for q in ids if not any(p in q for p in sw.PREFIXES + sw.SUFFIXES)]
+    share = sum(q not in exact for q in undecorated) / len(undecorated)
+    assert abs(share - sw.P_NOISE) < 0.06, share
