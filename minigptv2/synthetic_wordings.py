@@ -214,8 +214,8 @@ def _vocabulary() -> tuple[str, ...]:
 
 def noise(template: str, rng: random.Random) -> str:
     """template (`[task] body` with `{}` / `{0}` slots) with 1–3 word edits to its body: insert a word (60 %; a
-    KIND_WORDS entry with probability P_KIND, else a word of the training wordings), drop one, or swap two neighbours. Words
-    holding a slot and the identifier stay."""
+    KIND_WORDS entry with probability P_KIND, else a word of the training wordings), drop one, or swap two
+    neighbours. Words holding a slot and the identifier stay."""
     ident, _, body = template.partition(" ") if template.startswith("[") else ("", "", template)
     words = body.split()
     vocab = _vocabulary()
@@ -248,8 +248,8 @@ def all_wordings() -> list[str]:
 
 def instruction(task: str, content: str | None, rng: random.Random, p_paraphrase: float = 0.5) -> str:
     """One instruction for a synthetic task: with probability p_paraphrase a paraphrase above (with probability
-    P_NOISE edited word by word: `noise`; decorated: `decorate`), else an official template (VQA: the question reworded, then wrapped in an official VQA
-    template)."""
+    P_NOISE edited word by word: `noise`; decorated: `decorate`), else an official template (VQA: the question
+    reworded, then wrapped in an official VQA template)."""
     para = rng.random() < p_paraphrase
     if task == "vqa":
         q = content or ""
