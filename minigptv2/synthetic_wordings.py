@@ -188,14 +188,16 @@ def decorate(text: str, rng: random.Random, p: float = 0.4) -> str:
         q = body.endswith("?")
         body = f"{body.rstrip('?')} {rng.choice(SUFFIXES)}" + ("?" if q else "")
     return f"{ident} {body}" if ident else body
+
+
 # Word noise (issue #31; not a new round of wordings): rounds 5–7 of wordings showed the misses are single words
 # that decide the answer's kind ("... {box}? give its color" -> a colour in [identify]), and a few more wordings
 # do not outweigh them. So a share (P_NOISE) of the paraphrased instructions get words inserted, dropped or
 # swapped before their content is filled in: inserted words come from the training wordings themselves, half of
 # them words that mark a task or question kind elsewhere (KIND_WORDS). What tells the kind apart is then the task
 # identifier and the content: a colour question names a shape, a shape question a colour, a count question
-# nothing, a yes/no question both. Colour, shape and answer words are never inserted; the identifier and `{…}`
-# slots are never touched.
+# nothing, a yes/no question both. Colours, shapes and numbers are never inserted, "yes" and "no" only as the
+# kind phrase "yes or no"; the identifier and `{…}` slots are never touched.
 P_NOISE = 0.5
 P_KIND = 0.5      # the share of inserted words drawn from KIND_WORDS
 KIND_WORDS = ("color", "colour", "shape", "how many", "number", "count", "name", "what", "which", "where", "box",

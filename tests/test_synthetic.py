@@ -374,12 +374,13 @@ def test_decorations_are_drawn_independently_of_task_and_question_kind():
 
 def test_word_noise():
     """synthetic_wordings.noise edits a paraphrase's words but never its identifier or its slots, inserts only
-    words of the training wordings (never a colour, shape or answer), and puts kind words into other kinds'
-    instructions; `instruction` noises about P_NOISE of the paraphrases."""
+    words of the training wordings (never a colour, shape or number; "yes" / "no" only in the kind phrase "yes or
+    no"), and puts kind words into other kinds' instructions; `instruction` noises about P_NOISE of the paraphrases."""
     from minigptv2 import synthetic_wordings as sw
 
     rng = random.Random(0)
     slots = lambda t: sorted(re.findall(r"\{[^}]*\}", t))  # noqa: E731
+    words = lambda t: set(re.findall(r"[a-z][a-z']+", re.sub(r"\{[^}]*\}|^\[\w+\]", " ", t.lower())))  # noqa: E731
     training_text = " ".join(sw.all_wordings()).lower()
     assert all(k in training_text for k in sw.KIND_WORDS)
     assert not set(sw._vocabulary()) & {*COLORS, *SHAPES, *synthetic.NUMBERS, "yes", "no", "circles"}
@@ -389,7 +390,6 @@ def test_word_noise():
         for _ in range(5):
             n = sw.noise(w, rng)
             assert n.split(" ")[0] == w.split(" ")[0] and slots(n) == slots(w), (w, n)
-            words = lambda t: set(re.findall(r"[a-z][a-z']+", re.sub(r"\{[^}]*\}|^\[\w+\]", " ", t.lower())))  # noqa: E731
             new = words(n) - words(w)
             assert all(x in sw._vocabulary() or x in " ".join(sw.KIND_WORDS).split() for x in new), (w, n)
             changed += n != w
