@@ -116,8 +116,8 @@ RECIPE = dict(
     # No single-object warm-up stage: with one object the name never matters, and the model trained after one
     # answered every name of a multi-object scene with the same box (docs/nano.md: 0.119 -> 0.944 without it).
     # 1–3 objects; dialogs: also the synthetic_dialog / synthetic_paraphrase kinds (read from the same scenes,
-    # trained on only in `stage_mixed` and `followup`), and vqa.json's questions about one object carry its box ("point", for the
-    # pointing loss); every text is byte for byte what is written without them
+    # trained on only in `stage_mixed` and `followup`), and vqa.json's questions about one object carry its box
+    # ("point", for the pointing loss); every text is byte for byte what is written without them
     data_all=dict(n=20000, seed=2, max_objects=3, dialogs=True),
     test=dict(n=600, seed=999, max_objects=3),           # held out, never trained on
     # sampling ratios per dataset kind (grounding tasks weighted up: they are the hard part). Two ~59 min variants
