@@ -1,8 +1,8 @@
-"""The embedded default model ("nano") and the recipe of its committed weights (seed 0 of RECIPE, two threads, on a
-2-core AMD EPYC Zen 4: docs/nano.md "Time and hardware").
+"""The embedded default model ("nano") and the recipe of its committed weights (seed 0 of RECIPE on a 2-core AMD
+EPYC Zen 4, two threads up to focus_vqa and one after: docs/nano.md "Time and hardware").
 
     python -m recipes.nano --work runs/nano          # data, tokenizer, ViT, RECIPE['stages'] (docs/nano.md: times)
-    OMP_NUM_THREADS=2 python -m recipes.nano --work runs/nano --install  # the committed weights (fp16 copy)
+    OMP_NUM_THREADS=2 python -m recipes.nano --work runs/nano --install  # train, install the fp16 copy
     python -m recipes.nano --install-only runs/nano/model   # install an already trained folder
     python -m recipes.nano --work runs/nano --precision fp32  # CPUs without native bf16 (not bit-identical)
     python -m recipes.nano --work runs/nano_s1 --seed 1       # another seed (a check that the recipe is not luck)
