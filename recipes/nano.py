@@ -183,14 +183,16 @@ RECIPE = dict(
 
 
 def _mixture_with_ratios(data_dir: Path, ratios: dict, name: str) -> Path:
+    """data_dir/name: data_dir's mixture.json with `ratios` (0 for the kinds not in them), written by replacing the
+    file, so a work folder made with hard links to another run's (`cp -al`) does not rewrite that run's copy."""
     import json
+
+    from minigptv2.atomic import write_file
 
     entries = json.loads((data_dir / "mixture.json").read_text())
     for e in entries:
         e["ratio"] = ratios.get(e["kind"], 0)
-    out = data_dir / name
-    out.write_text(json.dumps(entries, indent=1))
-    return out
+    return write_file(data_dir / name, json.dumps(entries, indent=1))
 
 
 def _texts(datasets: list, n: int, seed: int) -> list[str]:
