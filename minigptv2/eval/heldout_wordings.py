@@ -9,7 +9,7 @@ instruction. `{}` is the task's content: an object name (refer: "red circle"), a
 (detection), nothing (caption, grounding). VQA questions are reworded per question kind (the four kinds of
 synthetic.vqa_questions); the answer stays the short one.
 
-Ten sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
+Eleven sets: the first (REFER … VQA, view `paraphrase`) was written before any training wording; the second
 (`V2`, view `paraphrase2`) after the first training wordings had been trained on and scored, and before the
 second, wider round of training wordings; the third (`V3`, view `paraphrase3`) after the second round had been
 scored and before the third; the fourth (`V4`, view `paraphrase4`) after the third round had been scored and
@@ -19,7 +19,9 @@ set was looked at when writing the wordings it scores; the seventh (`V7`, view `
 had been looked at wording by wording (2026-12-06), before any sixth round; the eighth (`V8`, view
 `paraphrase8`) after the seventh had been looked at and before any seventh round, so it is unseen; the ninth (`V9`,
 view `paraphrase9`) before any seventh round too, without reading the eighth; the tenth (`V10`, view
-`paraphrase10`) before the word-noise pilot was scored, reading neither the eighth nor the ninth.
+`paraphrase10`) before the word-noise pilot was scored, reading neither the eighth nor the ninth; the eleventh
+(`V11`, view `paraphrase11`) on 2026-12-07 after the ninth's VQA and the seventh's identify wordings had been read,
+before any further round of training wordings.
 The third varies the nouns
 ("item", "thing", "figure", "object") and the verbs of yes/no questions ("notice", "include", "spot"); the fourth
 wraps every task in polite and indirect forms ("do you know ...", "please ...", "would you say ..."); the fifth
@@ -30,7 +32,8 @@ questions with a hint about the answer's form ("the circle is colored", "how man
 the eighth frames the request rather than asking it ("Q: ... A:", "for a quiz, ...", "the user wants ...",
 "next task. ...", "box needed: ..."); the ninth is formal and technical, with the subject first ("Kindly
 state the colour of the circle.", "the circle: its color?", "Region {box}: classify the object therein."); the
-tenth is English as a learner writes it ("which color have the circle?", "how much shapes is there?").
+tenth is English as a learner writes it ("which color have the circle?", "how much shapes is there?"); the
+eleventh puts the request inside chat filler ("hi! quick question: what colour is the circle? thanks").
 """
 from __future__ import annotations
 
@@ -385,9 +388,53 @@ V10_VQA = [
     (VQA_PATTERNS["exists"], ["[vqa] there is {0} {1}?", "[vqa] is having {0} {1} on picture?",
                               "[vqa] you see {0} {1} or not?", "[vqa] exist a {0} {1} in image?"]),
 ]
+# the eleventh held-out set (issue #31, written 2026-12-07, tenth session, before any further training wordings and
+# with the training wordings not open): the request inside chat filler, lowercase as typed in a chat box: a greeting
+# ("hi!", "hey,", "hello."), "quick question:", "ok so", "sorry to bother you,", a "thanks" after it
+V11_BY_TASK = {
+    "refer": ["[refer] hi! quick question: where's the {}? thanks", "[refer] hey, can you show me the {} please",
+              "[refer] ok so I'm trying to find the {}, where is it?",
+              "[refer] hello. the {}, where is it in the picture? thank you!",
+              "[refer] sorry to bother you, could you mark the {}?"],
+    "identify": ["[identify] hi! quick question: what's at {}? thanks", "[identify] hey, what is that thing at {}?",
+                 "[identify] ok so there's something at {}, what is it?",
+                 "[identify] hello. what object sits at {}? thank you!",
+                 "[identify] sorry to bother you, what's inside {}?"],
+    "detection": ["[detection] hi! quick question: where are all the {} shapes? thanks",
+                  "[detection] hey, can you box every {} please",
+                  "[detection] ok so I need each {} found, where are they?",
+                  "[detection] hello. every {} in the picture, where? thank you!",
+                  "[detection] sorry to bother you, could you mark each {}?"],
+    "caption": ["[caption] hi! quick question: what's in this picture? thanks",
+                "[caption] hey, can you tell me what this image shows please",
+                "[caption] ok so what does this picture show?",
+                "[caption] hello. a short description of the image, please. thank you!",
+                "[caption] sorry to bother you, what can you see in it?"],
+    "grounding": ["[grounding] hi! quick question: what's in this picture and where? thanks",
+                  "[grounding] hey, can you describe the image and box each shape please",
+                  "[grounding] ok so I need every shape described with its location",
+                  "[grounding] hello. describe the picture with boxes, please. thank you!",
+                  "[grounding] sorry to bother you, what's shown and where is each one?"],
+}
+V11_VQA = [
+    (VQA_PATTERNS["color"], ["[vqa] hi! quick question: what colour is the {0}? thanks",
+                             "[vqa] hey, the {0}, what color is it?", "[vqa] ok so which colour does the {0} have?",
+                             "[vqa] sorry to bother you, what's the color of the {0}?"]),
+    (VQA_PATTERNS["shape"], ["[vqa] hi! quick question: what shape is the {0} one? thanks",
+                             "[vqa] hey, the {0} object, what shape is it?", "[vqa] ok so which shape is the {0} thing?",
+                             "[vqa] sorry to bother you, what's the shape of the {0} object?"]),
+    (VQA_PATTERNS["count"], ["[vqa] hi! quick question: how many shapes are there? thanks",
+                             "[vqa] hey, how many objects can you count?",
+                             "[vqa] ok so how many shapes does the picture have?",
+                             "[vqa] sorry to bother you, what's the number of shapes?"]),
+    (VQA_PATTERNS["exists"], ["[vqa] hi! quick question: is there a {0} {1}? thanks",
+                              "[vqa] hey, do you see a {0} {1} anywhere?", "[vqa] ok so is a {0} {1} in the picture?",
+                              "[vqa] sorry to bother you, is there any {0} {1} here?"]),
+]
 SETS = {1: (BY_TASK, VQA), 2: (V2_BY_TASK, V2_VQA), 3: (V3_BY_TASK, V3_VQA), 4: (V4_BY_TASK, V4_VQA),
         5: (V5_BY_TASK, V5_VQA), 6: (V6_BY_TASK, V6_VQA), 7: (V7_BY_TASK, V7_VQA),
-        8: (V8_BY_TASK, V8_VQA), 9: (V9_BY_TASK, V9_VQA), 10: (V10_BY_TASK, V10_VQA)}
+        8: (V8_BY_TASK, V8_VQA), 9: (V9_BY_TASK, V9_VQA), 10: (V10_BY_TASK, V10_VQA),
+        11: (V11_BY_TASK, V11_VQA)}
 
 
 def all_wordings(version: int | None = None) -> list[str]:
@@ -400,7 +447,7 @@ def all_wordings(version: int | None = None) -> list[str]:
 
 def heldout_prompt(task: str, content: str | None, rng: random.Random, version: int = 1) -> str:
     """A held-out wording of one synthetic bench prompt: `content` is the name / box / shape / VQA question;
-    `version`: which held-out set (1 to 10)."""
+    `version`: which held-out set (1 to 11)."""
     by_task, vqa = SETS[version]
     if task == "vqa":
         for pattern, wordings in vqa:

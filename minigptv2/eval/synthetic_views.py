@@ -22,6 +22,7 @@ asks the same prompts, so the views differ only in how they are asked:
     paraphrase8 the same with the eighth (heldout_wordings.V8_*)
     paraphrase9 the same with the ninth (heldout_wordings.V9_*)
     paraphrase10 the same with the tenth (heldout_wordings.V10_*)
+    paraphrase11 the same with the eleventh (heldout_wordings.V11_*)
 The earlier tasks are drawn uniformly from the other five, so grounding / caption / detection answers (long,
 with boxes) come before short questions in about half the conversations, and the earlier answers name the
 objects the later prompt asks about. Scores are the plain bench's (_score_synth). The plain `--bench synthetic`

@@ -34,7 +34,7 @@ def test_heldout_wordings_are_not_training_wordings(version):
 
 def test_heldout_sets_are_disjoint_and_complete():
     sets = {v: set(heldout_wordings.all_wordings(v)) for v in heldout_wordings.SETS}
-    assert len(sets) == 10
+    assert len(sets) == 11
     norm = lambda ws: {w.lower().rstrip("?. ") for w in ws}  # noqa: E731
     for a in sets:
         for b in sets:
@@ -162,5 +162,5 @@ def test_eval_cli_refuses_an_unknown_view(tmp_path):
     from minigptv2.errors import MiniGPTv2Error
     from minigptv2.eval.cli import main
 
-    with pytest.raises(MiniGPTv2Error, match=r"unknown view\(s\) \['paraphrase11'\]"):
-        main(["--bench", "synthetic_views", "--views", "turn2,paraphrase11", "--out", str(tmp_path)])
+    with pytest.raises(MiniGPTv2Error, match=r"unknown view\(s\) \['paraphrase12'\]"):
+        main(["--bench", "synthetic_views", "--views", "turn2,paraphrase12", "--out", str(tmp_path)])
