@@ -46,7 +46,7 @@ Output layout of write_synthetic(out, n, seed):
     out/conversation.json                LLaVA {"id", "image", "conversations": [{"from", "value"}, ...]}
     out/unnatural_instruction.json       [{"instances": [{"instruction_with_input", "constraints", "output"}]}]
     out/mixture.json                     [{"kind", "path", "ratio"}, ...] for data.load_mixture (with
-                                         dialogs=True also MIXTURE_DIALOGS: the same files, two more kinds)
+                                         dialogs=True also MIXTURE_DIALOGS: the same files, three more kinds)
 Same (n, seed, max_objects, object_weights, dialogs) -> byte-identical files; dialogs=False (the default) writes
 what was written before it existed. The folder is written under a temporary
 name and renamed into place; an existing non-empty `out` is refused.
@@ -103,10 +103,12 @@ MIXTURE = [
     ("unnatural_instruction", "unnatural_instruction.json", 2),
 ]
 # added to mixture.json by write_synthetic(dialogs=True): conversations mixing every task, and paraphrased
-# instructions, both read from scenes.jsonl (data/synthetic_dialogs.py; issue #31)
+# instructions, all read from scenes.jsonl (data/synthetic_dialogs.py; issue #31); paraphrased VQA alone is there
+# for a recipe's phase to weight up (recipes/nano.py focus_vqa), off in this mixture
 MIXTURE_DIALOGS = [
     ("synthetic_dialog", "scenes.jsonl", 10),
     ("synthetic_paraphrase", "scenes.jsonl", 8),
+    ("synthetic_paraphrase_vqa", "scenes.jsonl", 0),
 ]
 
 

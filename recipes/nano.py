@@ -190,6 +190,10 @@ def _mixture_with_ratios(data_dir: Path, ratios: dict, name: str) -> Path:
     from minigptv2.atomic import write_file
 
     entries = json.loads((data_dir / "mixture.json").read_text())
+    missing = set(ratios) - {e["kind"] for e in entries}
+    if missing:
+        raise MiniGPTv2Error(f"{data_dir / 'mixture.json'} has no {sorted(missing)} entries; the recipe's "
+                             f"ratios name them (data written by an older version: delete the folder's data_all)")
     for e in entries:
         e["ratio"] = ratios.get(e["kind"], 0)
     return write_file(data_dir / name, json.dumps(entries, indent=1))

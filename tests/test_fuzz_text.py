@@ -215,6 +215,7 @@ KIND_FIELDS = {   # the fields each kind needs: records with these (plus random 
     "unnatural_instruction": ["instances"], "jsonl": ["image", "task", "turns"],
     "synthetic_dialog": ["image", "width", "height", "objects"],
     "synthetic_paraphrase": ["image", "width", "height", "objects"],
+    "synthetic_paraphrase_vqa": ["image", "width", "height", "objects"],
     "mixture": ["kind", "path", "ratio"], "refer_api": ["split", "image_id", "ann_id", "sentences"],
 }
 TURN = st.fixed_dictionaries({"from": st.sampled_from(["human", "gpt"]), "value": TEXT},

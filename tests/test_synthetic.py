@@ -248,9 +248,10 @@ def test_dialogs_off_writes_what_was_written_before(tmp_path):
         json.loads((d / "coco_caption.json").read_text()) and all(r["points"] for r in caps)
     mix = json.loads((on / "mixture.json").read_text())
     assert mix[: len(synthetic.MIXTURE)] == json.loads((d / "mixture.json").read_text())
-    assert [e["kind"] for e in mix[len(synthetic.MIXTURE):]] == ["synthetic_dialog", "synthetic_paraphrase"]
+    assert [(e["kind"], e["ratio"] > 0) for e in mix[len(synthetic.MIXTURE):]] == \
+        [("synthetic_dialog", True), ("synthetic_paraphrase", True), ("synthetic_paraphrase_vqa", False)]
     kinds = {type(ds).__name__ for ds, _ in load_mixture(on / "mixture.json")}
-    assert {"SyntheticDialogDataset", "SyntheticParaphraseDataset"} <= kinds
+    assert {"SyntheticDialogDataset", "SyntheticParaphraseDataset", "SyntheticParaphraseVQADataset"} <= kinds
 
 
 def _check_answer(scene: Scene, q: str, a: str) -> None:
@@ -322,6 +323,12 @@ def test_dialog_and_paraphrase_readers(synth, monkeypatch):
                 or s.task == "identify"
     a, b = dialog.sample(3, random.Random(1)), dialog.sample(3, random.Random(1))
     assert a == b                                    # every choice from the sample's rng
+    para_vqa = open_dataset("synthetic_paraphrase_vqa", synth / "scenes.jsonl")
+    for k in range(100):                             # VQA only, each a canonical answer
+        s = para_vqa.sample(k % N, rng)
+        [(q, a)] = s.turns
+        assert s.task == "vqa" and q.startswith("[vqa] ")
+        _check_answer(scene_of(recs[k % N]), q, a)
 
 
 def test_later_vqa_turns_ask_for_the_count_more_often(monkeypatch):

@@ -36,8 +36,9 @@ Kinds (open_dataset) and the record format each reads:
                        {"image": path-or-null, "task": "...", "turns": [["instruction", "answer"], ...]}
                        used verbatim (no templates, no text processing); image relative to image_root
                        (default: the JSONL's folder) unless absolute.
-    synthetic_dialog / synthetic_paraphrase   `scenes.jsonl` of `minigptv2 synth`: conversations mixing every
-                       task / one task in a training paraphrase (data/synthetic_dialogs.py)
+    synthetic_dialog / synthetic_paraphrase / synthetic_paraphrase_vqa   `scenes.jsonl` of `minigptv2 synth`:
+                       conversations mixing every task / one task in a training paraphrase / one VQA question in
+                       one (data/synthetic_dialogs.py)
 
 `blip_caption` (docs/official-model.md §4.4) is applied exactly where the official datasets apply it: refer
 sentences (twice for identify answers), VQA questions and answers, captions, LLaVA detail/reason instructions,
@@ -61,7 +62,8 @@ from minigptv2.data.annotations import field as _field, flickr_image as _flickr_
 from minigptv2.data.annotations import read_list as _list_file, str_list as _str_list
 from minigptv2.data.annotations import read_jsonl_objects, where as _where
 from minigptv2.data.reader import Reader, Sample
-from minigptv2.data.synthetic_dialogs import SyntheticDialogDataset, SyntheticParaphraseDataset
+from minigptv2.data.synthetic_dialogs import (SyntheticDialogDataset, SyntheticParaphraseDataset,
+                                             SyntheticParaphraseVQADataset)
 from minigptv2.errors import MiniGPTv2Error
 from minigptv2.prompts import (CAPTION_TEMPLATES, DETECTION_TEMPLATE, GROUNDING_TEMPLATES, IDENTIFY_TEMPLATES, REFER_TEMPLATES, VQA_TEMPLATES)
 
@@ -504,6 +506,7 @@ KINDS = {
     "jsonl": JsonlDataset,
     "synthetic_dialog": SyntheticDialogDataset,           # the synthetic scenes asked in conversations
     "synthetic_paraphrase": SyntheticParaphraseDataset,   # ... and in training paraphrases (data/synthetic_dialogs.py)
+    "synthetic_paraphrase_vqa": SyntheticParaphraseVQADataset,   # ... VQA only
 }
 
 

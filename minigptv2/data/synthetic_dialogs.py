@@ -8,6 +8,7 @@ conversations (issue #31: follow-up turns and wordings outside the templates).
                            each instruction an official template or (30 %) a training paraphrase
                            (synthetic_wordings.py)
     synthetic_paraphrase   one turn, any task, always a training paraphrase (bare forms included)
+    synthetic_paraphrase_vqa   the same, VQA only (the nano recipe's focus_vqa phase: recipes/nano.py)
 
 Answers are the canonical ones of synthetic.py (exactly what the per-task readers train on), so a dialog teaches
 nothing new about a scene, only to answer the last question whatever came before, and whatever the wording. A VQA
@@ -87,11 +88,13 @@ def turn(scene: Scene, task: str, rng: random.Random, p_paraphrase: float,
     return instruction("grounding", None, rng, p_paraphrase), grounded_caption(scene), None
 
 
-def dialog(scene: Scene, rng: random.Random, n_turns: int, p_paraphrase: float) -> list[tuple[str, str, list | None]]:
-    """n_turns (instruction, answer, point) triples mixing the tasks; the first a long answer half the time."""
+def dialog(scene: Scene, rng: random.Random, n_turns: int, p_paraphrase: float,
+           among: tuple[str, ...] = TASKS) -> list[tuple[str, str, list | None]]:
+    """n_turns (instruction, answer, point) triples mixing the tasks `among`; the first a long answer half the
+    time."""
     named: list[Obj] = []
-    tasks = [rng.choice(LONG) if n_turns > 1 and rng.random() < 0.5 else rng.choice(TASKS)]
-    tasks += [rng.choice(TASKS) for _ in range(n_turns - 1)]
+    tasks = [rng.choice(LONG) if n_turns > 1 and rng.random() < 0.5 else rng.choice(among)]
+    tasks += [rng.choice(among) for _ in range(n_turns - 1)]
     return [turn(scene, t, rng, p_paraphrase, named) for t in tasks]
 
 
@@ -101,6 +104,7 @@ class SyntheticDialogDataset(Reader):
     task = "chat"
     turns = (2, 3)
     p_paraphrase = 0.3
+    among = TASKS
 
     def _load(self):
         recs = read_records(self.path)
@@ -113,7 +117,7 @@ class SyntheticDialogDataset(Reader):
 
     def sample(self, i: int, rng: random.Random) -> Sample:
         image, scene = self.records[i]
-        triples = dialog(scene, rng, rng.randint(*self.turns), self.p_paraphrase)
+        triples = dialog(scene, rng, rng.randint(*self.turns), self.p_paraphrase, self.among)
         turns = [(q, a) for q, a, _ in triples]
         task = self.task if len(turns) > 1 else next(t for t in TASKS if turns[0][0].startswith(f"[{t}]"))
         points = [p for _, _, p in triples]
@@ -125,3 +129,9 @@ class SyntheticParaphraseDataset(SyntheticDialogDataset):
 
     turns = (1, 1)
     p_paraphrase = 1.0
+
+
+class SyntheticParaphraseVQADataset(SyntheticParaphraseDataset):
+    """scenes.jsonl -> one VQA question, always in a training paraphrase."""
+
+    among = ("vqa",)

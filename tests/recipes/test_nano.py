@@ -214,7 +214,23 @@ def test_dialog_kinds_leave_the_recipe_tokenizer_as_it_was(tmp_path):
         datasets, _ = nano.recipe_tokenizer(mix, r, tmp_path / f"tok{dialogs}.model")
         built[dialogs] = ((tmp_path / f"tok{dialogs}.model").read_bytes(), len(datasets))
     assert built[True][0] == built[False][0]
-    assert built[True][1] == built[False][1] + 2
+    assert built[True][1] == built[False][1] + 3
+
+
+def test_mixture_ratios_refuse_a_kind_the_data_folder_lacks(tmp_path):
+    """A recipe ratio naming a kind that data_all's mixture.json does not list (data written before the kind
+    existed) is an error, not a phase trained without it."""
+    import json
+
+    from recipes import nano
+    from minigptv2.synthetic import write_synthetic
+
+    d = write_synthetic(tmp_path / "d", n=8, seed=2, dialogs=True)
+    mix = json.loads((d / "mixture.json").read_text())
+    (d / "mixture.json").write_text(json.dumps([e for e in mix if e["kind"] != "synthetic_paraphrase_vqa"]))
+    with pytest.raises(MiniGPTv2Error, match=r"no \['synthetic_paraphrase_vqa'\] entries"):
+        nano._mixture_with_ratios(d, {"vqa": 1, "synthetic_paraphrase_vqa": 1}, "m.json")
+    assert not (d / "m.json").exists()
 
 
 def test_install_only_copies_a_trained_folder_into_the_package_folder(tmp_path, monkeypatch, capsys):
