@@ -1,5 +1,5 @@
 """The embedded default model ("nano") and the recipe of its committed weights (seed 0 of RECIPE on a 2-core AMD
-EPYC Zen 4, two threads up to focus_vqa and one after: docs/nano.md "Time and hardware").
+EPYC Zen 4, two threads: docs/nano.md "Time and hardware").
 
     python -m recipes.nano --work runs/nano          # data, tokenizer, ViT, RECIPE['stages'] (docs/nano.md: times)
     OMP_NUM_THREADS=2 python -m recipes.nano --work runs/nano --install  # train, install the fp16 copy
@@ -150,8 +150,12 @@ RECIPE = dict(
     # (docs/nano.md "Time and hardware").
     focus_identify=dict(steps=800, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4,
                         warmup_steps=50, cache_vision=True, attention="eager", ratios={"invrefcoco": 1}),
+    # focus_vqa: half its samples a VQA question in a training paraphrase (synthetic_paraphrase_vqa): with the
+    # template questions alone, held-out wordings missed 0.9 of alone in 2-5 task x set cells (sets 4-10) over three
+    # draws; with them 0-1 in two draws (docs/nano-log-2026-12-07.md)
     focus_vqa=dict(steps=1000, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
-                   cache_vision=True, attention="eager", pointing=POINT_WORDS, ratios={"vqa": 1}),
+                   cache_vision=True, attention="eager", pointing=POINT_WORDS,
+                   ratios={"vqa": 1, "synthetic_paraphrase_vqa": 1}),
     # caption, VQA and identify above stage_all's share, chat and text down (VQA 15 / caption 14 / refer 25 /
     # phrase 18 here left caption at 0.790 and VQA at 0.894: docs/nano.md). pointing again: without it a draw whose
     # stage_all bound weakly lost the binding here (refer 0.53; docs/nano-log-2026-12-05-a.md "Seed 0 again with two
