@@ -115,8 +115,8 @@ RECIPE = dict(
              intermediate_size=768),
     # No single-object warm-up stage: with one object the name never matters, and the model trained after one
     # answered every name of a multi-object scene with the same box (docs/nano.md: 0.119 -> 0.944 without it).
-    # 1–3 objects; dialogs: also the synthetic_dialog / synthetic_paraphrase kinds (read from the same scenes,
-    # trained on only in `stage_mixed` and `followup`), and vqa.json's questions about one object carry its box
+    # 1–3 objects; dialogs: also the synthetic_dialog / synthetic_paraphrase(_vqa) kinds (read from the same scenes,
+    # trained on from `focus_vqa` on), and vqa.json's questions about one object carry its box
     # ("point", for the pointing loss); every text is byte for byte what is written without them
     data_all=dict(n=20000, seed=2, max_objects=3, dialogs=True),
     test=dict(n=600, seed=999, max_objects=3),           # held out, never trained on
@@ -218,7 +218,8 @@ def _texts(datasets: list, n: int, seed: int) -> list[str]:
 
 def recipe_tokenizer(mix_all: Path, R: dict, path: Path, n_texts: int = 20000):
     """Read the mixture's datasets (once; each stage only re-weights them) and build the tokenizer from the kinds
-    of R["ratios"] only, so the dialog kinds added for `followup` leave it as it was. -> (datasets, Tokenizer)"""
+    of R["ratios"] only, so the dialog kinds (trained on from `focus_vqa` on) leave it as it was.
+    -> (datasets, Tokenizer)"""
     import json
 
     from minigptv2.data.datasets import load_mixture
