@@ -152,7 +152,7 @@ RECIPE = dict(
                         warmup_steps=50, cache_vision=True, attention="eager", ratios={"invrefcoco": 1}),
     # focus_vqa: half its samples a VQA question in a training paraphrase (synthetic_paraphrase_vqa): with the
     # template questions alone, held-out wordings missed 0.9 of alone in 2-5 task x set cells (sets 4-10) over three
-    # draws; with them 0-1 in two draws (docs/nano-log-2026-12-07.md)
+    # draws; with them 0-2 in three (docs/nano-log-2026-12-07.md)
     focus_vqa=dict(steps=1000, batch_size=32, grad_accum=2, lr=1e-3, min_lr=5e-5, warmup_lr=1e-4, warmup_steps=50,
                    cache_vision=True, attention="eager", pointing=POINT_WORDS,
                    ratios={"vqa": 1, "synthetic_paraphrase_vqa": 1}),
