@@ -16,8 +16,11 @@ Prints one JSON line per section:
   prefix     a second question about an image with the image / prefix cache against the first (20 new tokens)
   quantized  8-bit and 4-bit (bitsandbytes) GPU memory and batch-1 tokens/s (skipped without CUDA / bitsandbytes)
   train      a LoRA stage-3 step (AdamW) at batch 4 with gradient checkpointing and batch 16 without: step time,
-             samples/s, peak GPU memory, model TFLOP/s (4 x LM params x tokens + 2 x ViT params x patches) and their
-             share of the matmul peak. Frozen parts in bf16, trainable ones in fp32 (model.cast_for_training)
+             samples/s, peak memory, model TFLOP/s (4 x LM params x tokens + 2 x ViT params x patches) and their
+             share of the matmul peak. Frozen parts in bf16, trainable ones in fp32 (model.cast_for_training).
+             Peak memory: torch.cuda.max_memory_allocated on a GPU; elsewhere the peak of live tensor bytes over
+             one more step (TensorBytes), the same count made without the CUDA allocator. So the memory target
+             can be checked on a CPU with enough RAM: --device cpu --only train --train 4:ckpt
 Decode speed = (N - 1) / (time for N tokens - time for 1 token), with EOS suppressed so every run writes N tokens.
 """
 from __future__ import annotations
@@ -30,12 +33,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._pytree import tree_leaves  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from benchmarks import common as bench  # noqa: E402
@@ -55,6 +61,40 @@ class NoEOS(LogitsProcessor):
     def __call__(self, input_ids, scores):
         scores[:, self.eos] = -float("inf")
         return scores
+
+
+class TensorBytes(TorchDispatchMode):
+    """The peak of live tensor bytes while the mode is on: the storages of `tensors` (what exists on entry: the
+    model, the batch, the optimizer state) plus every storage an op makes, each counted until it is freed. On a
+    GPU, torch.cuda.max_memory_allocated counts the same (plus the allocator's rounding to 512 bytes)."""
+
+    def __init__(self, tensors=()):
+        super().__init__()
+        self.size: dict[int, int] = {}
+        self.live = self.peak = 0
+        for t in tensors:
+            self._count(t)
+
+    def _count(self, t) -> None:
+        if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            return
+        s = t.untyped_storage()
+        key, n = s.data_ptr(), s.nbytes()
+        if n == 0 or key in self.size:
+            return
+        self.size[key] = n
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(s, self._free, key)        # torch keeps one Python object per storage while it lives
+
+    def _free(self, key: int) -> None:
+        self.live -= self.size.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            self._count(t)
+        return out
 
 
 def sync(device):
@@ -265,7 +305,7 @@ def section_train(a, model, proc, ctx):
     patches = model.config.vision_config.grid ** 2 + 1
     opt = torch.optim.AdamW(param_groups(model, 0.05), lr=1e-5)
     out = {}
-    for b, ckpt in ((2, True), (4, False)) if a.tiny else ((4, True), (16, False)):
+    for b, ckpt in a.train:
         model.visual_encoder.gradient_checkpointing = ckpt
         if ckpt:
             model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -282,17 +322,37 @@ def section_train(a, model, proc, ctx):
             opt.zero_grad(set_to_none=True)
 
         step()
-        if str(a.device).startswith("cuda"):
+        cuda = str(a.device).startswith("cuda")
+        if cuda:
             torch.cuda.reset_peak_memory_stats()
         t = median_time(step, a.device, 3)
+        if cuda:
+            peak = torch.cuda.max_memory_allocated()
+        else:                                         # one more step, untimed: the count slows every op
+            state = [v for st in opt.state.values() for v in st.values()]
+            with TensorBytes([*model.parameters(), *model.buffers(), *batch.values(), *state]) as count:
+                step()
+            peak = count.peak
         flops = (4 * lm_params * tokens + 2 * vit_params * patches * b) / t
         out[f"batch{b}"] = {"checkpointing": ckpt, "step_s": round(t, 3), "samples_s": round(b / t, 1),
                             "tokens": tokens, "model_tflops": round(flops / 1e12, 2),
                             "share_of_matmul_peak": round(flops / ctx["matmul_flops"], 3)
-                            if ctx.get("matmul_flops") else None}
-        if str(a.device).startswith("cuda"):
-            out[f"batch{b}"]["gpu_peak_gb"] = round(torch.cuda.max_memory_allocated() / 1e9, 2)
+                            if ctx.get("matmul_flops") else None,
+                            "peak_gb": round(peak / 1e9, 3),
+                            "peak_counted_by": "torch.cuda.max_memory_allocated" if cuda else "TensorBytes"}
+        if ckpt:
+            out[f"batch{b}"]["target_peak_le_24gb"] = peak <= 24e9
+        elif out[f"batch{b}"]["share_of_matmul_peak"] is not None:
+            out[f"batch{b}"]["target_share_ge_0_4"] = flops / ctx["matmul_flops"] >= 0.4
     return out
+
+
+def train_spec(text: str) -> tuple[int, bool]:
+    """'4:ckpt' -> (4, True): batch 4 with gradient checkpointing; '16' -> (16, False)."""
+    b, _, flag = text.partition(":")
+    if not b.isdigit() or int(b) < 1 or flag not in ("", "ckpt"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a batch size, optionally with ':ckpt' (e.g. 4:ckpt)")
+    return int(b), flag == "ckpt"
 
 
 def main(argv=None) -> int:
@@ -303,8 +363,11 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--tmp", default=None, help="folder for the saved model (default: the system temp folder)")
     p.add_argument("--out", default=None, help="append each JSON line to this file too")
+    p.add_argument("--train", nargs="+", type=train_spec, default=None, metavar="B[:ckpt]",
+                   help="training steps to measure (default: 4:ckpt 16; --tiny: 2:ckpt 4)")
     a, _ = p.parse_known_args(argv)
     a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
+    a.train = a.train or ([(2, True), (4, False)] if a.tiny else [(4, True), (16, False)])
     t0 = time.perf_counter()
     model, proc = build(a)
     ctx: dict = {}

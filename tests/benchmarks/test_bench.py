@@ -188,4 +188,26 @@ def test_gpu_benchmark_runs_tiny_on_cpu():
     for section, key in (("decode", "compiled_tokens_s"), ("batch", "speedup"), ("prefix", "speedup")):
         assert isinstance(by[section][key], float), (section, key)
     assert by["train"]["batch4"]["step_s"] > 0
+    assert by["train"]["batch2"]["peak_gb"] > 0 and by["train"]["batch2"]["peak_counted_by"] == "TensorBytes"
     assert by["load"]["host_peak_gb"] > 0 and "error" not in by["load"]
+
+
+def test_tensor_bytes_counts_live_storages_once_until_freed():
+    """gpu.TensorBytes, the CPU count behind the training memory figure: what exists on entry, plus every new
+    storage until it is freed; views and in-place ops add nothing."""
+    gpu = importlib.import_module("benchmarks.gpu")
+    w = torch.zeros(1000)                                   # 4,000 bytes
+    with gpu.TensorBytes([w, w[:10]]) as count:
+        x = w + 1                                           # 8,000
+        y = x * 2                                           # 12,000
+        y.add_(1)
+        v = y[:100].view(10, 10)
+        del x                                               # 8,000
+        z = torch.empty(3000)                               # 20,000: the peak
+        del z, y                                            # v keeps y's storage: 8,000
+        assert count.live == 8000
+        del v
+        assert count.live == 4000
+    assert count.peak == 20000
+    with pytest.raises(SystemExit):
+        gpu.main(["--train", "4:ck"])
