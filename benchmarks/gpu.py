@@ -11,10 +11,11 @@ Prints one JSON line per section:
   vit        ViT encode at the model's image size, batch 1 and 16
   decode     time to first token; batch-1 decode tokens/s with the LoRA attached, merged, and merged + compiled
              (static KV cache, generate(compile=True)), against the weight-bandwidth bound (bandwidth / LM bytes)
-  batch      32 new tokens at batch 1 / 4 / 16 / 64 (tokens/s), and batch 16 against the official-style path one
-             request at a time (bench.official_generate)
+  batch      32 new tokens at batch 1 / 4 / 16 / 64 (tokens/s, each also over the official-style path's tokens/s
+             one request at a time, bench.official_generate, timed on 16 requests), and batch 16's time against it
   prefix     a second question about an image with the image / prefix cache against the first (20 new tokens)
-  quantized  8-bit and 4-bit (bitsandbytes) GPU memory and batch-1 tokens/s (skipped without CUDA / bitsandbytes)
+  quantized  8-bit and 4-bit (bitsandbytes): GPU memory of the loaded model and its decode peak (over what was
+             resident before) and batch-1 tokens/s (skipped without CUDA / bitsandbytes)
   train      a LoRA stage-3 step (AdamW) at batch 4 with gradient checkpointing and batch 16 without: step time,
              samples/s, peak memory, model TFLOP/s (4 x LM params x tokens + 2 x ViT params x patches) and their
              share of the matmul peak. Frozen parts in bf16, trainable ones in fp32 (model.cast_for_training).
@@ -133,7 +134,9 @@ def build(a):
 
 
 def lm_bytes(model) -> int:
-    return sum(p.numel() * p.element_size() for p in model.language_model.parameters())
+    """Bytes a decode step reads: the LM's weights less the input embedding table (one row per token is read)."""
+    emb = model.language_model.get_input_embeddings().weight
+    return sum(p.numel() * p.element_size() for p in model.language_model.parameters() if p is not emb)
 
 
 def section_env(a, model, proc, ctx):
@@ -245,8 +248,13 @@ def section_batch(a, model, proc, ctx):
     b = 2 if a.tiny else 16
     ims, ps = bench.requests(b)
     ours = median_time(lambda: bench.ours_generate(m, proc, ims, ps, n), a.device, 3)
-    one = median_time(lambda: [bench.official_generate(m, proc, [i], [p], n) for i, p in zip(ims, ps)], a.device, 1)
+    rows: list = []
+    one = median_time(lambda: rows.extend(bench.official_generate(m, proc, [i], [p], n)[0]
+                                          for i, p in zip(ims, ps)), a.device, 1)
+    official = sum(len(r) for r in rows) / one     # tokens/s one request at a time: the same at every batch size
     out.update({f"batch{b}_ours_s": round(ours, 3), f"batch{b}_official_one_at_a_time_s": round(one, 3),
+                "official_one_at_a_time_tokens_s": round(official, 1),
+                **{f"{k[:-9]}_over_official": round(v / official, 2) for k, v in list(out.items())},
                 "speedup": round(one / ours, 2), "target_speedup_ge_10": one / ours >= 10})
     return out
 
@@ -284,9 +292,13 @@ def section_quantized(a, model, proc, ctx):
         for q in ("8bit", "4bit"):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()          # the bf16 model (and its merged copy) stay resident
             qm, qp = minigptv2.load(d, quantize=q, device=a.device)
+            held = torch.cuda.memory_allocated() - base
             _, rate = _decode_rate(qm, qp, img, "[caption] describe", 17, a)
-            out[q] = {"gpu_peak_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2), "tokens_s": round(rate, 1)}
+            out[q] = {"weights_gb": round(held / 1e9, 2),
+                      "peak_gb": round((torch.cuda.max_memory_allocated() - base) / 1e9, 2),
+                      "tokens_s": round(rate, 1)}
             del qm
     return out
 

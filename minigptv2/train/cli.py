@@ -137,7 +137,9 @@ def main(argv=None) -> int:
     parts = load_mixture(a.data)
     tok_tmp = None
     if a.init:
-        model, proc = ckpt.load(model_folder(a.init), merge_lora=False)
+        # on a GPU as stored (a half-precision 7B stays half on the host); train() widens what trains to fp32
+        model, proc = ckpt.load(model_folder(a.init), dtype="fp32" if device.type == "cpu" else "auto",
+                                merge_lora=False)
     elif a.preset and (a.llm or a.preset == "small"):
         from minigptv2.llm import from_llm, smollm2_gguf
 

@@ -68,6 +68,18 @@ def loss_sum(model, batch, dtype, per: str = "token", pointing: Pointing | None 
     return (tok.sum(1) / n.clamp(min=1)).sum(), int((n > 0).sum())
 
 
+def place_for_training(model, device: torch.device, dtype: torch.dtype) -> None:
+    """Move the model to `device` in training mode. On an accelerator with a half compute dtype, as the official:
+    frozen parts (ViT, LM base) in that dtype and trainable ones (LoRA, projector) in fp32, cast before the move so
+    that no fp32 copy of the frozen 7B ever reaches the GPU. Elsewhere (CPU, or fp32) every weight is fp32: CPU runs
+    keep fp32 weights under autocast, and a folder stored in half precision is widened."""
+    if device.type != "cpu" and dtype != torch.float32:
+        model.cast_for_training(dtype)
+    else:
+        model.float()
+    model.to(device).train()
+
+
 def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mixture: Mixture, tc: TrainConfig,
           out: Path, resume: bool = False, fsdp: bool = False, progress: bool = True, stop_after: int | None = None,
           cache: VisionCache | None = None, schedule: dict | None = None,
@@ -100,9 +112,7 @@ def train(model: MiniGPTv2ForConditionalGeneration, proc: MiniGPTv2Processor, mi
         print(f"precision auto -> {tc.precision}", flush=True)
     dtype = ckpt.DTYPES[tc.precision]
     model.set_trainable(tc.trainable)
-    model.to(device).train()
-    if device.type == "cuda" and dtype != torch.float32:     # as the official: frozen parts in the compute dtype,
-        model.cast_for_training(dtype)                        # trainable ones in fp32 (CPU runs keep fp32 weights)
+    place_for_training(model, device, dtype)
     vision_trains = any(p.requires_grad for m in (model.visual_encoder, model.llama_proj) for p in m.parameters())
     if cache is not None and not tc.cache_vision:
         raise MiniGPTv2Error("a vision cache was passed but cache_vision is off")

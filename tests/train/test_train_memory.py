@@ -46,3 +46,23 @@ def test_cast_for_training_holds_frozen_parts_in_the_compute_dtype(tmp_path):
     s, n = loss_sum(model, batch, torch.bfloat16)
     s.backward()
     assert torch.isfinite(s) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_place_for_training_casts_before_the_move_and_keeps_cpu_runs_in_fp32(tmp_path, monkeypatch):
+    """train() on a GPU: the frozen parts are already in the compute dtype when the model moves (no fp32 7B on the
+    GPU); the "meta" device stands in for the GPU. On CPU every weight is fp32, even from a half-precision folder."""
+    from minigptv2.train.loop import place_for_training
+
+    model, _ = tiny_model(tmp_path)
+    real_to, frozen_at_move = model.to, []
+    monkeypatch.setattr(model, "to", lambda *a, **k: frozen_at_move.append(
+        {p.dtype for p in model.parameters() if not p.requires_grad}) or real_to(*a, **k))
+    place_for_training(model, torch.device("meta"), torch.bfloat16)
+    assert frozen_at_move == [{torch.bfloat16}] and model.training
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+
+    half, _ = tiny_model(tmp_path / "half")
+    half.to(torch.bfloat16)
+    place_for_training(half, torch.device("cpu"), torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.float32}
