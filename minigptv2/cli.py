@@ -45,8 +45,7 @@ def cmd_migrate(a) -> None:
 def cmd_export(a) -> None:
     from minigptv2.checkpoint import export, load
 
-    kw = load_kwargs(a)
-    model, proc = load(a.model, device=kw["device"], dtype=a.dtype or "auto", merge_lora=False)
+    model, proc = load(a.model, **{**load_kwargs(a), "dtype": a.dtype or "auto"}, merge_lora=False)
     print(f"wrote {export(model, proc, a.out)}")
 
 

@@ -1,5 +1,5 @@
-"""Where a command runs: `--device` (default: cuda when available, else cpu) and `--dtype` (default: bf16 on a GPU
-that supports it, else fp32), shared by every command that loads a model.
+"""Where a command runs: `--device` (default: cuda when available, else cpu; `auto`: transformers' device_map)
+and `--dtype` (default: bf16 on a GPU that supports it, else fp32), shared by every command that loads a model.
 
     p = argparse.ArgumentParser(); add_device_args(p, quantize=True)
     a = p.parse_args(); model, proc = load(folder, **load_kwargs(a))
@@ -26,7 +26,9 @@ def default_dtype(device: str) -> str:
 
 
 def add_device_args(p: argparse.ArgumentParser, quantize: bool = False) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu); auto: spread the model over "
+                        "the GPUs, then the CPU, when it does not fit one (transformers' device_map='auto')")
     p.add_argument("--dtype", default=None, choices=DTYPE_CHOICES,
                    help="weights dtype (default: bf16 on a GPU that supports it, else fp32; auto: as stored)")
     if quantize:
@@ -37,7 +39,10 @@ def add_device_args(p: argparse.ArgumentParser, quantize: bool = False) -> None:
 def load_kwargs(a: argparse.Namespace) -> dict:
     """`load()` keyword arguments from parsed --device / --dtype / --quantize."""
     device = a.device or default_device()
-    kw = {"device": device, "dtype": a.dtype or default_dtype(device)}
+    if device == "auto":
+        kw = {"device_map": "auto", "dtype": a.dtype or default_dtype(default_device())}
+    else:
+        kw = {"device": device, "dtype": a.dtype or default_dtype(device)}
     if getattr(a, "quantize", None):
         kw["quantize"] = a.quantize
     return kw

@@ -1,8 +1,9 @@
 """Every generation path puts every tensor it builds on the model's device (CUDA where a GPU exists, else CPU).
 
 A forward pre-hook on the model, its vision tower and its language model fails the test as soon as any tensor
-argument lives on another device than that module's weights: plain, batched, streamed, cached, constrained and
-chat generation, transformers' own generate, the synthetic eval, IconVQA scoring and a training step.
+argument lives on another device than that module's weights: plain, batched, streamed, compiled (static cache),
+cached, constrained and chat generation (asked and streamed), transformers' own generate, the synthetic eval,
+IconVQA scoring, a training step and a whole `train()` run (which builds its own batches on its device).
 """
 import importlib
 
@@ -29,10 +30,8 @@ def _tensors(x):
             yield from _tensors(y)
 
 
-@pytest.fixture(scope="module")
-def placed(tmp_path_factory):
-    model, proc = tiny_model(tmp_path_factory.mktemp("dev"))
-    model.to(DEVICE)
+def _watch(model) -> tuple[list, list]:
+    """Forward pre-hooks that fail on a tensor argument off the module's device; (names seen, hook handles)."""
     seen = []
 
     def check(module, args, kwargs):
@@ -41,8 +40,15 @@ def placed(tmp_path_factory):
             assert t.device == want, f"{type(module).__name__} got a tensor on {t.device}, weights on {want}"
         seen.append(type(module).__name__)
 
-    hooks = [m.register_forward_pre_hook(check, with_kwargs=True)
-             for m in (model, model.visual_encoder, model.language_model)]
+    return seen, [m.register_forward_pre_hook(check, with_kwargs=True)
+                  for m in (model, model.visual_encoder, model.language_model)]
+
+
+@pytest.fixture(scope="module")
+def placed(tmp_path_factory):
+    model, proc = tiny_model(tmp_path_factory.mktemp("dev"))
+    model.to(DEVICE)
+    seen, hooks = _watch(model)
     yield model, proc, seen
     for h in hooks:
         h.remove()
@@ -61,9 +67,13 @@ def test_generation_paths_keep_inputs_on_the_model_device(placed):
                logits_processor=box_constraint(proc, 6, single=True))
     G.generate(model, proc, [IMG], ["[vqa] color?"], max_new_tokens=4, do_sample=True, temperature=0.7)
     assert "".join(G.stream(model, proc, IMG, "[caption] describe", max_new_tokens=4)) is not None
+    from transformers import CompileConfig      # dynamo without inductor's code generation: seconds on CPU
+
+    G.generate(model, proc, [IMG, None], ["[vqa] color?", "hello"], max_new_tokens=3,
+               compile=CompileConfig(backend="eager"))
     chat = G.Chat(model, proc, IMG, max_new_tokens=4)
     chat.ask("[vqa] color?")
-    chat.ask("and the shape?")
+    assert "".join(chat.stream("and the shape?")) is not None
     cache = G.PrefixCache()
     for q in ("[vqa] color?", "[refer] red"):
         G.generate_cached(model, proc, IMG, q, cache, max_new_tokens=4)
@@ -92,3 +102,24 @@ def test_eval_scorers_and_training_step_keep_inputs_on_the_model_device(placed, 
     loss, n = loss_sum(model, batch, torch.float32)
     loss.backward()
     assert n > 0 and torch.isfinite(loss)
+
+
+def test_a_train_run_keeps_its_batches_on_the_model_device(tmp_path):
+    """train() builds its batches from the mixture (images, ids, masks, labels) and moves them itself."""
+    from minigptv2.data.datasets import load_mixture
+    from minigptv2.synthetic import write_synthetic
+    from minigptv2.train.batches import Mixture
+    from minigptv2.train.config import TrainConfig
+    from minigptv2.train.loop import train
+
+    model, proc = tiny_model(tmp_path / "m")
+    seen, hooks = _watch(model)
+    write_synthetic(tmp_path / "s", n=4, seed=1, max_objects=2)
+    tc = TrainConfig(steps=1, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_lr=1e-4, warmup_steps=0, precision="fp32")
+    try:
+        train(model, proc, Mixture(load_mixture(tmp_path / "s" / "mixture.json"), seed=0), tc, tmp_path / "run",
+              progress=False, device=DEVICE)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert next(model.parameters()).device.type == DEVICE and "MiniGPTv2ForConditionalGeneration" in seen

@@ -11,12 +11,13 @@ floats (the 0..100 grid / 100), the form lmms-eval's refcoco bbox_rec and VLMEva
 
         @register_model("minigptv2")
         class MiniGPTv2LMMS(MiniGPTv2ForEval, lmms):
-            def __init__(self, pretrained=None, batch_size=8, **kw):
+            def __init__(self, pretrained=None, batch_size=8, device=None, dtype=None, **kw):
                 lmms.__init__(self)
-                MiniGPTv2ForEval.__init__(self, pretrained, batch_size=int(batch_size))
+                MiniGPTv2ForEval.__init__(self, pretrained, batch_size=int(batch_size), device=device, dtype=dtype)
 
     (and list "minigptv2": "MiniGPTv2LMMS" in lmms_eval/models/__init__.py AVAILABLE_MODELS), then
-    `lmms-eval --model minigptv2 --model_args pretrained=m7b --tasks refcoco_bbox_rec_val,gqa --batch_size 8`.
+    `lmms-eval --model minigptv2 --model_args pretrained=m7b --tasks refcoco_bbox_rec_val,gqa --batch_size 8`
+    (on the GPU in bf16 by default; `device=cpu`, `dtype=fp32` etc. in --model_args, as the commands' flags).
     `generate_until` reads each request's (context, gen_kwargs, doc_to_visual, doc_id, task, split), takes the
     first image, uses [refer] for the REC tasks (refcoco*_bbox_rec_*; the expression is the text after
     "describes:") and [vqa] otherwise, batching --batch_size requests per call. Log-likelihood requests are not
@@ -48,11 +49,14 @@ class MiniGPTv2ForEval:
     (the 0..100 grid divided by 100, relative to the original image). One image per request (the first)."""
 
     def __init__(self, model_dir=None, model=None, processor=None, batch_size: int = 8, max_new_tokens: int = 20,
-                 constrained: bool = True, **_):
-        if model is None:
-            from minigptv2 import load
+                 constrained: bool = True, device: str | None = None, dtype: str | None = None, **_):
+        if model is None:         # device / dtype as the commands' --device / --dtype (devices.py)
+            from argparse import Namespace
 
-            model, processor = load(model_dir)
+            from minigptv2 import load
+            from minigptv2.devices import load_kwargs
+
+            model, processor = load(model_dir, **load_kwargs(Namespace(device=device, dtype=dtype)))
         self.model, self.processor = model, processor
         self.batch_size, self.max_new_tokens, self.constrained = int(batch_size), int(max_new_tokens), constrained
 

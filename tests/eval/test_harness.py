@@ -37,3 +37,24 @@ def test_adapter_call_shapes(tmp_path, mp, monkeypatch):
     assert a.ground([str(img)], ["the man on the left"]) == [[0.10, 0.20, 0.35, 0.40]]
     assert [a.is_grounding(n) for n in ("refcoco_bbox_rec_val", "RefCOCO_testA", "refcoco_bbox_val", "gqa")] == \
         [True, True, False, False]
+
+
+def test_adapter_loads_where_its_model_args_say(tmp_path, mp):
+    """lmms-eval's --model_args device=... dtype=... reach load() as the commands' --device / --dtype do;
+    device=auto is transformers' device_map (here: everything on the only device, the CPU)."""
+    import torch
+
+    mp[0].save_pretrained(tmp_path / "m")
+    mp[1].save_pretrained(tmp_path / "m")
+    a = MiniGPTv2ForEval(tmp_path / "m", device="cpu", dtype="bf16")
+    assert a.model.dtype == torch.bfloat16 and a.model.input_device.type == "cpu"
+    from argparse import Namespace
+
+    from minigptv2.devices import load_kwargs
+
+    assert load_kwargs(Namespace(device="auto", dtype=None)) == {
+        "device_map": "auto", "dtype": "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"}
+    b = MiniGPTv2ForEval(tmp_path / "m", device="auto", dtype="fp32")
+    img_file(tmp_path / "a.png")
+    assert b.answer([str(tmp_path / "a.png")], ["what is it?"]) == \
+        MiniGPTv2ForEval(model=mp[0], processor=mp[1]).answer([str(tmp_path / "a.png")], ["what is it?"])
