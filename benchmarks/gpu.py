@@ -1,6 +1,7 @@
 """Benchmark 'gpu': the official-7b shape (random weights, bf16) on one GPU, every figure side by side in one run.
 
     python benchmarks/gpu.py                         # on a GPU: official-7b shape, under ~8 minutes on an H100/H200
+    minigptv2 bench                                  # the same, from a source checkout (minigptv2/bench.py)
     python benchmarks/gpu.py --tiny --device cpu     # the tiny config on CPU, seconds (CI)
     python benchmarks/gpu.py --only decode batch     # some sections
 
@@ -47,11 +48,13 @@ from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from benchmarks import common as bench  # noqa: E402
 from minigptv2.config import preset  # noqa: E402
+from minigptv2.devices import default_device, default_dtype  # noqa: E402
 from minigptv2.generate import PrefixCache, generate, generate_cached  # noqa: E402
 from minigptv2.model import MiniGPTv2ForConditionalGeneration  # noqa: E402
 from minigptv2.processor import build_processor  # noqa: E402
 from minigptv2.tokenizers import Tokenizer  # noqa: E402
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SECTIONS = ("env", "load", "vit", "decode", "batch", "prefix", "quantized", "train")
 
 
@@ -120,7 +123,7 @@ def build(a):
     tok = Tokenizer(bench.bench_tokenizer())
     cfg.text_config.vocab_size = max(cfg.text_config.vocab_size, len(tok))
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    dtype = DTYPES[a.dtype]
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -146,7 +149,7 @@ def section_env(a, model, proc, ctx):
     t = median_time(lambda: y.copy_(x), a.device, 5)
     ctx["bandwidth"] = 2 * x.numel() * x.element_size() / t
     k = 512 if a.tiny else 8192
-    m1 = torch.randn(k, k, dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float32, device=a.device)
+    m1 = torch.randn(k, k, dtype=DTYPES[a.dtype], device=a.device)
     t = median_time(lambda: m1 @ m1, a.device, 5)
     ctx["matmul_flops"] = 2 * k ** 3 / t
     gpu = torch.cuda.get_device_name() if str(a.device).startswith("cuda") else "cpu"
@@ -308,7 +311,7 @@ def section_train(a, model, proc, ctx):
     from minigptv2.train.loop import loss_sum, param_groups
 
     ctx.pop("merged", None)
-    cdtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
+    cdtype = DTYPES[a.dtype]
     model.set_trainable(model.config.trainable)
     model.cast_for_training(cdtype)
     model.train()
@@ -367,18 +370,25 @@ def train_spec(text: str) -> tuple[int, bool]:
     return int(b), flag == "ckpt"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog: str | None = None) -> int:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="the tiny config (seconds)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on a GPU, fp32 on CPU")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+    p.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: bf16 on a GPU, fp32 on CPU")
     p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     p.add_argument("--tmp", default=None, help="folder for the saved model (default: the system temp folder)")
     p.add_argument("--out", default=None, help="append each JSON line to this file too")
     p.add_argument("--train", nargs="+", type=train_spec, default=None, metavar="B[:ckpt]",
                    help="training steps to measure (default: 4:ckpt 16; --tiny: 2:ckpt 4)")
     a, _ = p.parse_known_args(argv)
-    a.dtype = a.dtype or ("bf16" if a.device.startswith("cuda") else "fp32")
+    a.device = a.device or default_device()
+    try:
+        kind = torch.device(a.device).type
+    except RuntimeError:
+        p.error(f"--device {a.device!r} is not a device; use cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {a.device}: CUDA is not available here; use --device cpu")
+    a.dtype = a.dtype or default_dtype(a.device)
     a.train = a.train or ([(2, True), (4, False)] if a.tiny else [(4, True), (16, False)])
     t0 = time.perf_counter()
     model, proc = build(a)

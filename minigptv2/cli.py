@@ -151,6 +151,8 @@ SUBCOMMANDS = {
     "train": ("train or fine-tune (stages, LoRA, DDP / FSDP)", "minigptv2.train.cli"),
     "eval": ("run benchmarks and write reports", "minigptv2.eval.cli"),
     "serve": ("OpenAI-compatible HTTP API + web demo", "minigptv2.serve.server"),
+    "bench": ("the official-7b shape on one device: load, ViT, decode, batching, prefix cache, 8/4-bit, training "
+              "(benchmarks/gpu.py)", "minigptv2.bench"),
 }
 
 

@@ -211,3 +211,20 @@ def test_tensor_bytes_counts_live_storages_once_until_freed():
     assert count.peak == 20000
     with pytest.raises(SystemExit):
         gpu.main(["--train", "4:ck"])
+
+
+def test_minigptv2_bench_is_gpu_py(capsys, monkeypatch, tmp_path):
+    """`minigptv2 bench` runs benchmarks/gpu.py with its arguments; a missing GPU or script is a clear error."""
+    from minigptv2 import bench as bench_cmd
+    from minigptv2 import cli
+
+    assert cli.main(["bench", "--tiny", "--device", "cpu", "--only", "vit"]) == 0
+    [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert line["section"] == "vit" and line["device"] == "cpu" and line["batch16_ms"] > 0
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            cli.main(["bench", "--device", "cuda"])
+        assert "CUDA is not available here" in capsys.readouterr().err
+    monkeypatch.setattr(bench_cmd, "SCRIPT", tmp_path / "benchmarks" / "gpu.py")
+    assert cli.main(["bench", "--tiny"]) == 2
+    assert "of a source checkout" in capsys.readouterr().err
