@@ -127,23 +127,53 @@ def generate(model, processor, images, prompts, *, max_new_tokens: int = 300, do
     """One batched call: images[i] (path / bytes / PIL / None) with prompts[i] (instruction or conversation).
     `constrain_boxes`: rows asking [refer] write exactly one well-formed box, [detection] / [grounding] only
     well-formed boxes (constrained.py); off by default, as the official code. `compile`: a static KV cache and a
-    compiled decode step (torch.compile; CUDA graphs on a GPU); the first call of each batch shape compiles. A
-    transformers `CompileConfig` instead of True chooses the backend / mode."""
+    compiled decode step (torch.compile; CUDA graphs on a GPU); the cache is sized to a bucket (CACHE_BUCKET) and
+    the first call of each batch size and bucket compiles. A transformers `CompileConfig` instead of True chooses
+    the backend / mode."""
     if len(images) != len(prompts) or not prompts:
         raise MiniGPTv2Error(f"need one image (or None) per prompt, got {len(images)} images, {len(prompts)} prompts")
     conversations = _normalise(prompts)
     if constrain_boxes:
         logits_processor = _with_box_constraints(processor, conversations, max_new_tokens, logits_processor)
     kw = _gen_kwargs(processor, max_new_tokens, do_sample, temperature, top_p, repetition_penalty, logits_processor)
-    if compile:
-        from transformers import CompileConfig
-
-        cc = compile if isinstance(compile, CompileConfig) else CompileConfig()
-        cc._compile_all_devices = True          # transformers compiles by itself on GPUs only: here on every device
-        kw.update(cache_implementation="static", compile_config=cc)
     embeds, mask, sizes = _prepare(model, processor, images, conversations, max_new_tokens)
-    out = model.language_model.generate(inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
+    if compile:
+        kw.update(compile_config=_compile_config(compile),
+                  past_key_values=_static_cache(model, processor, embeds.shape[1] + max_new_tokens))
+    out = _lm_generate(model, inputs_embeds=embeds, attention_mask=mask, streamer=streamer, **kw)
     return [_result(processor, row, size) for row, size in zip(out.tolist(), sizes)]
+
+
+# The smallest static KV cache; larger ones double (1024, 2048, ...) up to the context window. A compiled decode step
+# has the shape of its cache, so every request in one bucket reuses one compiled step (tests/test_generate.py).
+CACHE_BUCKET = 512
+
+
+def _static_cache(model, processor, n_tokens: int):
+    """An empty StaticCache for `n_tokens` (the longest prompt + max_new_tokens), rounded up to a bucket."""
+    from transformers import StaticCache
+
+    n = CACHE_BUCKET
+    while n < n_tokens:
+        n *= 2
+    # _check_context has refused a prompt that does not fit the context window with its max_new_tokens
+    return StaticCache(config=model.language_model.config, max_cache_len=min(n, processor.config.max_context_len))
+
+
+def _compile_config(compile):
+    from transformers import CompileConfig
+
+    cc = compile if isinstance(compile, CompileConfig) else CompileConfig()
+    cc._compile_all_devices = True          # transformers compiles by itself on GPUs only: here on every device
+    return cc
+
+
+def _lm_generate(model, **kw):
+    import warnings
+
+    with warnings.catch_warnings():   # `past_key_values` is renamed `cache` in newer transformers
+        warnings.filterwarnings("ignore", ".*past_key_values", FutureWarning)
+        return model.language_model.generate(**kw)
 
 
 def _with_box_constraints(processor, conversations, max_new_tokens: int, logits_processor):
@@ -267,9 +297,10 @@ def _nbytes(*objs) -> int:
 
 @torch.inference_mode()
 def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_new_tokens: int = 300,
-                    **kw) -> Result:
+                    compile=False, **kw) -> Result:
     """One request like `generate([image], [prompt])`, reusing the image embeddings and the KV cache of the
-    prompt prefix up to the end of the image tokens for later questions about the same image content."""
+    prompt prefix up to the end of the image tokens for later questions about the same image content. `compile` as
+    in `generate`: the cached prefix is copied into a static KV cache that the compiled decode step continues."""
     import copy
     import hashlib
     import warnings
@@ -298,10 +329,14 @@ def generate_cached(model, processor, image, prompt, cache: PrefixCache, *, max_
                                  past_key_values=kv, use_cache=True)
         hit = (ids[:n], img_emb, kv)
         cache.put(key, hit, _nbytes(img_emb, kv))
+    if compile:    # the prefix's keys / values fill positions 0..n-1 of a fresh static cache; the entry stays as is
+        kv = _static_cache(model, processor, len(ids) + max_new_tokens)
+        for i, layer in enumerate(hit[2].layers):
+            kv.update(layer.keys, layer.values, i)
+        gkw["compile_config"] = _compile_config(compile)
+    else:
+        kv = copy.deepcopy(hit[2])
     embeds = model.embed(torch.tensor([ids], device=dev), image_embeds=hit[1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        out = model.language_model.generate(inputs_embeds=embeds,
-                                            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=dev),
-                                            past_key_values=copy.deepcopy(hit[2]), **gkw, **kw)
+    mask = torch.ones(1, len(ids), dtype=torch.long, device=dev)
+    out = _lm_generate(model, inputs_embeds=embeds, attention_mask=mask, past_key_values=kv, **gkw, **kw)
     return _result(processor, out[0].tolist(), img.size)

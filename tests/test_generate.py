@@ -110,3 +110,58 @@ def test_compiled_static_cache_decode_gives_the_eager_ids(tmp_path):
     The dynamo-only backend keeps this fast (inductor compiles for about a minute here; benchmarks/gpu.py runs it)."""
     eager, compiled, again, streamed, text = _compile_pair(tmp_path, "eager")
     assert eager == compiled == again and streamed.strip() == text
+
+
+def _graphs() -> int:
+    """Graphs torch.compile has made so far in this process (a recompile adds one: `[0/1]` in its log)."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_requests_in_one_cache_bucket_compile_once(tmp_path):
+    """generate(compile=...) sizes its static KV cache to a bucket (generate.CACHE_BUCKET, then doubling): requests
+    of other prompt and answer lengths in one bucket reuse the compiled decode step and give the eager ids; only
+    a request in a larger bucket may compile again."""
+    from transformers import CompileConfig
+
+    model, proc = tiny_model(tmp_path, max_context_len=2048)
+    img = Image.new("RGB", (40, 30), "red")
+    cc = CompileConfig(backend="eager")
+    torch._dynamo.reset()             # the compiled step of another test's model must not count here
+    before = _graphs()
+    for q, n in (("[refer] red circle", 4), ("[vqa] what color is the big shape on the left?", 60),
+                 ("[caption] describe", 200)):          # prompt + new tokens 22, 93, 217: all in the 512 bucket
+        [eager] = generate(model, proc, [img], [q], max_new_tokens=n)
+        [compiled] = generate(model, proc, [img], [q], max_new_tokens=n, compile=cc)
+        assert compiled.token_ids == eager.token_ids and len(eager.token_ids) > 1    # decode steps ran
+    assert _graphs() - before == 1
+    generate(model, proc, [img], ["[caption] describe"], max_new_tokens=600, compile=cc)     # the 1024 bucket
+    assert _graphs() - before <= 2
+
+
+def test_prefix_cache_continues_in_the_compiled_decode_step(tmp_path):
+    """generate_cached(compile=...): the cached prefix KV is copied into a bucketed static cache and decoding goes on
+    in the compiled step (the one `generate(compile=...)` uses: one compile for both); the ids are the eager ones, and
+    the second question about the same image is a prefix-cache hit."""
+    from transformers import CompileConfig
+
+    from minigptv2.generate import PrefixCache, generate_cached
+
+    model, proc = tiny_model(tmp_path)
+    img = Image.new("RGB", (40, 30), "red")
+    cc = CompileConfig(backend="eager")
+    first = [{"role": "user", "content": "[vqa] what color is it?"}]
+    [a] = generate(model, proc, [img], [first], max_new_tokens=12)
+    follow = first + [{"role": "assistant", "content": a.text}, {"role": "user", "content": "[refer] the shape"}]
+    [b] = generate(model, proc, [img], [follow], max_new_tokens=12)
+    cache = PrefixCache()
+    torch._dynamo.reset()
+    before = _graphs()
+    assert generate_cached(model, proc, img, first, cache, max_new_tokens=12, compile=cc).token_ids == a.token_ids
+    assert generate_cached(model, proc, img.copy(), follow, cache, max_new_tokens=12, compile=cc).token_ids \
+        == b.token_ids
+    assert cache.misses == 1 and cache.hits == 1 and len(b.token_ids) > 1
+    assert _graphs() - before == 1
+    assert generate(model, proc, [img], [follow], max_new_tokens=12, compile=cc)[0].token_ids == b.token_ids
+    assert _graphs() - before == 1

@@ -91,7 +91,7 @@ class Engine:
     cancelled_running (their batch stopped mid-generation), cancel_requests."""
 
     def __init__(self, model, processor, name: str = "minigptv2", *, generate_fn=generate, max_batch: int = 8,
-                 batch_wait_ms: float = 10.0, max_queue: int = 64, compile: bool = False,
+                 batch_wait_ms: float = 10.0, max_queue: int = 64, compile=False,
                  prefix_cache_bytes: int = 0):
         for what, v in (("max_batch", max_batch), ("max_queue", max_queue)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -100,9 +100,10 @@ class Engine:
             raise MiniGPTv2Error(f"batch_wait_ms must be >= 0, got {batch_wait_ms!r}")
         self.model, self.processor, self.name = model, processor, name
         self.generate_fn = generate_fn
-        self.compile = compile                # static KV cache + compiled decode step (generate(compile=True))
+        self.compile = compile                # generate(compile=...): True or a transformers CompileConfig
         # a request that runs alone with an image reuses the image embedding and the KV cache of the prompt up to
-        # the image when the same image came before (a follow-up turn resends it): generate.PrefixCache
+        # the image when the same image came before (a follow-up turn resends it), compiled or not:
+        # generate.PrefixCache
         self.prefix_cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes > 0 else None
         self.max_batch, self.batch_wait, self.max_queue = max_batch, batch_wait_ms / 1000, max_queue
         self.stats: collections.Counter = collections.Counter()
@@ -155,9 +156,12 @@ class Engine:
     def queued(self) -> int:
         return len(self._waiting)
 
-    def warm_up(self, max_new_tokens: int = 4) -> float:
-        """One request through the worker (a blank image, greedy) before serving: with `compile`, the batch-of-one
-        decode step is compiled now rather than during the first client's request. Returns the seconds it took."""
+    def warm_up(self, max_new_tokens: int = 300) -> float:
+        """One request through the worker (a blank image, greedy, up to `max_new_tokens`) before serving: with
+        `compile`, the batch-of-one decode step for the KV-cache bucket of a request at `max_new_tokens` (the
+        server's default max tokens) is compiled now rather than during the first client's request; other batch
+        sizes and buckets compile on first use (generate.CACHE_BUCKET). With a prefix cache the request takes the
+        `generate_cached` path, whose decode step is the one `generate` uses. Returns the seconds it took."""
         t0 = time.perf_counter()
         size = self.processor.image_processor.image_size
         blank = Image.new("RGB", (size, size), (255, 255, 255))
@@ -225,9 +229,9 @@ class Engine:
                 return
             kw = group[0].settings.kwargs()
             if self.compile:
-                kw["compile"] = True
+                kw["compile"] = self.compile
             if self.prefix_cache is not None and len(group) == 1 and group[0].image is not None \
-                    and not self.compile and self.generate_fn is generate:
+                    and self.generate_fn is generate:
                 results = [generate_cached(self.model, self.processor, group[0].image, group[0].conversation,
                                            self.prefix_cache, streamer=StepHook(group), **kw)]
             else:

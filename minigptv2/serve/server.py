@@ -544,8 +544,9 @@ def parser() -> argparse.ArgumentParser:
                         "chunk (else the stream is dropped and its generation cancelled)")
     add_device_args(p, quantize=True)
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="static KV cache + compiled decode step, compiled for a batch of one before serving (each "
-                        "other batch size compiles on first use); auto: on when the model is on a GPU")
+                   help="static KV cache + compiled decode step, compiled before serving for a batch of one at the "
+                        "default max tokens (each other batch size or cache size, 512 / 1024 / 2048 ... tokens, "
+                        "compiles on first use); auto: on when the model is on a GPU")
     p.add_argument("--prefix-cache-mb", type=_at_least(0, float), default=1024.0,
                    help="bytes kept of image embeddings + KV caches of prompts up to the image, for follow-up "
                         "questions about the same image (0: off)")
@@ -576,7 +577,8 @@ def main(argv=None) -> int:
                     batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue, compile=compile,
                     prefix_cache_bytes=int(a.prefix_cache_mb * 2**20))
     if compile:
-        print(f"minigptv2: compiling the decode step ... {engine.warm_up():.1f} s", flush=True)
+        print(f"minigptv2: compiling the decode step ... {engine.warm_up(limits.default_max_tokens):.1f} s",
+              flush=True)
     app = create_app(engine, limits, webui=not a.no_webui)
     print(f"minigptv2: serving {model_dir} on http://{a.host}:{a.port}  (API: /v1/chat/completions"
           f"{', demo: /' if not a.no_webui else ''})", flush=True)

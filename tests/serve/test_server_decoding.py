@@ -64,3 +64,40 @@ def test_the_embedded_model_says_what_it_knows():
         assert "coloured shapes" in client.get("/").text or "coloured shapes" in client.get("/config").text
     finally:
         engine.close()
+
+
+def test_compiled_engine_uses_the_prefix_cache_and_compiles_in_warm_up_only(tmp_path, monkeypatch):
+    """With `compile` (as the server on a GPU) a follow-up turn still hits the prefix cache, with the eager answers,
+    and after `warm_up()` a first request at the default max tokens (300) compiles nothing more: the warm-up compiled
+    the decode step of its cache bucket (here 64-token buckets, so that 300 new tokens need a larger one than a few)."""
+    import importlib
+
+    import torch
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    monkeypatch.setattr(importlib.import_module("minigptv2.generate"), "CACHE_BUCKET", 64)
+    model, proc = tiny_model(tmp_path)
+    img = Image.new("RGB", (40, 30), "red")
+    first = [{"role": "user", "content": "[refer] red circle"}]        # one box: a short answer
+    torch._dynamo.reset()
+    engine = Engine(model, proc, max_batch=1, batch_wait_ms=0, prefix_cache_bytes=1 << 26,
+                    compile=CompileConfig(backend="eager"))
+    try:
+        engine.warm_up()
+        compiled = counters["stats"]["unique_graphs"]
+        a = engine.submit(img, first, GenSettings(300)).future.result(timeout=120)
+        follow = first + [{"role": "assistant", "content": a.text}, {"role": "user", "content": "[refer] the square"}]
+        b = engine.submit(img.copy(), follow, GenSettings(300)).future.result(timeout=120)
+        streamed = list(engine.stream(img.copy(), follow, GenSettings(300)))
+        text_only = engine.submit(None, [{"role": "user", "content": "hello"}], GenSettings(300)).future.result(120)
+    finally:
+        engine.close()
+    assert compiled >= 1 and counters["stats"]["unique_graphs"] == compiled
+    [a0] = generate(model, proc, [img], [first], max_new_tokens=300, constrain_boxes=True)
+    [b0] = generate(model, proc, [img], [follow], max_new_tokens=300, constrain_boxes=True)
+    [t0] = generate(model, proc, [None], ["hello"], max_new_tokens=300, constrain_boxes=True)
+    assert (a.token_ids, b.token_ids, streamed[-1].token_ids, text_only.token_ids) == \
+        (a0.token_ids, b0.token_ids, b0.token_ids, t0.token_ids)
+    cache = engine.prefix_cache      # misses: the warm-up's blank image, then this image; hits: the follow-ups
+    assert cache.misses == 2 and cache.hits == 2
