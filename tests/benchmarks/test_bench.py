@@ -185,7 +185,8 @@ def test_gpu_benchmark_runs_tiny_on_cpu():
     assert [d["section"] for d in lines] == ["env", "load", "vit", "decode", "batch", "prefix", "quantized", "train"]
     by = {d["section"]: d for d in lines}
     # timings of a seconds-long tiny run are noise (a decode rate can come out negative): only their presence counts
-    for section, key in (("decode", "compiled_tokens_s"), ("batch", "speedup"), ("prefix", "speedup")):
+    for section, key in (("decode", "compiled_tokens_s"), ("batch", "speedup"), ("prefix", "speedup"),
+                         ("prefix", "second_compiled_s"), ("batch", "batch2_over_official")):
         assert isinstance(by[section][key], float), (section, key)
     assert by["train"]["batch4"]["step_s"] > 0
     assert by["train"]["batch2"]["peak_gb"] > 0 and by["train"]["batch2"]["peak_counted_by"] == "TensorBytes"
