@@ -379,16 +379,22 @@ def train_spec(text: str) -> tuple[int, bool]:
     return int(b), flag == "ckpt"
 
 
-def main(argv=None, prog: str | None = None) -> int:
+def parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="the tiny config (seconds)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
     p.add_argument("--dtype", default=None, choices=list(DTYPES), help="default: bf16 on a GPU, fp32 on CPU")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                   help="the sections to run, in their fixed order (default: all; decode and train add env)")
     p.add_argument("--tmp", default=None, help="folder for the saved model (default: the system temp folder)")
     p.add_argument("--out", default=None, help="append each JSON line to this file too")
     p.add_argument("--train", nargs="+", type=train_spec, default=None, metavar="B[:ckpt]",
                    help="training steps to measure (default: 4:ckpt 16; --tiny: 2:ckpt 4)")
+    return p
+
+
+def main(argv=None, prog: str | None = None) -> int:
+    p = parser(prog)
     a, _ = p.parse_known_args(argv)
     a.device = a.device or default_device()
     try:

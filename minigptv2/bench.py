@@ -18,8 +18,17 @@ from minigptv2.errors import MiniGPTv2Error
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu.py"
 
 
-def main(argv=None) -> int:
+def _gpu() -> dict:
+    """benchmarks/gpu.py's names (its parser and main)."""
     if not SCRIPT.is_file():
         raise MiniGPTv2Error(f"minigptv2 bench runs {SCRIPT.relative_to(SCRIPT.parents[1])} of a source checkout "
                              f"(git clone, then pip install -e .); this installation has none at {SCRIPT}")
-    return runpy.run_path(str(SCRIPT), run_name="minigptv2_bench")["main"](argv, prog="minigptv2 bench")
+    return runpy.run_path(str(SCRIPT), run_name="minigptv2_bench")
+
+
+def parser():
+    return _gpu()["parser"](prog="minigptv2 bench")
+
+
+def main(argv=None) -> int:
+    return _gpu()["main"](argv, prog="minigptv2 bench")
