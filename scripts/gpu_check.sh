@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue #27 in one device run (DEVELOPERS.md, "When a GPU is lent").
+# The GPU checks (BENCHMARKS.md, "gpu") in one device run (DEVELOPERS.md, "When a GPU is lent").
 #
 #   bash scripts/gpu_check.sh --prepare    # here: the wheels the device lacks -> .device/ (gitignored, ~19 MB)
 #   device run, carry [".device"], timeout_s 600:
@@ -47,7 +47,7 @@ $PY -c "import torch, transformers; print('torch', torch.__version__, 'cuda', to
 timeout 100 $PY -m pytest -q -p no:cacheprovider tests/test_devices.py tests/train/test_train_memory.py \
     tests/test_generate.py -k "device or compile or place_for_training or cast_for_training or checkpointing" \
     2>&1 | tail -15 | tee "$OUT/tests.txt" || true
-# the benchmark, one JSON line per section, the #27 targets first; a section cut by its timeout is lost, not the rest
+# the benchmark, one JSON line per section, the targets first; a section cut by its timeout is lost, not the rest
 timeout 300 $PY benchmarks/gpu.py "${BENCH[@]}" --only env decode batch prefix train --out "$OUT/gpu.jsonl" \
     2>"$OUT/gpu.err" | cut -c1-600 || echo "gpu.py (targets): exit $?"
 timeout 150 $PY benchmarks/gpu.py "${BENCH[@]}" --only vit quantized load --out "$OUT/gpu.jsonl" \
