@@ -124,6 +124,9 @@ def load(model_dir, dtype="fp32", device=None, quantize: str | None = None, merg
     if not (d / "config.json").is_file():
         raise MiniGPTv2Error(f"{d} is not a minigptv2 model folder: config.json is missing")
     if _is_legacy(d):
+        if device_map is not None:
+            raise MiniGPTv2Error(f"{d} is in the older folder format: rewrite it first (minigptv2 migrate {d} NEW), "
+                                 "then load it with a device_map (--device auto)")
         return load_legacy(d, dtype, device, quantize, merge_lora)
     config, processor = read_config(d), MiniGPTv2Processor.from_pretrained(d)
     qc = quantization_config(quantize)

@@ -110,6 +110,8 @@ def test_older_folders_are_read_and_migrated(tmp_path):
     proc.tok.save(old)
     m2, p2 = load(old, merge_lora=False)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in m2.state_dict().items())
+    with pytest.raises(MiniGPTv2Error, match="older folder format: rewrite it first"):     # not silently one device
+        load(old, device_map="auto")
     q, imgs = ["[refer] red circle"], [torch.zeros(3, 56, 56)]
     from PIL import Image
     imgs = [Image.new("RGB", (60, 40), "red")]

@@ -157,16 +157,18 @@ class Engine:
         return len(self._waiting)
 
     def warm_up(self, max_new_tokens: int = 300) -> float:
-        """One request through the worker (a blank image, greedy, up to `max_new_tokens`) before serving: with
-        `compile`, the batch-of-one decode step for the KV-cache bucket of a request at `max_new_tokens` (the
-        server's default max tokens) is compiled now rather than during the first client's request; other batch
-        sizes and buckets compile on first use (generate.CACHE_BUCKET). With a prefix cache the request takes the
-        `generate_cached` path, whose decode step is the one `generate` uses. Returns the seconds it took."""
+        """Two requests through the worker (a blank image, greedy) before serving, so that with `compile` the
+        first clients do not pay for compiling: one up to `max_new_tokens` (the server's default max tokens: its
+        KV-cache bucket, generate.CACHE_BUCKET) and one of 4 new tokens (the smallest bucket). The second compile
+        of a step marks the cache length dynamic, so other buckets reuse it (tests/serve/test_server_decoding.py);
+        other batch sizes compile on first use. With a prefix cache they take the `generate_cached` path, whose
+        decode step is the one `generate` uses. Returns the seconds it took."""
         t0 = time.perf_counter()
         size = self.processor.image_processor.image_size
         blank = Image.new("RGB", (size, size), (255, 255, 255))
-        self.submit(blank, [{"role": "user", "content": "[caption] describe"}],
-                    GenSettings(max_new_tokens, constrain_boxes=False)).future.result()
+        for n in (max_new_tokens, 4):
+            self.submit(blank, [{"role": "user", "content": "[caption] describe"}],
+                        GenSettings(n, constrain_boxes=False)).future.result()
         return time.perf_counter() - t0
 
     def close(self):

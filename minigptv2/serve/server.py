@@ -553,10 +553,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def compile_wanted(choice: str, device) -> bool:
+def compile_wanted(choice: str, device, device_map: dict | None = None) -> bool:
     """`--compile`: "on", "off", or "auto" = on where the model runs on a GPU (there the compiled step runs as CUDA
-    graphs, without a kernel launch per operation; on a CPU compiling costs more than it saves)."""
-    return choice == "on" or (choice == "auto" and str(device).split(":")[0] == "cuda")
+    graphs, without a kernel launch per operation; on a CPU compiling costs more than it saves). A model partly
+    offloaded to the CPU or disk (`--device auto`, its `device_map`) is not compiled by transformers: auto is off
+    there, and on is an error rather than a switch that does nothing."""
+    offloaded = bool({str(v) for v in (device_map or {}).values()} & {"cpu", "disk"}) and \
+        len({str(v) for v in device_map.values()}) > 1
+    if choice == "on" and offloaded:
+        raise MiniGPTv2Error("--compile on: part of the model is offloaded to the CPU or disk (--device auto), "
+                             "which compiled decoding does not support; use --compile off")
+    return choice == "on" or (choice == "auto" and str(device).split(":")[0] == "cuda" and not offloaded)
 
 
 def main(argv=None) -> int:
@@ -572,7 +579,7 @@ def main(argv=None) -> int:
     limits = Limits(max_body_bytes=int(a.max_body_mb * 2**20), max_image_pixels=a.max_image_pixels,
                     max_tokens=a.max_tokens, default_max_tokens=min(Limits.default_max_tokens, a.max_tokens),
                     allow_remote_images=a.allow_remote_images, client_timeout_s=a.client_timeout)
-    compile = compile_wanted(a.compile, model.input_device)
+    compile = compile_wanted(a.compile, model.input_device, getattr(model, "hf_device_map", None))
     engine = Engine(model, processor, model_dir.resolve().name, max_batch=a.max_batch,
                     batch_wait_ms=a.batch_wait_ms, max_queue=a.max_queue, compile=compile,
                     prefix_cache_bytes=int(a.prefix_cache_mb * 2**20))

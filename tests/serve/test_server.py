@@ -442,6 +442,10 @@ def test_compile_is_on_for_a_gpu_by_default_and_warms_up_before_serving(mp):
     assert srv.compile_wanted("auto", torch.device("cuda", 0)) and srv.compile_wanted("auto", "cuda")
     assert not srv.compile_wanted("auto", torch.device("cpu")) and not srv.compile_wanted("off", "cuda:0")
     assert srv.compile_wanted("on", "cpu")
+    spread = {"language_model.model.layers.0": 0, "language_model.model.layers.1": "cpu"}   # --device auto, offloaded
+    assert not srv.compile_wanted("auto", "cuda:0", spread) and srv.compile_wanted("auto", "cuda:0", {"": 0, "x": 1})
+    with pytest.raises(MiniGPTv2Error, match="offloaded to the CPU or disk"):
+        srv.compile_wanted("on", "cuda:0", spread)
     m, proc = mp
     rec = Recorder(lambda model, processor, images, prompts, **kw: [None] * len(images))   # compiling itself: not here
     engine = E.Engine(m, proc, generate_fn=rec, compile=True)
@@ -449,5 +453,5 @@ def test_compile_is_on_for_a_gpu_by_default_and_warms_up_before_serving(mp):
         assert engine.warm_up(max_new_tokens=2) > 0
     finally:
         engine.close()
-    [call] = rec.calls
-    assert len(call["images"]) == 1 and call["kw"]["compile"] is True and call["kw"]["max_new_tokens"] == 2
+    assert [(len(c["images"]), c["kw"]["compile"], c["kw"]["max_new_tokens"]) for c in rec.calls] == \
+        [(1, True, 2), (1, True, 4)]

@@ -68,8 +68,9 @@ def test_the_embedded_model_says_what_it_knows():
 
 def test_compiled_engine_uses_the_prefix_cache_and_compiles_in_warm_up_only(tmp_path, monkeypatch):
     """With `compile` (as the server on a GPU) a follow-up turn still hits the prefix cache, with the eager answers,
-    and after `warm_up()` a first request at the default max tokens (300) compiles nothing more: the warm-up compiled
-    the decode step of its cache bucket (here 64-token buckets, so that 300 new tokens need a larger one than a few)."""
+    and after `warm_up()` requests at the default max tokens (300) or at a few compile nothing more: the warm-up
+    compiled the decode steps of both cache buckets (here 64-token buckets, so that 300 new tokens need a larger one
+    than a few)."""
     import importlib
 
     import torch
@@ -91,6 +92,8 @@ def test_compiled_engine_uses_the_prefix_cache_and_compiles_in_warm_up_only(tmp_
         b = engine.submit(img.copy(), follow, GenSettings(300)).future.result(timeout=120)
         streamed = list(engine.stream(img.copy(), follow, GenSettings(300)))
         text_only = engine.submit(None, [{"role": "user", "content": "hello"}], GenSettings(300)).future.result(120)
+        short = engine.submit(img.copy(), [{"role": "user", "content": "[caption] describe"}],
+                              GenSettings(6)).future.result(timeout=120)
     finally:
         engine.close()
     assert compiled >= 1 and counters["stats"]["unique_graphs"] == compiled
@@ -99,5 +102,7 @@ def test_compiled_engine_uses_the_prefix_cache_and_compiles_in_warm_up_only(tmp_
     [t0] = generate(model, proc, [None], ["hello"], max_new_tokens=300, constrain_boxes=True)
     assert (a.token_ids, b.token_ids, streamed[-1].token_ids, text_only.token_ids) == \
         (a0.token_ids, b0.token_ids, b0.token_ids, t0.token_ids)
-    cache = engine.prefix_cache      # misses: the warm-up's blank image, then this image; hits: the follow-ups
-    assert cache.misses == 2 and cache.hits == 2
+    [s0] = generate(model, proc, [img], ["[caption] describe"], max_new_tokens=6)
+    assert short.token_ids == s0.token_ids and len(s0.token_ids) > 1      # decoded: went through the compiled step
+    cache = engine.prefix_cache      # misses: the warm-up's blank image, then this image; hits: the rest
+    assert cache.misses == 2 and cache.hits == 4
