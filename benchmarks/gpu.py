@@ -71,7 +71,9 @@ class NoEOS(LogitsProcessor):
 class TensorBytes(TorchDispatchMode):
     """The peak of live tensor bytes while the mode is on: the storages of `tensors` (what exists on entry: the
     model, the batch, the optimizer state) plus every storage an op makes, each counted until it is freed. On a
-    GPU, torch.cuda.max_memory_allocated counts the same (plus the allocator's rounding to 512 bytes)."""
+    GPU, torch.cuda.max_memory_allocated counts what the same ops allocate (plus the allocator's rounding to 512
+    bytes); not counted here: in-place storage resizes and the workspaces kernels allocate inside themselves, and
+    CPU kernels (autocast, AdamW without foreach) are not CUDA's, so on a CPU it is an estimate of the GPU's figure."""
 
     def __init__(self, tensors=()):
         super().__init__()
@@ -395,7 +397,11 @@ def parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv=None, prog: str | None = None) -> int:
     p = parser(prog)
-    a, _ = p.parse_known_args(argv)
+    a, other = p.parse_known_args(argv)
+    if other and prog:           # `minigptv2 bench`: a mistyped option is an error
+        p.error(f"unrecognized arguments: {' '.join(other)}")
+    if other:                    # benchmarks/run.py passes one set of options to every script
+        print(f"{p.prog}: ignoring {' '.join(other)} (not this benchmark's options)", file=sys.stderr)
     a.device = a.device or default_device()
     try:
         kind = torch.device(a.device).type

@@ -85,6 +85,23 @@ def test_generation_paths_keep_inputs_on_the_model_device(placed):
         any(name.endswith("ForCausalLM") for name in seen)
 
 
+@pytest.mark.skipif(DEVICE != "cuda", reason="inductor and CUDA graphs: where a GPU exists (scripts/gpu_check.sh)")
+def test_compiled_decode_on_a_gpu_gives_the_eager_ids(placed):
+    """The real compiled step (transformers' default CompileConfig: inductor, CUDA graphs) in fp32 gives the eager
+    greedy ids, batched and after the prefix cache. On CPU the compile tests use dynamo's eager backend."""
+    model, proc, _ = placed
+    qs = ["[refer] red circle", "[caption] describe"]
+    eager = [r.token_ids for r in G.generate(model, proc, [IMG, IMG], qs, max_new_tokens=8)]
+    for _ in range(2):                                     # the second call replays the recorded graphs
+        assert [r.token_ids for r in G.generate(model, proc, [IMG, IMG], qs, max_new_tokens=8, compile=True)] == eager
+    cache = G.PrefixCache()
+    for q in qs:
+        [alone] = G.generate(model, proc, [IMG], [q], max_new_tokens=8)
+        assert G.generate_cached(model, proc, IMG, q, cache, max_new_tokens=8, compile=True).token_ids == \
+            alone.token_ids
+    assert cache.hits == 1
+
+
 def test_eval_scorers_and_training_step_keep_inputs_on_the_model_device(placed, tmp_path):
     from minigptv2.eval.run import Item, choice_losses
     from minigptv2.eval.synthetic import run_synthetic

@@ -226,6 +226,9 @@ def test_minigptv2_bench_is_gpu_py(capsys, monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             cli.main(["bench", "--device", "cuda"])
         assert "CUDA is not available here" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--tiny", "--onyl", "vit"])
+    assert "unrecognized arguments: --onyl" in capsys.readouterr().err
     monkeypatch.setattr(bench_cmd, "SCRIPT", tmp_path / "benchmarks" / "gpu.py")
     assert cli.main(["bench", "--tiny"]) == 2
     assert "of a source checkout" in capsys.readouterr().err
