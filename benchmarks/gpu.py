@@ -139,6 +139,19 @@ def build(a):
     return model.eval(), build_processor(tok, cfg)
 
 
+def check_host_memory(p: argparse.ArgumentParser, a) -> None:
+    """On a CPU the model lives in host RAM: stop before building it where it cannot fit (the full shape in fp32 is
+    31 GB; `decode` and the sections after it hold a merged copy beside it)."""
+    with torch.device("meta"):
+        n = sum(t.numel() for t in MiniGPTv2ForConditionalGeneration(preset("official-7b")).parameters())
+    need = n * DTYPES[a.dtype].itemsize * (2 if {"decode", "batch", "prefix"} & set(a.only) else 1)
+    avail = int(open("/proc/meminfo").read().split("MemAvailable:")[1].split()[0]) * 1024
+    if need > avail:
+        p.error(f"the official-7b shape needs about {need / 1e9:.0f} GB of RAM for --only {' '.join(a.only)} in "
+                f"{a.dtype} on the CPU, and {avail / 1e9:.0f} GB is available: use a GPU, --tiny, or e.g. "
+                "--dtype bf16 --only train --train 4:ckpt (the training memory)")
+
+
 def lm_bytes(model) -> int:
     """Bytes a decode step reads: the LM's weights less the input embedding table (one row per token is read)."""
     emb = model.language_model.get_input_embeddings().weight
@@ -411,6 +424,8 @@ def main(argv=None, prog: str | None = None) -> int:
         p.error(f"--device {a.device}: CUDA is not available here; use --device cpu")
     a.dtype = a.dtype or default_dtype(a.device)
     a.train = a.train or ([(2, True), (4, False)] if a.tiny else [(4, True), (16, False)])
+    if kind == "cpu" and not a.tiny:
+        check_host_memory(p, a)
     t0 = time.perf_counter()
     model, proc = build(a)
     ctx: dict = {}

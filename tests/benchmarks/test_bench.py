@@ -229,6 +229,11 @@ def test_minigptv2_bench_is_gpu_py(capsys, monkeypatch, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--tiny", "--onyl", "vit"])
     assert "unrecognized arguments: --onyl" in capsys.readouterr().err
+    avail = int(open("/proc/meminfo").read().split("MemAvailable:")[1].split()[0]) * 1024
+    if avail < 62e9:            # the whole benchmark in fp32 on this CPU: refused before building the 7B
+        with pytest.raises(SystemExit):
+            cli.main(["bench", "--device", "cpu"])
+        assert "the official-7b shape needs about 62 GB of RAM" in capsys.readouterr().err
     monkeypatch.setattr(bench_cmd, "SCRIPT", tmp_path / "benchmarks" / "gpu.py")
     assert cli.main(["bench", "--tiny"]) == 2
     assert "of a source checkout" in capsys.readouterr().err
