@@ -151,8 +151,8 @@ CACHE_BUCKET = 512
 
 def _static_cache(model, processor, n_tokens: int):
     """An empty StaticCache for `n_tokens` (the longest prompt + max_new_tokens), rounded up to a bucket. A new
-    one per call, as transformers' own `cache_implementation="static"` makes: on a GPU a cache at a new address
-    makes the CUDA graphs re-record once for that call (not measured here: BENCHMARKS.md "gpu")."""
+    one per call, as transformers' own `cache_implementation="static"` makes: on a GPU, a cache at a new address
+    may make the CUDA graphs re-record for that call (not measured: no GPU run yet, BENCHMARKS.md "gpu")."""
     from transformers import StaticCache
 
     n = CACHE_BUCKET
