@@ -544,9 +544,9 @@ def parser() -> argparse.ArgumentParser:
                         "chunk (else the stream is dropped and its generation cancelled)")
     add_device_args(p, quantize=True)
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="static KV cache + compiled decode step, compiled before serving for a batch of one at the "
-                        "default max tokens (each other batch size or cache size, 512 / 1024 / 2048 ... tokens, "
-                        "compiles on first use); auto: on when the model is on a GPU")
+                   help="static KV cache (512 / 1024 / 2048 ... tokens) + compiled decode step, compiled before "
+                        "serving for a batch of one by two warm-up requests (each other batch size compiles on first "
+                        "use); auto: on when the model is on a GPU and not offloaded")
     p.add_argument("--prefix-cache-mb", type=_at_least(0, float), default=1024.0,
                    help="bytes kept of image embeddings + KV caches of prompts up to the image, for follow-up "
                         "questions about the same image (0: off)")
