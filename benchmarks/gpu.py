@@ -48,6 +48,7 @@ from torch.utils._pytree import tree_leaves  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList  # noqa: E402
 
 from benchmarks import common as bench  # noqa: E402
+from minigptv2.checkpoint import DTYPES  # noqa: E402
 from minigptv2.config import preset  # noqa: E402
 from minigptv2.devices import default_device, default_dtype  # noqa: E402
 from minigptv2.generate import PrefixCache, generate, generate_cached  # noqa: E402
@@ -55,7 +56,6 @@ from minigptv2.model import MiniGPTv2ForConditionalGeneration  # noqa: E402
 from minigptv2.processor import build_processor  # noqa: E402
 from minigptv2.tokenizers import Tokenizer  # noqa: E402
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 SECTIONS = ("env", "load", "vit", "decode", "batch", "prefix", "quantized", "train")
 
 

@@ -558,8 +558,8 @@ def compile_wanted(choice: str, device, device_map: dict | None = None) -> bool:
     graphs, without a kernel launch per operation; on a CPU compiling costs more than it saves). A model partly
     offloaded to the CPU or disk (`--device auto`, its `device_map`) is not compiled by transformers: auto is off
     there, and on is an error rather than a switch that does nothing."""
-    offloaded = bool({str(v) for v in (device_map or {}).values()} & {"cpu", "disk"}) and \
-        len({str(v) for v in device_map.values()}) > 1
+    placed = {str(v) for v in (device_map or {}).values()}
+    offloaded = len(placed) > 1 and bool(placed & {"cpu", "disk"})
     if choice == "on" and offloaded:
         raise MiniGPTv2Error("--compile on: part of the model is offloaded to the CPU or disk (--device auto), "
                              "which compiled decoding does not support; use --compile off")
